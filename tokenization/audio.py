@@ -1,0 +1,78 @@
+"""Audio I/O: soundfile for decoding (WAV, FLAC, OGG, MP3), mono mixdown, soxr resampling.
+
+`load_audio` raises `BadAudio` with a reason a person can act on; callers turn it into
+a quarantine row instead of stopping the job.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SILENCE_PEAK = 1e-4  # below this peak amplitude a clip counts as all-silence
+MIN_SECONDS = 0.1  # shorter clips are truncated or empty, not speech
+
+
+class BadAudio(ValueError):
+    """Audio that cannot become training data; the message is the quarantine reason."""
+
+
+def read_bytes(path: str) -> bytes:
+    """Read a local path or an `s3://...` URI (pyarrow.fs, credentials from the environment)."""
+    if "://" in path:
+        from tokenization.storage import open_input
+
+        with open_input(path) as f:
+            return f.read()
+    return Path(path).read_bytes()
+
+
+def decode_audio(data: bytes, source: str) -> tuple[np.ndarray, int]:
+    """Decode bytes to mono float32 samples and their sample rate."""
+    if len(data) == 0:
+        raise BadAudio(f"{source}: zero-byte file")
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
+        raise BadAudio(f"{source}: not readable as audio ({type(exc).__name__}: {exc})") from None
+    return samples.mean(axis=1), int(rate)
+
+
+def validate(samples: np.ndarray, rate: int, source: str, max_seconds: float | None = None) -> None:
+    """Reject audio that would corrupt training: non-finite, too short, silent, over-long."""
+    if not np.all(np.isfinite(samples)):
+        raise BadAudio(f"{source}: NaN or inf samples")
+    seconds = len(samples) / rate
+    if seconds < MIN_SECONDS:
+        raise BadAudio(f"{source}: too short or truncated ({seconds:.3f} s < {MIN_SECONDS} s)")
+    if max_seconds is not None and seconds > max_seconds:
+        raise BadAudio(f"{source}: over --max-duration ({seconds:.1f} s > {max_seconds:g} s)")
+    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+        raise BadAudio(f"{source}: all silence (peak < {SILENCE_PEAK:g})")
+
+
+def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    if rate == target_rate:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    return soxr.resample(samples, rate, target_rate, quality="HQ").astype(np.float32)
+
+
+def load_audio(path: str, target_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """Read, validate and resample one file to mono float32 at `target_rate`.
+
+    Raises:
+        BadAudio: missing, empty, unreadable, non-finite, too short, silent or over-long audio.
+    """
+    try:
+        data = read_bytes(path)
+    except FileNotFoundError:
+        raise BadAudio(f"{path}: file not found") from None
+    except OSError as exc:
+        raise BadAudio(f"{path}: cannot read ({exc})") from None
+    samples, rate = decode_audio(data, path)
+    validate(samples, rate, path, max_seconds)
+    return resample(samples, rate, target_rate)

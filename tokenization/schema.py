@@ -1,0 +1,160 @@
+"""The token-shard row, its Arrow schema, and the quarantine table: every reader and writer uses these.
+
+`codes` is stored as `list<fixed_size_list<uint16, K>>` (time-major `[n_frames, K]`) rather
+than a Ray tensor extension, so pyarrow, DuckDB, Polars and `datasets` all open the shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tokenization.codec import CodecInfo
+
+SCHEMA_VERSION = "1"
+N_CODEBOOKS = 8
+PARQUET_COMPRESSION = "zstd"
+
+
+def codes_type(n_codebooks: int = N_CODEBOOKS) -> pa.DataType:
+    return pa.list_(pa.list_(pa.uint16(), n_codebooks))
+
+
+def token_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
+    return pa.schema(
+        [
+            ("utt_id", pa.string()),
+            ("source", pa.string()),
+            ("speaker", pa.string()),
+            ("language", pa.string()),
+            ("text", pa.string()),
+            ("duration_s", pa.float32()),
+            ("n_frames", pa.int32()),
+            ("codes", codes_type(n_codebooks)),
+            ("audio_sha1", pa.string()),
+            ("run_id", pa.string()),
+        ]
+    )
+
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("utt_id", pa.string()),  # empty when the manifest line could not be parsed
+        ("line", pa.string()),  # the manifest line (or record) as read, for rows without an id
+        ("file", pa.string()),  # the audio file or manifest the problem is in
+        ("stage", pa.string()),  # manifest | load | encode | ...
+        ("reason", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+
+
+@dataclass
+class TokenRow:
+    """One utterance of a token shard."""
+
+    utt_id: str
+    source: str
+    speaker: str
+    language: str
+    text: str
+    duration_s: float
+    n_frames: int
+    codes: np.ndarray  # [T, K] uint16
+    audio_sha1: str
+    run_id: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenRow":
+        kw = {f.name: d[f.name] for f in fields(cls)}
+        kw["codes"] = codes_to_numpy(kw["codes"])
+        return cls(**kw)
+
+
+@dataclass
+class QuarantineRow:
+    utt_id: str
+    line: str
+    file: str
+    stage: str
+    reason: str
+    run_id: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def codes_to_arrow(codes: list[np.ndarray], n_codebooks: int = N_CODEBOOKS) -> pa.Array:
+    """B arrays [T_b, K] -> one Arrow array of list<fixed_size_list<uint16, K>> without Python loops per frame."""
+    lengths = np.array([len(c) for c in codes], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    flat = np.concatenate([np.asarray(c, dtype=np.uint16).reshape(-1) for c in codes]) if codes else np.zeros(0, np.uint16)
+    frames = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.uint16()), n_codebooks)
+    return pa.ListArray.from_arrays(pa.array(offsets), frames)
+
+
+def codes_to_numpy(value) -> np.ndarray:
+    """One `codes` cell (Arrow scalar, list of lists or array) -> [T, K] uint16."""
+    if isinstance(value, pa.Scalar):
+        value = value.values.flatten().to_numpy(zero_copy_only=False).reshape(len(value), -1) if len(value) else []
+    arr = np.asarray(value.tolist() if hasattr(value, "tolist") and not isinstance(value, np.ndarray) else value)
+    if arr.dtype == object:
+        arr = np.stack([np.asarray(f) for f in arr]) if len(arr) else np.zeros((0, N_CODEBOOKS))
+    return arr.astype(np.uint16).reshape(len(arr), -1)
+
+
+def rows_to_table(rows: list[TokenRow], n_codebooks: int = N_CODEBOOKS) -> pa.Table:
+    schema = token_schema(n_codebooks)
+    columns = {f.name: [getattr(r, f.name) for r in rows] for f in fields(TokenRow) if f.name != "codes"}
+    arrays = [
+        codes_to_arrow([r.codes for r in rows], n_codebooks) if name == "codes" else pa.array(columns[name], schema.field(name).type)
+        for name in schema.names
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def file_metadata(info: CodecInfo, extra: dict | None = None) -> dict[bytes, bytes]:
+    """Codec facts carried in each Parquet file's key/value metadata."""
+    meta = {
+        "codec_name": info.name,
+        "codec_version": info.version,
+        "checkpoint_id": info.checkpoint_id,
+        "sample_rate": str(info.sample_rate),
+        "frame_rate": str(info.frame_rate),
+        "n_codebooks": str(info.n_codebooks),
+        "codebook_size": str(info.codebook_size),
+        "schema_version": SCHEMA_VERSION,
+        **(extra or {}),
+    }
+    return {k.encode(): str(v).encode() for k, v in meta.items()}
+
+
+def read_file_metadata(path_or_file) -> dict[str, str]:
+    md = pq.read_metadata(path_or_file).metadata or {}
+    return {k.decode(): v.decode() for k, v in md.items() if not k.startswith(b"ARROW:")}
+
+
+def table_to_parquet_bytes(table: pa.Table, metadata: dict[bytes, bytes] | None = None) -> bytes:
+    """Deterministic Parquet bytes (same table -> same bytes), zstd, with file metadata."""
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression=PARQUET_COMPRESSION, write_statistics=True)
+    return buf.getvalue()
+
+
+def sha1_hex(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def stable_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
