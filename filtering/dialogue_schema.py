@@ -1,0 +1,174 @@
+"""The dialogue-shard row (one dialogue, its turns) and its Arrow schema; also the scored TTS row.
+
+Training reads stage 2 pairs as (user turn `audio_flac` -> next assistant turn `text`) and
+stage 3 as (user audio -> assistant text + assistant `codes`). `OUT/kept/*.parquet` and
+`OUT/rejects/*.parquet` share this schema. Codes are `list<fixed_size_list<uint16, K>>`
+(time-major `[n_frames, K]`) exactly as in token shards (`tokenization/schema.py`).
+
+    >>> table = dialogue_rows_to_table([row])      # row: DialogueRow
+    >>> DialogueRow.from_dict(table.to_pylist()[0]).turns[1].codes.shape
+    (25, 8)
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import pyarrow as pa
+import soundfile as sf
+
+from tokenization.schema import N_CODEBOOKS, codes_to_numpy, codes_type, token_schema
+
+DIALOGUE_SCHEMA_VERSION = "1"
+
+# Per-scored-item ASR columns (per turn for dialogues, top level for TTS rows).
+ASR_FIELDS = [
+    ("asr_hyp", pa.string()),
+    ("asr_model", pa.string()),
+    ("text_ref_norm", pa.string()),
+    ("wer", pa.float32()),
+    ("cer", pa.float32()),
+    ("n_ref_words", pa.int32()),
+    ("n_sub", pa.int32()),
+    ("n_del", pa.int32()),
+    ("n_ins", pa.int32()),
+]
+
+
+def turn_type(n_codebooks: int = N_CODEBOOKS) -> pa.DataType:
+    return pa.struct(
+        [
+            ("role", pa.string()),  # "user" | "assistant"
+            ("text", pa.string()),
+            ("audio_flac", pa.binary()),
+            ("sample_rate", pa.int32()),
+            ("duration_s", pa.float32()),
+            ("codes", codes_type(n_codebooks)),  # assistant turns of kept rows; null otherwise
+            ("n_frames", pa.int32()),
+            *ASR_FIELDS,  # null for turns that were not scored (user turns by default)
+        ]
+    )
+
+
+def dialogue_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
+    return pa.schema(
+        [
+            ("dialogue_id", pa.string()),
+            ("source", pa.string()),
+            ("language", pa.string()),
+            ("speaker", pa.string()),
+            ("turns", pa.list_(turn_type(n_codebooks))),
+            ("asr_model", pa.string()),
+            ("wer", pa.float32()),  # worst scored turn
+            ("cer", pa.float32()),  # worst scored turn
+            ("n_ref_words", pa.int32()),  # sums over scored turns
+            ("n_sub", pa.int32()),
+            ("n_del", pa.int32()),
+            ("n_ins", pa.int32()),
+            ("keep", pa.bool_()),
+            ("reject_reason", pa.string()),  # "" when kept; "code: detail" otherwise (filtering.rules)
+            ("audio_sha1", pa.string()),  # sha1 over the turns' decoded PCM
+            ("run_id", pa.string()),
+        ]
+    )
+
+
+def tts_filter_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
+    """Token-shard rows plus the ASR columns, `keep` and `reject_reason` (TTS-shard filtering)."""
+    base = token_schema(n_codebooks)
+    extra = [pa.field(n, t) for n, t in ASR_FIELDS] + [pa.field("keep", pa.bool_()), pa.field("reject_reason", pa.string())]
+    return pa.schema(list(base) + extra)
+
+
+@dataclass
+class DialogueTurn:
+    role: str
+    text: str
+    audio_flac: bytes
+    sample_rate: int
+    duration_s: float
+    codes: np.ndarray | None = None  # [T, K] uint16
+    n_frames: int = 0
+    asr_hyp: str | None = None
+    asr_model: str | None = None
+    text_ref_norm: str | None = None
+    wer: float | None = None
+    cer: float | None = None
+    n_ref_words: int | None = None
+    n_sub: int | None = None
+    n_del: int | None = None
+    n_ins: int | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["codes"] = None if self.codes is None else np.asarray(self.codes, np.uint16).tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DialogueTurn":
+        kw = {f.name: d.get(f.name) for f in fields(cls)}
+        kw["codes"] = None if kw["codes"] is None else codes_to_numpy(kw["codes"])
+        return cls(**kw)
+
+    def audio(self) -> tuple[np.ndarray, int]:
+        """Decoded float32 mono samples [S] and their rate."""
+        return flac_to_pcm(self.audio_flac)
+
+
+@dataclass
+class DialogueRow:
+    dialogue_id: str
+    source: str
+    language: str
+    speaker: str
+    turns: list[DialogueTurn] = field(default_factory=list)
+    asr_model: str = ""
+    wer: float | None = None
+    cer: float | None = None
+    n_ref_words: int = 0
+    n_sub: int = 0
+    n_del: int = 0
+    n_ins: int = 0
+    keep: bool = False
+    reject_reason: str = ""
+    audio_sha1: str = ""
+    run_id: str = ""
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "turns"}
+        d["turns"] = [t.to_dict() for t in self.turns]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DialogueRow":
+        kw = {f.name: d.get(f.name) for f in fields(cls)}
+        kw["turns"] = [DialogueTurn.from_dict(t) for t in d["turns"]]
+        return cls(**kw)
+
+    def aggregate(self) -> None:
+        """Fill the row-level ASR aggregates from the scored turns (worst WER/CER, summed counts)."""
+        scored = [t for t in self.turns if t.wer is not None]
+        self.asr_model = scored[0].asr_model if scored else ""
+        self.wer = max((t.wer for t in scored), default=None)
+        self.cer = max((t.cer for t in scored), default=None)
+        for name in ("n_ref_words", "n_sub", "n_del", "n_ins"):
+            setattr(self, name, int(sum(getattr(t, name) for t in scored)))
+
+
+def dialogue_rows_to_table(rows: list[DialogueRow | dict], n_codebooks: int = N_CODEBOOKS) -> pa.Table:
+    dicts = [r.to_dict() if isinstance(r, DialogueRow) else r for r in rows]
+    return pa.Table.from_pylist(dicts, schema=dialogue_schema(n_codebooks))
+
+
+def pcm_to_flac(samples: np.ndarray, sample_rate: int) -> bytes:
+    """Mono float32 [S] -> 16-bit FLAC bytes (lossless for 16-bit sources)."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(samples, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def flac_to_pcm(data: bytes) -> tuple[np.ndarray, int]:
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return samples.mean(axis=1), int(rate)

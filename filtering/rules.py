@@ -1,0 +1,107 @@
+"""Keep/reject rules: a config dataclass and a pure `decide(row, rules)`.
+
+A row is a dialogue row (its scored turns under `turns`) or a flat TTS-shard row (scored
+at top level). Each rule names itself in `reject_reason` as `code: detail`, so the audit
+groups by the code before the colon:
+
+    wer | cer | too_short | too_long | empty_hypothesis | speaking_rate | no_scored_turn
+
+    >>> decide({"turns": [{"role": "assistant", "wer": 0.5, "cer": 0.3, "duration_s": 2.0,
+    ...                    "n_ref_words": 6, "n_del": 3, "n_ins": 0}]}, Rules())
+    (False, 'wer: 0.500 > 0.100 (turn 0)')
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+REASONS = ("no_scored_turn", "too_short", "too_long", "empty_hypothesis", "wer", "cer", "speaking_rate")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Thresholds; `None` switches a rule off. Speaking rate is reference words per second of audio."""
+
+    max_wer: float | None = 0.10
+    max_cer: float | None = None
+    min_duration_s: float | None = 0.3
+    max_duration_s: float | None = 30.0
+    reject_empty_hypothesis: bool = True
+    min_words_per_s: float | None = 0.5
+    max_words_per_s: float | None = 6.0
+    score_roles: tuple[str, ...] = ("assistant",)  # which dialogue turns are transcribed and judged
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["score_roles"] = list(self.score_roles)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Rules":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown rule(s): {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        if "score_roles" in d:
+            d["score_roles"] = tuple(d["score_roles"])
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Rules":
+        """From a JSON or YAML file holding a mapping of the fields above."""
+        text = Path(path).read_text("utf-8")
+        if str(path).endswith((".yaml", ".yml")):
+            import yaml
+
+            return cls.from_dict(yaml.safe_load(text) or {})
+        return cls.from_dict(json.loads(text))
+
+
+def _judge(t: dict, r: Rules, where: str) -> str:
+    dur, n_ref = float(t["duration_s"]), int(t["n_ref_words"])
+    if r.min_duration_s is not None and dur < r.min_duration_s:
+        return f"too_short: {dur:.2f} s < {r.min_duration_s:g} s{where}"
+    if r.max_duration_s is not None and dur > r.max_duration_s:
+        return f"too_long: {dur:.2f} s > {r.max_duration_s:g} s{where}"
+    n_hyp = n_ref - int(t["n_del"]) + int(t["n_ins"])  # hits + subs + ins
+    if r.reject_empty_hypothesis and n_hyp == 0 and n_ref > 0:
+        return f"empty_hypothesis: ASR heard no words{where}"
+    if r.max_wer is not None and t["wer"] > r.max_wer:
+        return f"wer: {t['wer']:.3f} > {r.max_wer:.3f}{where}"
+    if r.max_cer is not None and t["cer"] > r.max_cer:
+        return f"cer: {t['cer']:.3f} > {r.max_cer:.3f}{where}"
+    rate = n_ref / dur if dur > 0 else float("inf")
+    if r.min_words_per_s is not None and rate < r.min_words_per_s:
+        return f"speaking_rate: {rate:.2f} words/s < {r.min_words_per_s:g}{where}"
+    if r.max_words_per_s is not None and rate > r.max_words_per_s:
+        return f"speaking_rate: {rate:.2f} words/s > {r.max_words_per_s:g}{where}"
+    return ""
+
+
+def decide(row: dict, rules: Rules) -> tuple[bool, str]:
+    """(keep, reject_reason) for one scored row; the first failing rule of the first failing turn wins.
+
+    Args:
+        row: a dialogue row with `turns` (each scored turn has `wer`, `cer`, `duration_s`,
+            `n_ref_words`, `n_del`, `n_ins`; unscored turns have `wer` None) or a flat TTS row.
+    Returns:
+        (True, "") or (False, "code: detail").
+    """
+    if "turns" not in row:
+        reason = _judge(row, rules, "")
+        return reason == "", reason
+    scored = [(i, t) for i, t in enumerate(row["turns"]) if t.get("wer") is not None]
+    if not scored:
+        return False, "no_scored_turn: no turn of a scored role"
+    for i, t in scored:
+        reason = _judge(t, rules, f" (turn {i})")
+        if reason:
+            return False, reason
+    return True, ""
+
+
+def reason_code(reason: str) -> str:
+    return reason.split(":", 1)[0].strip()

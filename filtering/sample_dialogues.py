@@ -1,0 +1,129 @@
+"""The bundled sample dialogue set, made with espeak-ng: Q/A pairs, some with deliberately wrong assistant audio.
+
+Real speech with known text, so a real ASR model (Whisper tiny.en) produces real keeps and
+real rejections. Sentences and voices were picked so that tiny.en transcribes the matched
+assistant answers exactly (both backends); the mismatches are gross, so any sane ASR rejects them:
+
+    other_sentence   assistant audio speaks a different sentence      -> wer
+    truncated        assistant audio cut after 40 % of its samples    -> wer (deletions)
+    silence          1.5 s of faint noise instead of speech           -> empty_hypothesis / wer
+    second_turn      multi-turn dialogue whose 2nd answer is wrong     -> wer (turn 3)
+    unreadable       zero-byte user audio                              -> quarantine (load)
+    duplicate        same audio as another dialogue, new id            -> kept; audit shows it by audio_sha1
+
+    >>> manifest = make_dialogue_sample("out/dialogues")   # dialogues.jsonl + wavs/
+    >>> expected = expected_outcomes()                      # {dialogue_id: "keep"|"reject"|"quarantine"}
+
+The same set is also written in the LLaMA-Omni/VocalNet JSON layout (`dialogues_llama_omni.json`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from tokenization.sample_corpus import espeak_to_wav
+
+VOICES = {"user": ("en-us", 150), "asst_f": ("en-us+f3", 140), "asst_m": ("en-us+m3", 140)}
+
+# (dialogue id, assistant voice, [(question, answer text, what the assistant audio really is)]);
+# audio spec: None = speak the answer; "say:<text>" = speak other text; "truncate"; "silence".
+DIALOGUES = [
+    ("d01", "asst_m", [("What is the weather like today?", "It will be sunny and warm all day.", None)]),
+    ("d02", "asst_f", [("Where is the nearest library?", "The library is next to the post office.", None)]),
+    ("d03", "asst_m", [("How many days are in a week?", "There are seven days in a week.", None)]),
+    ("d04", "asst_f", [("What is your favorite color?", "My favorite color is blue.", None)]),
+    ("d05", "asst_m", [("How do I get to the station?", "Walk straight ahead and turn left at the bank.", None)]),
+    ("d06", "asst_f", [("Is it going to rain tomorrow?", "No, the sky will be clear tomorrow.", None)]),
+    ("d07", "asst_f", [("How old is the house?", "The house is about one hundred years old.", None)]),
+    ("d08", "asst_m", [("When does the store open?", "The store opens at eight o'clock.", None)]),
+    ("d09", "asst_f", [("Who wrote this letter?", "My brother wrote it last week.", None),
+                       ("Where is the nearest library?", "The library is next to the post office.", None)]),
+    ("m01_other_sentence", "asst_m", [("What is the capital of France?", "The capital of France is Paris.",
+                                       "say:My brother wrote it last week.")]),
+    ("m02_truncated", "asst_f", [("Where is the nearest library?", "The library is next to the post office.", "truncate")]),
+    ("m03_silence", "asst_m", [("Can I have some water?", "Of course, here is a glass of water.", "silence")]),
+    ("m04_second_turn", "asst_m", [("When does the store open?", "The store opens at eight o'clock.", None),
+                                   ("How old is the house?", "The house is about one hundred years old.",
+                                    "say:There are seven days in a week.")]),
+]
+UNREADABLE_ID = "q01_unreadable"
+DUPLICATE_ID, DUPLICATE_OF = "d10_duplicate", "d04"
+
+
+def expected_outcomes() -> dict[str, str]:
+    out = {d: ("reject" if d.startswith("m") else "keep") for d, _, _ in DIALOGUES}
+    out[UNREADABLE_ID] = "quarantine"
+    out[DUPLICATE_ID] = "keep"
+    return out
+
+
+def _speak(out: Path, rel: str, text: str, voice: str) -> str:
+    if not (out / rel).exists():
+        espeak_to_wav(text, out / rel, *VOICES[voice])
+    return rel
+
+
+def _assistant_audio(out: Path, rel: str, answer: str, spec: str | None, voice: str) -> str:
+    if spec is None:
+        return _speak(out, rel, answer, voice)
+    if spec.startswith("say:"):
+        return _speak(out, rel, spec[4:], voice)
+    if spec == "truncate":
+        full = _speak(out, rel.replace(".wav", "_full.wav"), answer, voice)
+        samples, rate = sf.read(out / full, dtype="float32")
+        sf.write(out / rel, samples[: int(0.4 * len(samples))], rate, subtype="PCM_16")
+        return rel
+    if spec == "silence":
+        rate = 22050
+        noise = np.random.default_rng(0).normal(0.0, 0.002, int(1.5 * rate)).astype(np.float32)
+        sf.write(out / rel, noise, rate, subtype="PCM_16")  # faint noise: readable, not "all silence"
+        return rel
+    raise ValueError(spec)
+
+
+def make_dialogue_sample(out_dir: str | Path) -> Path:
+    """Write wavs/ plus `dialogues.jsonl` (native) and `dialogues_llama_omni.json`; returns the JSONL path."""
+    out = Path(out_dir)
+    manifest = out / "dialogues.jsonl"
+    if manifest.exists():
+        return manifest
+    (out / "wavs").mkdir(parents=True, exist_ok=True)
+    records = []
+    for did, voice, pairs in DIALOGUES:
+        turns = []
+        for k, (question, answer, spec) in enumerate(pairs):
+            q = _speak(out, f"wavs/{did}_q{k}.wav", question, "user")
+            a = _assistant_audio(out, f"wavs/{did}_a{k}.wav", answer, spec, voice)
+            turns += [{"role": "user", "text": question, "audio_path": q},
+                      {"role": "assistant", "text": answer, "audio_path": a}]
+        records.append({"id": did, "source": "espeak-dialogues", "language": "en", "speaker": voice, "turns": turns})
+    dup = json.loads(json.dumps(next(r for r in records if r["id"] == DUPLICATE_OF)))
+    dup["id"] = DUPLICATE_ID
+    records.append(dup)
+    (out / "wavs" / f"{UNREADABLE_ID}_q0.wav").write_bytes(b"")
+    _speak(out, f"wavs/{UNREADABLE_ID}_a0.wav", "It will be sunny and warm all day.", "asst_m")
+    records.append({"id": UNREADABLE_ID, "source": "espeak-dialogues", "language": "en", "speaker": "asst_m",
+                    "turns": [{"role": "user", "text": "What is the weather like today?", "audio_path": f"wavs/{UNREADABLE_ID}_q0.wav"},
+                              {"role": "assistant", "text": "It will be sunny and warm all day.", "audio_path": f"wavs/{UNREADABLE_ID}_a0.wav"}]})
+    (out / "dialogues_llama_omni.json").write_text(json.dumps([_to_llama_omni(r) for r in records], indent=1), "utf-8")
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), "utf-8")
+    tmp.replace(manifest)
+    return manifest
+
+
+def _to_llama_omni(rec: dict) -> dict:
+    convs, speech, tgt = [], [], []
+    for t in rec["turns"]:
+        if t["role"] == "user":
+            convs.append({"from": "human", "value": "<speech>\n" + t["text"]})
+            speech.append(t["audio_path"])
+        else:
+            convs.append({"from": "gpt", "value": t["text"]})
+            tgt.append(t["audio_path"])
+    return {"id": rec["id"], "speech": speech[0] if len(speech) == 1 else speech, "conversations": convs,
+            "tgt_speech": tgt[0] if len(tgt) == 1 else tgt, "source": rec["source"], "speaker": rec["speaker"]}
