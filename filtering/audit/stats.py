@@ -1,0 +1,239 @@
+"""Collect the audit figures of a tokenize or filter output folder (local or `s3://`) into one dict.
+
+The dict is written as `audit.json`; the HTML page shows the same numbers (every number on
+the page carries a `data-key` pointing into it, so a test can check they agree).
+
+Folder kinds:
+    tokenize         shards/*.parquet (token rows), quarantine/, _manifest.json
+    filter-dialogue  kept/ + rejects/ (dialogue rows), quarantine/, _manifest.json
+    filter-tts       kept/ + rejects/ (token rows + ASR columns), quarantine/, _manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+
+import jiwer
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from filtering.normalize import normalize
+from filtering.rules import reason_code
+from tokenization import storage
+
+PERCENTILES = (5, 25, 50, 75, 90, 95, 99)
+N_EXAMPLES = 5
+
+
+def detect_kind(folder: str) -> str:
+    if storage.list_files(storage.join(folder, "shards"), ".parquet"):
+        return "tokenize"
+    files = storage.list_files(storage.join(folder, "kept"), ".parquet") + storage.list_files(storage.join(folder, "rejects"), ".parquet")
+    if not files:
+        raise SystemExit(f"{folder}: no shards/, kept/ or rejects/ Parquet files: not a tokenize or filter output")
+    with storage.open_input(files[0]) as f:
+        names = pq.read_schema(f).names
+    return "filter-dialogue" if "turns" in names else "filter-tts"
+
+
+def _read(path: str) -> tuple[pa.Table, dict[str, str]]:
+    with storage.open_input(path) as f:
+        table = pq.read_table(f)
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if not k.startswith(b"ARROW:")}
+    return table, meta
+
+
+def summary(values) -> dict:
+    a = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    out = {"n": int(a.size), "mean": round(float(a.mean()), 4), "min": round(float(a.min()), 4), "max": round(float(a.max()), 4)}
+    out.update({f"p{p}": round(float(np.percentile(a, p)), 4) for p in PERCENTILES})
+    return out
+
+
+def diff_ops(ref: str, hyp: str) -> list[dict]:
+    """Word alignment of normalized ref/hyp as [{"op": equal|substitute|delete|insert, "ref", "hyp"}]."""
+    r, h = ref.split(), hyp.split()
+    if not r:
+        return [{"op": "insert", "ref": "", "hyp": hyp}] if h else []
+    out = jiwer.process_words(ref, hyp)
+    ops = []
+    for chunk in out.alignments[0]:
+        ops.append({"op": chunk.type, "ref": " ".join(r[chunk.ref_start_idx:chunk.ref_end_idx]),
+                    "hyp": " ".join(h[chunk.hyp_start_idx:chunk.hyp_end_idx])})
+    return ops
+
+
+class _Acc:
+    """Accumulates per-item figures (an item = one utterance, or one dialogue turn)."""
+
+    def __init__(self):
+        self.items: list[dict] = []  # {id, source, speaker, duration, wer, rate, status}
+        self.rows: list[dict] = []  # {id, status, sha1, seconds}
+        self.examples: dict[str, list] = defaultdict(list)
+        self.reasons: dict[str, int] = defaultdict(int)
+        self.code_counts: np.ndarray | None = None
+        self.frames: list[tuple[str, int, float]] = []
+        self.meta: dict[str, str] = {}
+
+    def add_codes(self, codes_col: pa.Array, n_cb: int, size: int) -> None:
+        flat = codes_col.drop_null() if hasattr(codes_col, "drop_null") else codes_col
+        values = pa.concat_arrays([c.flatten().flatten() for c in (flat.chunks if isinstance(flat, pa.ChunkedArray) else [flat])]) if len(flat) else pa.array([], pa.uint16())
+        v = values.to_numpy(zero_copy_only=False).astype(np.int64).reshape(-1, n_cb)  # [sum T, K]
+        if self.code_counts is None:
+            self.code_counts = np.zeros((n_cb, size), np.int64)
+        for k in range(n_cb):
+            self.code_counts[k] += np.bincount(v[:, k], minlength=size)[:size]
+
+
+def _speaking_rate(n_words, dur):
+    return (n_words / dur) if n_words is not None and dur else None
+
+
+def _example(rec_id: str, text: str, hyp: str, ref_norm: str, language: str, wer, reason: str, turn=None) -> dict:
+    hyp_norm = normalize(hyp or "", language)
+    return {"id": rec_id, "turn": turn, "text": text, "asr_hyp": hyp, "text_ref_norm": ref_norm, "hyp_norm": hyp_norm,
+            "wer": None if wer is None else round(float(wer), 4), "reject_reason": reason, "diff": diff_ops(ref_norm or "", hyp_norm)}
+
+
+def _token_table(acc: _Acc, table: pa.Table, status: str, meta: dict) -> None:
+    n_cb, size = int(meta.get("n_codebooks", 8)), int(meta.get("codebook_size", 2048))
+    scored = "wer" in table.column_names
+    cols = {c: table.column(c).to_pylist() for c in table.column_names if c != "codes"}
+    n_frames = table.column("n_frames").to_pylist()
+    fr = float(meta.get("frame_rate", 12.5))
+    for i, uid in enumerate(cols["utt_id"]):
+        dur = cols["duration_s"][i]
+        acc.rows.append({"id": uid, "status": status, "sha1": cols["audio_sha1"][i], "seconds": dur or 0.0})
+        acc.items.append({"id": uid, "source": cols["source"][i], "speaker": cols["speaker"][i], "duration": dur, "status": status,
+                          "wer": cols["wer"][i] if scored else None,
+                          "rate": _speaking_rate(len((cols["text"][i] or "").split()), dur)})
+        if n_frames[i] is not None and dur is not None:
+            acc.frames.append((uid, int(n_frames[i]), float(dur) * fr))
+        if status == "rejected":
+            code = reason_code(cols["reject_reason"][i])
+            acc.reasons[code] += 1
+            if len(acc.examples[code]) < N_EXAMPLES:
+                acc.examples[code].append(_example(uid, cols["text"][i], cols["asr_hyp"][i], cols["text_ref_norm"][i],
+                                                   cols["language"][i], cols["wer"][i], cols["reject_reason"][i]))
+    acc.add_codes(table.column("codes"), n_cb, size)
+
+
+def _dialogue_table(acc: _Acc, table: pa.Table, status: str, meta: dict) -> None:
+    n_cb, size = int(meta.get("n_codebooks", 8)), int(meta.get("codebook_size", 2048))
+    fr = float(meta.get("frame_rate", 12.5))
+    turns = table.column("turns").combine_chunks()
+    flat = turns.flatten()  # StructArray of all turns, audio never turned into Python objects
+    f = {name: flat.field(name) for name in ("role", "duration_s", "n_frames", "wer", "n_ref_words", "asr_hyp", "text", "text_ref_norm")}
+    f = {k: v.to_pylist() for k, v in f.items()}
+    offsets = turns.offsets.to_pylist()
+    ids, src, spk = (table.column(c).to_pylist() for c in ("dialogue_id", "source", "speaker"))
+    lang, sha, reason = (table.column(c).to_pylist() for c in ("language", "audio_sha1", "reject_reason"))
+    for i, did in enumerate(ids):
+        lo, hi = offsets[i], offsets[i + 1]
+        acc.rows.append({"id": did, "status": status, "sha1": sha[i], "seconds": float(sum(f["duration_s"][lo:hi]))})
+        if status == "rejected":
+            code = reason_code(reason[i])
+            acc.reasons[code] += 1
+        shown = False
+        for j in range(lo, hi):
+            dur = f["duration_s"][j]
+            acc.items.append({"id": f"{did}#{j - lo}", "source": src[i], "speaker": spk[i] if f["role"][j] == "assistant" else "user",
+                              "duration": dur, "status": status, "wer": f["wer"][j],
+                              "rate": _speaking_rate(f["n_ref_words"][j], dur) if f["wer"][j] is not None else None})
+            if f["n_frames"][j]:
+                acc.frames.append((f"{did}#{j - lo}", int(f["n_frames"][j]), float(dur) * fr))
+            bad_turn = f"(turn {j - lo})" in (reason[i] or "")
+            if status == "rejected" and bad_turn and not shown and len(acc.examples[code]) < N_EXAMPLES:
+                acc.examples[code].append(_example(did, f["text"][j], f["asr_hyp"][j], f["text_ref_norm"][j], lang[i],
+                                                   f["wer"][j], reason[i], j - lo))
+                shown = True
+    acc.add_codes(flat.field("codes"), n_cb, size)
+
+
+def _groups(items: list[dict], key: str, field: str) -> dict:
+    by: dict[str, list] = defaultdict(list)
+    for it in items:
+        by[it[key] or "(none)"].append(it[field])
+    return {k: summary(v) for k, v in sorted(by.items())}
+
+
+def collect(folder: str) -> dict:
+    """All audit figures of one output folder (see module docstring)."""
+    kind = detect_kind(folder)
+    manifest_path = storage.join(folder, "_manifest.json")
+    manifest = json.loads(storage.read_text(manifest_path)) if storage.exists(manifest_path) else {}
+    acc = _Acc()
+    subdirs = [("shards", "kept")] if kind == "tokenize" else [("kept", "kept"), ("rejects", "rejected")]
+    for sub, status in subdirs:
+        for path in storage.list_files(storage.join(folder, sub), ".parquet"):
+            table, meta = _read(path)
+            acc.meta = acc.meta or meta
+            if kind == "filter-dialogue":
+                _dialogue_table(acc, table, status, meta)
+            else:
+                _token_table(acc, table, status, meta)
+    quarantine = []
+    for path in storage.list_files(storage.join(folder, "quarantine"), ".parquet"):
+        with storage.open_input(path) as fh:
+            quarantine += pq.read_table(fh).to_pylist()
+
+    n_kept = sum(r["status"] == "kept" for r in acc.rows)
+    n_rej = sum(r["status"] == "rejected" for r in acc.rows)
+    n_in = n_kept + n_rej + len(quarantine)
+    hours = lambda s: round(sum(r["seconds"] for r in acc.rows if r["status"] == s) / 3600, 6)  # noqa: E731
+    stage = {"stage": "tokenize" if kind == "tokenize" else "filter", "in": n_in, "kept": n_kept, "rejected": n_rej,
+             "quarantined": len(quarantine), "hours_kept": hours("kept"), "hours_rejected": hours("rejected"),
+             "manifest_in": manifest.get("counts", {}).get("in"),
+             "consistent": manifest.get("counts", {}).get("in") in (None, n_in)}
+
+    q_by: dict[str, int] = defaultdict(int)
+    for q in quarantine:
+        q_by[q["stage"]] += 1
+    by_sha: dict[str, list] = defaultdict(list)
+    for r in acc.rows:
+        if r["sha1"]:
+            by_sha[r["sha1"]].append(r["id"])
+    dups = [{"audio_sha1": s, "ids": ids} for s, ids in sorted(by_sha.items()) if len(ids) > 1]
+
+    scored = [it for it in acc.items if it["wer"] is not None]
+    codes = {}
+    if acc.code_counts is not None:
+        cc = acc.code_counts
+        p = cc / np.maximum(cc.sum(axis=1, keepdims=True), 1)
+        ent = -(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0)).sum(axis=1)
+        codes = {"n_codebooks": int(cc.shape[0]), "codebook_size": int(cc.shape[1]), "n_frames_total": int(cc[0].sum()),
+                 "per_codebook": [{"codebook": k, "used": int((cc[k] > 0).sum()), "dead": int((cc[k] == 0).sum()),
+                                   "entropy_bits": round(float(ent[k]), 3)} for k in range(cc.shape[0])]}
+    diffs = [(i, n, e) for i, n, e in acc.frames]
+    bad_frames = [{"id": i, "n_frames": n, "expected": round(e, 2)} for i, n, e in diffs if abs(n - math.ceil(e - 1e-6)) > 1]
+    return {
+        "folder": folder, "kind": kind, "run_id": manifest.get("run_id", ""),
+        "codec": {k: acc.meta.get(k) for k in ("codec_name", "codec_version", "frame_rate", "n_codebooks", "codebook_size")},
+        "asr": manifest.get("asr", acc.meta.get("asr", "")),
+        "stages": [stage],
+        "rejections": {"by_reason": dict(sorted(acc.reasons.items())), "examples": {k: v for k, v in sorted(acc.examples.items())}},
+        "quarantine": {"by_stage": dict(sorted(q_by.items())),
+                       "examples": [{k: q[k] for k in ("utt_id", "file", "stage", "reason")} for q in quarantine[:N_EXAMPLES * 2]]},
+        "wer": {"all": summary(it["wer"] for it in scored), "by_source": _groups(scored, "source", "wer"),
+                "by_speaker": _groups(scored, "speaker", "wer")},
+        "duration": {"all": summary(it["duration"] for it in acc.items), "by_source": _groups(acc.items, "source", "duration"),
+                     "by_speaker": _groups(acc.items, "speaker", "duration")},
+        "speaking_rate": {"all": summary(it["rate"] for it in acc.items), "by_speaker": _groups(
+            [it for it in acc.items if it["rate"] is not None], "speaker", "rate")},
+        "duplicates": {"n_groups": len(dups), "n_rows": sum(len(d["ids"]) for d in dups), "groups": dups[:20]},
+        "codes": codes,
+        "frames": {"n_checked": len(diffs), "n_inconsistent": len(bad_frames), "frame_rate": float(acc.meta.get("frame_rate", 12.5)),
+                   "max_abs_diff": round(max((abs(n - e) for _, n, e in diffs), default=0.0), 3), "examples": bad_frames[:N_EXAMPLES]},
+        "_series": {"wer": [it["wer"] for it in scored], "wer_status": [it["status"] for it in scored],
+                    "duration": [it["duration"] for it in acc.items if it["duration"] is not None],
+                    "rate": [it["rate"] for it in acc.items if it["rate"] is not None],
+                    "frames": [(n, e) for _, n, e in diffs],
+                    "code_counts": None if acc.code_counts is None else acc.code_counts,
+                    "wer_by_speaker": {k: [it["wer"] for it in scored if (it["speaker"] or "(none)") == k]
+                                       for k in sorted({it["speaker"] or "(none)" for it in scored})}},
+    }
