@@ -81,7 +81,7 @@ def make_plots(audit: dict) -> dict[str, bytes]:
         k = cc.shape[0]
         fig, axes = plt.subplots(2, (k + 1) // 2, figsize=(12, 4), sharey=True)
         for i, ax in enumerate(np.ravel(axes)[:k]):
-            ax.bar(np.arange(cc.shape[1]), cc[i], width=1.0)
+            ax.stairs(cc[i], np.arange(cc.shape[1] + 1), fill=True)  # one patch, not one bar per code
             ax.set_title(f"codebook {i}: {int((cc[i] > 0).sum())} used", fontsize=8)
             ax.tick_params(labelsize=6)
         fig.suptitle("Code usage per codebook (count per code index)", fontsize=10)

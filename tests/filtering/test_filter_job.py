@@ -1,0 +1,103 @@
+"""End-to-end filter job (Ray Data, real tiny.en, tiny codec): shards, counts, resume after kill, TTS shards."""
+
+import json
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from filtering.dialogue_manifest import read_dialogues
+from filtering.rules import Rules
+from filtering.shards import write_filter_shard
+from filtering.steps import EncodeKept, ScoreBatch, load_dialogue_batch, unpack
+from tokenization.shards import plan_shards
+from tokenization.steps import plan_to_items
+from filtering.dialogue_schema import DialogueRow, dialogue_schema, tts_filter_schema
+from filtering.sample_dialogues import expected_outcomes
+from tests.filtering.conftest import run_module
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(folder):
+    return pads.dataset(str(folder), format="parquet").to_table().to_pylist()
+
+
+def test_counts_add_up_and_rows_land_where_expected(filter_out):
+    out, summary = filter_out
+    expected = expected_outcomes()
+    assert summary["rows_in"] == len(expected) == summary["kept"] + summary["rejected"] + summary["quarantined"]
+    kept, rejects, quarantine = _rows(out / "kept"), _rows(out / "rejects"), _rows(out / "quarantine")
+    assert {r["dialogue_id"] for r in kept} == {d for d, o in expected.items() if o == "keep"}
+    assert {r["dialogue_id"] for r in rejects} == {d for d, o in expected.items() if o == "reject"}
+    assert {r["utt_id"] for r in quarantine} == {d for d, o in expected.items() if o == "quarantine"}
+    assert all(r["stage"] == "load" and "zero-byte" in r["reason"] for r in quarantine)
+    assert all(r["keep"] and r["reject_reason"] == "" for r in kept)
+    assert all(not r["keep"] and r["reject_reason"] for r in rejects)
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["counts"]["in"] == 15 and "error" not in m["counts"]
+    assert m["counts"]["kept"] == len(kept) and m["counts"]["rejected"] == len(rejects)
+    assert set(m["reject_reasons"]) <= {"wer", "empty_hypothesis"} and sum(m["reject_reasons"].values()) == len(rejects)
+
+
+def test_kept_dialogue_shards_hold_audio_texts_and_codes(filter_out):
+    out, _ = filter_out
+    files = sorted((out / "kept").glob("*.parquet"))
+    assert pq.read_schema(files[0]).remove_metadata().equals(dialogue_schema())
+    meta = pq.read_metadata(files[0]).metadata
+    assert meta[b"codec_name"] and meta[b"asr"] == b"tiny.en" and meta[b"n_codebooks"] == b"8"
+    for r in map(DialogueRow.from_dict, _rows(out / "kept")):
+        assert r.asr_model == "faster-whisper:tiny.en:int8" and r.wer <= 0.1 and r.run_id and r.audio_sha1
+        for i, t in enumerate(r.turns):
+            samples, rate = t.audio()
+            assert rate == t.sample_rate and abs(len(samples) / rate - t.duration_s) < 1e-3
+            if t.role == "user":
+                assert t.codes is None and t.wer is None
+            else:
+                assert r.turns[i - 1].role == "user"  # stage 2/3 pairs: user turn -> next assistant turn
+                assert t.codes.shape == (t.n_frames, 8) and abs(t.n_frames - t.duration_s * 12.5) <= 1
+                assert t.asr_hyp and t.text_ref_norm and t.n_ref_words > 0
+    for r in map(DialogueRow.from_dict, _rows(out / "rejects")):
+        assert all(t.codes is None for t in r.turns)  # the codec is spent on kept dialogues only
+
+
+def test_resume_after_kill_finishes_with_the_same_shards_as_the_library(filter_out, dialogue_sample, faster_asr, tiny_codec):
+    """The killed + resumed Ray run equals, byte for byte, the steps run in-process on one machine."""
+    out, summary = filter_out
+    done = summary["killed_done"]
+    assert 1 <= len(done) < 4, "the kill should land mid-run"
+    assert summary["shards_skipped"] == len(done) and summary["shards_written"] == 4 - len(done)
+    for name, mtime in done.items():  # finished shards were not rewritten
+        assert (out / "kept" / f"{name}.parquet").stat().st_mtime_ns == mtime
+    for f in out.rglob("*.parquet"):  # a killed writer may leave a temp file, never a half shard
+        pq.read_metadata(f)
+
+    run_id = json.loads((out / "_run.json").read_text())["run_id"]
+    metadata = dict(pq.read_schema(out / "kept" / "shard-00000.parquet").metadata)
+    metadata.pop(b"ARROW:schema", None)
+    specs, _ = read_dialogues(str(dialogue_sample))
+    ref = out.parent / (out.name + "_reference")
+    score, encode = ScoreBatch(faster_asr, Rules()), EncodeKept(tiny_codec)
+    for item in plan_to_items(plan_shards(specs, 4, 8)):
+        records = encode.encode(score.score(unpack(load_dialogue_batch(item, run_id, 60.0)["payload"])))
+        write_filter_shard(str(ref), f"shard-{item['shard']:05d}", records, "dialogue", metadata)
+    for sub in ("kept", "rejects", "quarantine"):
+        names = sorted(p.name for p in (ref / sub).glob("shard-*.parquet"))
+        assert names == sorted(p.name for p in (out / sub).glob("shard-*.parquet")) and len(names) == 4
+        for name in names:
+            assert (out / sub / name).read_bytes() == (ref / sub / name).read_bytes(), f"{sub}/{name} differs"
+
+
+def test_filter_tts_token_shards(tmp_path, tokenize_out, cache_dir):
+    folder, manifest = tokenize_out
+    out = tmp_path / "tts_filtered"
+    s = run_module("pipelines.filter", "--input", str(folder), "--audio-manifest", str(manifest), "--output", str(out),
+                   "--asr", "tiny.en", "--max-wer", "0.3", "--num-cpus", "2")
+    n_token_rows = len(_rows(folder / "shards"))
+    assert s["rows_in"] == n_token_rows == s["kept"] + s["rejected"] + s["quarantined"]
+    kept, rejects = _rows(out / "kept"), _rows(out / "rejects")
+    assert pq.read_schema(next((out / "kept").glob("*.parquet"))).remove_metadata().equals(tts_filter_schema())
+    for r in kept + rejects:
+        assert r["asr_model"] == "faster-whisper:tiny.en:int8" and r["text_ref_norm"] and r["n_ref_words"] > 0
+        assert np.asarray(r["codes"]).shape == (r["n_frames"], 8)  # token columns travel unchanged
+    assert all(r["wer"] <= 0.3 for r in kept) and all(r["reject_reason"] for r in rejects)
