@@ -1,0 +1,100 @@
+"""Filter throughput on the bundled espeak dialogue sample; prints one JSON object.
+
+    python benchmarks/filter_throughput.py [--repeat 2] [--batch-size 8]
+
+Figures (audio-seconds transcribed per wall-second, all on the same assistant clips, models
+loaded and warmed up before timing):
+    faster_vs_openai   faster-whisper int8  /  openai-whisper fp32, both batched greedy (goal >= 4)
+    pipeline_vs_bare   filter steps (read + decode + validate + FLAC + ASR + normalize + WER + rules
+                       + shard write) / bare faster-whisper loop over pre-loaded arrays (goal >= 0.9)
+The codec step (assistant turns of kept rows) runs in its own actor pool in the Ray job; its
+throughput is reported as a raw figure, as is the pipeline including it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from filtering.asr import load_asr  # noqa: E402
+from filtering.ct2_to_openai_whisper import convert  # noqa: E402
+from filtering.asr import shipped_tiny_en  # noqa: E402
+from filtering.dialogue_manifest import read_dialogues  # noqa: E402
+from filtering.rules import Rules  # noqa: E402
+from filtering.sample_dialogues import make_dialogue_sample  # noqa: E402
+from filtering.shards import write_filter_shard  # noqa: E402
+from filtering.steps import EncodeKept, ScoreBatch, load_dialogue_batch, unpack  # noqa: E402
+from tokenization.audio import load_audio  # noqa: E402
+from tokenization.codec import load_codec  # noqa: E402
+from tokenization.schema import file_metadata  # noqa: E402
+from tokenization.shards import plan_shards  # noqa: E402
+from tokenization.steps import plan_to_items  # noqa: E402
+
+
+def bare_loop(asr, audios, batch_size: int) -> float:
+    t = time.perf_counter()
+    for i in range(0, len(audios), batch_size):
+        asr.transcribe(audios[i : i + batch_size])
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeat", type=int, default=2, help="passes over the sample (more audio, steadier figures)")
+    p.add_argument("--batch-size", type=int, default=8)
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="filter_bench_"))
+    manifest = make_dialogue_sample(work / "sample")
+    specs, _ = read_dialogues(str(manifest))
+    specs = [s for s in specs if not s.dialogue_id.startswith("q")] * args.repeat  # readable dialogues only
+    for i, s in enumerate(specs):
+        s.dialogue_id = f"{s.dialogue_id}_{i}"
+    clips = [t.audio_path for s in specs for t in s.turns if t.role == "assistant"]
+    audios = [load_audio(c, 16000) for c in clips]
+    audio_s = sum(len(a) for a in audios) / 16000
+
+    fw = load_asr("tiny.en", batch_size=args.batch_size)
+    ow = load_asr(f"openai-whisper:{convert(shipped_tiny_en(), work / 'tiny_en.pt')}", batch_size=args.batch_size)
+    for asr in (fw, ow):
+        asr.transcribe(audios[: args.batch_size])  # warm-up
+    t_fw = bare_loop(fw, audios, args.batch_size)
+    t_ow = bare_loop(ow, audios, args.batch_size)
+
+    codec = load_codec("tiny")
+    score, encode = ScoreBatch(fw, Rules()), EncodeKept(codec)
+    meta = file_metadata(codec.info, {"run_id": "bench"})
+    items = plan_to_items(plan_shards(specs, 10_000, args.batch_size))
+
+    def pipeline(with_codec: bool, out: Path) -> float:
+        t = time.perf_counter()
+        records = []
+        for item in items:
+            recs = score.score(unpack(load_dialogue_batch(item, "bench", 60.0)["payload"]))
+            records += encode.encode(recs) if with_codec else recs
+        write_filter_shard(str(out), "shard-00000", records, "dialogue", meta)
+        return time.perf_counter() - t
+
+    t_pipe = pipeline(False, work / "out")
+    t_codec_pipe = pipeline(True, work / "out_codec")
+    rate = lambda s: round(audio_s / s, 2)  # noqa: E731
+    print(json.dumps({
+        "faster_vs_openai": round(t_ow / t_fw, 2),
+        "pipeline_vs_bare": round(t_fw / t_pipe, 3),
+        "pipeline_with_codec_vs_bare": round(t_fw / t_codec_pipe, 3),
+        "audio_seconds": round(audio_s, 2), "clips": len(audios), "batch_size": args.batch_size,
+        "faster_whisper_int8_audio_s_per_s": rate(t_fw), "openai_whisper_fp32_audio_s_per_s": rate(t_ow),
+        "pipeline_audio_s_per_s": rate(t_pipe), "pipeline_with_codec_audio_s_per_s": rate(t_codec_pipe),
+        "asr_models": [fw.name, ow.name], "cpu_count": os.cpu_count(),
+        "goals": {"faster_vs_openai": 4.0, "pipeline_vs_bare": 0.9},
+    }))
+
+
+if __name__ == "__main__":
+    main()
