@@ -1,0 +1,11 @@
+"""Whisper-WER filtering of dialogue and TTS data, dialogue shards, and the data-quality audit.
+
+    python -m pipelines.filter --input DIALOGUES.jsonl --output OUT --asr tiny.en [--max-wer 0.10] [--codec tiny|PATH]
+    python -m pipelines.audit OUT --report REPORT_DIR
+
+Modules: `asr` (faster-whisper / openai-whisper backends, `load_asr`), `ct2_to_openai_whisper`
+(shipped CTranslate2 weights -> openai-whisper checkpoint), `normalize`, `wer`, `rules`
+(`Rules`, `decide`), `dialogue_manifest` (native + LLaMA-Omni layouts), `dialogue_schema`
+(the dialogue-shard contract), `steps` (Ray-free processing steps), `shards` (kept / rejects /
+quarantine writer, `_manifest.json`), `sample_dialogues` (espeak sample), `audit/`.
+"""

@@ -3,8 +3,8 @@
 Built on the tokenization job's pieces (`tokenization/shards.py`: plan, run_id, atomic
 writes, quarantine table, progress marks, `_run.json`), with a third table per shard:
 
-    kept/shard-00000.parquet        rows with keep = true  (dialogue or scored-TTS schema)
-    rejects/shard-00000.parquet     rows with keep = false, same columns, `reject_reason` set
+    kept/shard-00000.parquet        rows with keep = true  (dialogue or scored-TTS schema); absent when none
+    rejects/shard-00000.parquet     rows with keep = false, same columns, `reject_reason` set; absent when none
     quarantine/shard-00000.parquet  rows whose input could not be read (tokenization's schema)
     quarantine/manifest.parquet     manifest records that never became rows
     _progress/shard-00000.json      written last: the shard is done
@@ -67,7 +67,9 @@ def write_filter_shard(output: str, name: str, records: list[dict], kind: str, m
           "stage": r["stage"], "reason": r["reason"], "run_id": run_id} for r in bad], schema=QUARANTINE_SCHEMA)
     write_quarantine(output, name, quarantine)
     files = {}
-    for sub, rows in ((REJECTS, reject), (KEPT, keep)):  # kept last: its presence means the data is complete
+    for sub, rows in ((REJECTS, reject), (KEPT, keep)):
+        if not rows:  # no empty files, as in tokenization: some readers (datasets) reject zero-row Parquet
+            continue
         data = table_to_parquet_bytes(_table(rows, kind, n_codebooks), metadata)
         storage.write_bytes_atomic(storage.join(output, sub, f"{name}.parquet"), data)
         files[sub] = {"bytes": len(data), "sha1": sha1_hex(data), "rows": len(rows)}

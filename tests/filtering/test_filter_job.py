@@ -83,7 +83,7 @@ def test_resume_after_kill_finishes_with_the_same_shards_as_the_library(filter_o
         write_filter_shard(str(ref), f"shard-{item['shard']:05d}", records, "dialogue", metadata)
     for sub in ("kept", "rejects", "quarantine"):
         names = sorted(p.name for p in (ref / sub).glob("shard-*.parquet"))
-        assert names == sorted(p.name for p in (out / sub).glob("shard-*.parquet")) and len(names) == 4
+        assert names == sorted(p.name for p in (out / sub).glob("shard-*.parquet")) and names
         for name in names:
             assert (out / sub / name).read_bytes() == (ref / sub / name).read_bytes(), f"{sub}/{name} differs"
 
