@@ -110,7 +110,7 @@ def _diff_html(ops: list[dict]) -> str:
         if op["op"] == "equal":
             out.append(r)
         elif op["op"] == "substitute":
-            out.append(f'<span class="sub" title="ref: {r}">{h}</span>')
+            out.append(f'<span class="sub"><s>{r}</s> &rarr; {h}</span>')
         elif op["op"] == "delete":
             out.append(f'<span class="del">{r}</span>')
         else:
