@@ -35,15 +35,33 @@ class AsrBackend(abc.ABC):
     name: str  # recorded per row as `asr_model`, e.g. "faster-whisper:tiny.en:int8"
     language: str
 
-    @abc.abstractmethod
+    batch_size: int
+
     def transcribe(self, audios: list[np.ndarray]) -> list[str]:
-        """Transcribe a batch.
+        """Transcribe a batch: clips inside Whisper's 30 s window in batches, longer ones one by one.
 
         Args:
             audios: B mono float32 arrays of shape [S_b] at 16 kHz.
         Returns:
             B transcripts (raw Whisper text, not normalized).
         """
+        out = [""] * len(audios)
+        short, long = _split_long(audios)
+        for s in range(0, len(short), self.batch_size):
+            idx = short[s : s + self.batch_size]
+            for i, text in zip(idx, self._batch([audios[i] for i in idx])):
+                out[i] = text
+        for i in long:
+            out[i] = self._long(audios[i])
+        return out
+
+    @abc.abstractmethod
+    def _batch(self, audios: list[np.ndarray]) -> list[str]:
+        """Greedy decode of clips that fit one 30 s window."""
+
+    @abc.abstractmethod
+    def _long(self, audio: np.ndarray) -> str:
+        """Sequential long-form transcription of one clip over 30 s."""
 
     def __call__(self, audios: list[np.ndarray]) -> list[str]:
         return self.transcribe(audios)
@@ -90,18 +108,10 @@ class FasterWhisperAsr(AsrBackend):
         eot = self.tokenizer.eot
         return [self.tokenizer.decode([t for t in r.sequences_ids[0] if t < eot]).strip() for r in results]
 
-    def transcribe(self, audios: list[np.ndarray]) -> list[str]:
-        out = [""] * len(audios)
-        short, long = _split_long(audios)
-        for s in range(0, len(short), self.batch_size):
-            idx = short[s : s + self.batch_size]
-            for i, text in zip(idx, self._batch([audios[i] for i in idx])):
-                out[i] = text
-        for i in long:
-            segments, _ = self.model.transcribe(audios[i], language=self.language, beam_size=1, vad_filter=False,
-                                                temperature=0.0, condition_on_previous_text=False)
-            out[i] = " ".join(s.text.strip() for s in segments).strip()
-        return out
+    def _long(self, audio: np.ndarray) -> str:
+        segments, _ = self.model.transcribe(audio, language=self.language, beam_size=1, vad_filter=False,
+                                            temperature=0.0, condition_on_previous_text=False)
+        return " ".join(s.text.strip() for s in segments).strip()
 
 
 class OpenAiWhisperAsr(AsrBackend):
@@ -131,18 +141,10 @@ class OpenAiWhisperAsr(AsrBackend):
             results = w.decode(self.model, mel, self.options)
         return [r.text.strip() for r in results]
 
-    def transcribe(self, audios: list[np.ndarray]) -> list[str]:
-        out = [""] * len(audios)
-        short, long = _split_long(audios)
-        for s in range(0, len(short), self.batch_size):
-            idx = short[s : s + self.batch_size]
-            for i, text in zip(idx, self._batch([audios[i] for i in idx])):
-                out[i] = text
-        for i in long:
-            r = self.model.transcribe(np.asarray(audios[i], np.float32), language=self.language, temperature=0.0,
-                                      fp16=self.fp16, condition_on_previous_text=False, without_timestamps=True)
-            out[i] = r["text"].strip()
-        return out
+    def _long(self, audio: np.ndarray) -> str:
+        r = self.model.transcribe(np.asarray(audio, np.float32), language=self.language, temperature=0.0,
+                                  fp16=self.fp16, condition_on_previous_text=False, without_timestamps=True)
+        return r["text"].strip()
 
 
 def shipped_tiny_en() -> str:

@@ -25,7 +25,7 @@ from filtering.dialogue_manifest import DialogueSpec
 from filtering.dialogue_schema import DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac
 from filtering.rules import Rules, decide
 from filtering.wer import score
-from tokenization.audio import BadAudio, decode_audio, read_bytes, resample, validate
+from tokenization.audio import BadAudio, read_validated, resample
 from tokenization.codec import SpeechCodec, load_codec
 from tokenization.schema import sha1_hex
 
@@ -40,23 +40,11 @@ def unpack(payload: bytes) -> list[dict]:
     return pickle.loads(payload)
 
 
-def _read(path: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
-    try:
-        data = read_bytes(path)
-    except FileNotFoundError:
-        raise BadAudio(f"{path}: file not found") from None
-    except OSError as exc:
-        raise BadAudio(f"{path}: cannot read ({exc})") from None
-    samples, rate = decode_audio(data, path)
-    validate(samples, rate, path, max_seconds)
-    return samples, rate
-
-
 def load_dialogue(spec: DialogueSpec, run_id: str, max_seconds: float | None) -> DialogueRow:
     """Read and validate every turn's audio; FLAC-encode it at its own rate. Raises BadAudio."""
     turns, digests = [], []
     for t in spec.turns:
-        samples, rate = _read(t.audio_path, max_seconds)
+        samples, rate = read_validated(t.audio_path, max_seconds)
         digests.append(sha1_hex(samples.astype(np.float32).tobytes()))
         turns.append(DialogueTurn(t.role, t.text, pcm_to_flac(samples, rate), rate, len(samples) / rate))
     return DialogueRow(spec.dialogue_id, spec.source, spec.language, spec.speaker, turns,
@@ -88,7 +76,7 @@ def load_tts_batch(item: dict, max_seconds: float | None = None) -> dict:
         try:
             if not path:
                 raise BadAudio(f"{row['utt_id']}: no source audio for this utterance in --audio-manifest")
-            samples, rate = _read(path, max_seconds)
+            samples, rate = read_validated(path, max_seconds)
             rec["audio_flac"] = pcm_to_flac(samples, rate)
         except BadAudio as exc:
             rec.update(status="quarantine", stage="load", reason=str(exc))

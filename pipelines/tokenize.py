@@ -18,7 +18,6 @@ import ray
 from tqdm import tqdm
 
 from pipelines.ray_setup import init_ray
-from tokenization import storage
 from tokenization.codec import load_codec
 from tokenization.manifest import FORMATS, read_inputs
 from tokenization.schema import file_metadata

@@ -63,8 +63,8 @@ def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     return soxr.resample(samples, rate, target_rate, quality="HQ").astype(np.float32)
 
 
-def load_audio(path: str, target_rate: int, max_seconds: float | None = None) -> np.ndarray:
-    """Read, validate and resample one file to mono float32 at `target_rate`.
+def read_validated(path: str, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Read, decode and validate one file; mono float32 samples at the file's own rate.
 
     Raises:
         BadAudio: missing, empty, unreadable, non-finite, too short, silent or over-long audio.
@@ -77,4 +77,10 @@ def load_audio(path: str, target_rate: int, max_seconds: float | None = None) ->
         raise BadAudio(f"{path}: cannot read ({exc})") from None
     samples, rate = decode_audio(data, path)
     validate(samples, rate, path, max_seconds)
+    return samples, rate
+
+
+def load_audio(path: str, target_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """`read_validated`, then resample to mono float32 at `target_rate`."""
+    samples, rate = read_validated(path, max_seconds)
     return resample(samples, rate, target_rate)

@@ -116,17 +116,21 @@ def _read_lines(uri: str) -> list[bytes]:
         return f.read().splitlines()
 
 
-def _jsonl(b: _Builder, uri: str) -> None:
-    for no, raw in enumerate(_read_lines(uri), start=1):
+def _text_lines(b: _Builder, uri: str, lines: list[bytes], first_no: int = 1):
+    """(`file:line`, decoded line) for each non-blank line; counts it in and quarantines non-UTF-8 ones."""
+    for no, raw in enumerate(lines, start=first_no):
         if not raw.strip():
             continue
         b.n_in += 1
         where = f"{uri}:{no}"
         try:
-            line = raw.decode("utf-8")
+            yield where, raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             b.bad(where, f"line is not UTF-8 ({exc.reason} at byte {exc.start})", line=raw.decode("utf-8", "replace"))
-            continue
+
+
+def _jsonl(b: _Builder, uri: str) -> None:
+    for where, line in _text_lines(b, uri, _read_lines(uri)):
         try:
             record = json.loads(line)
             if not isinstance(record, dict):
@@ -143,16 +147,7 @@ def _csv(b: _Builder, uri: str) -> None:
         return
     delimiter = "\t" if uri.lower().endswith(".tsv") else ","
     header = next(csv.reader([lines[0].decode("utf-8", "replace")], delimiter=delimiter))
-    for no, raw in enumerate(lines[1:], start=2):
-        if not raw.strip():
-            continue
-        b.n_in += 1
-        where = f"{uri}:{no}"
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            b.bad(where, f"line is not UTF-8 ({exc.reason} at byte {exc.start})", line=raw.decode("utf-8", "replace"))
-            continue
+    for where, line in _text_lines(b, uri, lines[1:], first_no=2):
         values = next(csv.reader([line], delimiter=delimiter))
         if len(values) != len(header):
             b.bad(where, f"malformed CSV line ({len(values)} fields, header has {len(header)})", line=line)
@@ -174,16 +169,7 @@ def _parquet(b: _Builder, uri: str) -> None:
 def _ljspeech(b: _Builder, folder: str) -> None:
     meta = storage.join(folder, "metadata.csv")
     b.source_default = b.source_default or "ljspeech"
-    for no, raw in enumerate(_read_lines(meta), start=1):
-        if not raw.strip():
-            continue
-        b.n_in += 1
-        where = f"{meta}:{no}"
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            b.bad(where, f"line is not UTF-8 ({exc.reason} at byte {exc.start})", line=raw.decode("utf-8", "replace"))
-            continue
+    for where, line in _text_lines(b, meta, _read_lines(meta)):
         parts = line.split("|")
         if len(parts) < 2:
             b.bad(where, "malformed LJSpeech line (expected id|text|normalized text)", line=line)

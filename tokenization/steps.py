@@ -18,9 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenization.audio import BadAudio, decode_audio, read_bytes, resample, validate
+from tokenization.audio import BadAudio, read_validated, resample
 from tokenization.codec import SpeechCodec, load_codec
-from tokenization.manifest import ManifestEntry
 from tokenization.schema import QUARANTINE_SCHEMA, codes_to_arrow, sha1_hex, token_schema
 from tokenization.shards import ShardPlan, write_shard
 
@@ -49,18 +48,13 @@ def load_batch(item: dict, target_rate: int, max_seconds: float | None) -> dict:
     waves: list[np.ndarray] = []
     for e in entries:
         try:
-            data = read_bytes(e["audio_path"])
-            samples, rate = decode_audio(data, e["audio_path"])
-            validate(samples, rate, e["audio_path"], max_seconds)
-            wave = resample(samples, rate, target_rate)
-            e.update(status="ok", n_samples=len(wave), audio_sha1=sha1_hex(samples.astype(np.float32).tobytes()))
-            waves.append(wave)
-        except FileNotFoundError:
-            e.update(status="quarantine", reason=f"{e['audio_path']}: file not found")
+            samples, rate = read_validated(e["audio_path"], max_seconds)
         except BadAudio as exc:
             e.update(status="quarantine", reason=str(exc))
-        except OSError as exc:
-            e.update(status="quarantine", reason=f"{e['audio_path']}: cannot read ({exc})")
+            continue
+        wave = resample(samples, rate, target_rate)
+        e.update(status="ok", n_samples=len(wave), audio_sha1=sha1_hex(samples.astype(np.float32).tobytes()))
+        waves.append(wave)
     pcm = np.concatenate(waves).astype(np.float32).tobytes() if waves else b""
     return {**item, "entries": json.dumps(entries), "pcm": pcm}
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from training.inference import GenerationConfig, make_sampler
-from training.model.codebook_layout import SpecialTokens
 from training.model.config import TalkerConfig
 from training.model.talker import Talker
 
