@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import soundfile as sf
-import torch
 
 from training.inference import ChunkDecoder, GenerationConfig, StreamingGenerator
 
