@@ -1,0 +1,1 @@
+"""Pure data helpers for training: shard rows -> model batches."""
