@@ -126,7 +126,7 @@ class MimiCodec(SpeechCodec):
             batch = torch.zeros(len(group), 1, width)
             mask = torch.zeros(len(group), 1, width, dtype=torch.bool)
             for row, i in enumerate(group):
-                batch[row, 0, : lengths[row]] = torch.from_numpy(np.asarray(waveforms[i], dtype=np.float32))
+                batch[row, 0, : lengths[row]] = torch.from_numpy(np.array(waveforms[i], dtype=np.float32))
                 mask[row, 0, : lengths[row]] = True
             codes = self.model.encode(
                 batch.to(self.device), padding_mask=mask.to(self.device), num_quantizers=self.n_codebooks

@@ -93,13 +93,16 @@ class QuarantineRow:
         return asdict(self)
 
 
-def codes_to_arrow(codes: list[np.ndarray], n_codebooks: int = N_CODEBOOKS) -> pa.Array:
-    """B arrays [T_b, K] -> one Arrow array of list<fixed_size_list<uint16, K>> without Python loops per frame."""
+def codes_to_arrow(codes: list[np.ndarray], n_codebooks: int = N_CODEBOOKS, mask: np.ndarray | None = None) -> pa.Array:
+    """B arrays [T_b, K] -> one Arrow array of list<fixed_size_list<uint16, K>> without Python loops per frame.
+
+    `mask[b]` True makes row b null (e.g. a quarantined utterance that has no codes).
+    """
     lengths = np.array([len(c) for c in codes], dtype=np.int32)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     flat = np.concatenate([np.asarray(c, dtype=np.uint16).reshape(-1) for c in codes]) if codes else np.zeros(0, np.uint16)
     frames = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.uint16()), n_codebooks)
-    return pa.ListArray.from_arrays(pa.array(offsets), frames)
+    return pa.ListArray.from_arrays(pa.array(offsets), frames, mask=None if mask is None else pa.array(mask))
 
 
 def codes_to_numpy(value) -> np.ndarray:
