@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 
+from pipelines.ray_setup import init_ray
 from tokenization import storage
 from training import checkpointing as ckpt
 from training.metrics import format_progress
@@ -130,12 +131,9 @@ def export_final(result, cfg: StageConfig) -> str | None:
 
 def run(cfg: StageConfig):
     """Train one stage on the current (or an embedded) Ray cluster; returns the Ray Train Result."""
-    import ray
-
     if not cfg.scaling.use_gpu:
         os.environ.update(CPU_ENV)
-    if not ray.is_initialized():
-        ray.init(runtime_env={"env_vars": worker_env(cfg)})
+    init_ray()  # embedded local Ray, or the cluster named by RAY_ADDRESS / `ray job submit`
     check_shared_storage(cfg.checkpoint.storage_path)
     t0 = time.time()
     result = build_trainer(cfg).fit()

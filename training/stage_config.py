@@ -126,8 +126,15 @@ def _build(cls, d: dict):
     kwargs = {}
     for name, value in d.items():
         sub = _NESTED.get((cls.__name__, name))
-        kwargs[name] = _build(sub, value or {}) if sub else value
+        kwargs[name] = _build(sub, value or {}) if sub else _coerce(str(known[name].type), value)
     return cls(**kwargs)
+
+
+def _coerce(type_name: str, value):
+    """Numbers written as YAML 1.1 reads them (`1e-4` is a string there) become numbers."""
+    if isinstance(value, str) and type_name.split(" |")[0] in ("float", "int"):
+        return float(value) if type_name.startswith("float") else int(value)
+    return value
 
 
 _NESTED = {
