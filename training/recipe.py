@@ -64,16 +64,21 @@ def build_model_config(d: dict):
     return VocalNetConfig.from_dict(base)
 
 
-def build_model(cfg: StageConfig, tokenizer_path: str):
-    """The model for this stage: fresh from `cfg.model`, or the previous stage's export(s) (`init_from`)."""
+def build_model(cfg: StageConfig, tokenizer_path: str, device: str):
+    """The model for this stage: fresh from `cfg.model`, or the previous stage's export(s) (`init_from`).
+
+    Weights are built in fp32 on `device` (DeepSpeed casts to bf16 when its config enables it).
+    """
     from training.model.vocalnet import VocalNetM2
 
     if not cfg.checkpoint.init_from:
-        return VocalNetM2(build_model_config(cfg.model), tokenizer_path=tokenizer_path)
+        model_cfg = build_model_config(cfg.model)
+        model_cfg.device, model_cfg.dtype = device, "float32"
+        return VocalNetM2(model_cfg, tokenizer_path=tokenizer_path)
     first, *rest = [ckpt.localize(ckpt.model_dir_of(p)) for p in cfg.checkpoint.init_from]
-    model = VocalNetM2.from_pretrained(first)
+    model = VocalNetM2.from_pretrained(first, device=device, dtype="float32", tokenizer_path=tokenizer_path)
     for path in rest:  # later exports overlay the parts they hold
-        other = VocalNetM2.from_pretrained(path).state_dict()
+        other = VocalNetM2.from_pretrained(path, device=device, dtype="float32").state_dict()
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in other.items() if k in own and own[k].shape == v.shape}, strict=False)
     return model
@@ -91,16 +96,11 @@ def _collate_fn(stage: int, tokenizer, model_cfg):
     return partial(fn, tokenizer=tokenizer, cfg=model_cfg, feature_extractor=fe)
 
 
-def _count_tokens(stage: int, rows: list[dict], batch: dict) -> int:
-    """Target tokens in a micro-batch: speech frames x codebooks (stages 1, 3) plus text labels."""
-    frames = sum(int(r.get("n_frames") or 0) for r in rows)
-    k = next((r["codes"].shape[1] for r in rows if "codes" in r), 8)
-    text = 0
-    for key in ("text_labels", "labels"):
-        if key in batch and torch.is_tensor(batch[key]):
-            text = int((batch[key] >= 0).sum())
-            break
-    return frames * k + text
+def _count_tokens(outputs: dict, n_codebooks: int) -> int:
+    """Target tokens of a micro-batch from the model's counts: text labels + speech frames x codebooks."""
+    text = int(outputs["n_text_tokens"]) if "n_text_tokens" in outputs else 0
+    frames = int(outputs["n_frames"]) if "n_frames" in outputs else 0
+    return text + frames * n_codebooks
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -126,7 +126,7 @@ class StageRecipe:
         torch.manual_seed(cfg.seed)  # same init on every rank (DeepSpeed also broadcasts rank 0's)
         tokenizer_path = resolve_tokenizer(cfg.tokenizer)
         self.tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_path)
-        self.model = build_model(cfg, tokenizer_path)
+        self.model = build_model(cfg, tokenizer_path, str(self.device))
         self.model.set_stage(cfg.stage)
         self.collate = _collate_fn(cfg.stage, self.tokenizer, self.model.cfg)
 
@@ -193,7 +193,7 @@ class StageRecipe:
                 out = self.engine(batch, stage=cfg.stage)
                 self.engine.backward(out["loss"])
                 self.engine.step()  # DeepSpeed steps optimizer + scheduler at the accumulation boundary
-                meter.add(out, samples=len(rows), tokens=_count_tokens(cfg.stage, rows, batch))
+                meter.add(out, samples=len(rows), tokens=_count_tokens(out, self.model.cfg.talker.n_codebooks))
             self.step += 1
             self._maybe_crash()
 
