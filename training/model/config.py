@@ -1,0 +1,169 @@
+"""Config dataclasses for VocalNet-M2: every size lives here, presets pick them.
+
+`VocalNetConfig.tiny()` builds random-init tiny versions of the real classes (CPU tests);
+`VocalNetConfig.paper(whisper_path, qwen_path)` points at local Whisper-large-v3 and
+Qwen3-8B checkpoints. `to_dict`/`from_dict` round-trip through JSON/YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class AudioEncoderConfig:
+    """Frozen Whisper encoder. `path` set: load a local checkpoint; else a random-init tiny one."""
+
+    path: str | None = None
+    n_mels: int = 80
+    d_model: int = 64  # tiny sizes, ignored when `path` is set
+    n_layers: int = 2
+    n_heads: int = 4
+    ffn_dim: int = 128
+    max_source_positions: int = 100  # encoder frames (50 Hz) -> mel frames = 2x; tiny: 2 s of audio
+    sampling_rate: int = 16_000
+    hop_length: int = 160
+    dtype: str = "float32"  # the frozen encoder's weights: float32 | bfloat16
+
+    @property
+    def n_mel_frames(self) -> int:
+        """Mel frames Whisper requires per input (fixed: shorter audio is padded)."""
+        return 2 * self.max_source_positions
+
+    @property
+    def max_samples(self) -> int:
+        return self.n_mel_frames * self.hop_length
+
+
+@dataclass
+class AdaptorConfig:
+    """Concatenate `k` consecutive encoder frames, then a 2-layer MLP into the LLM width."""
+
+    k: int = 4  # 50 Hz encoder frames -> 12.5 Hz
+    hidden: int = 128
+
+
+@dataclass
+class ThinkerConfig:
+    """Qwen3 LLM with LoRA. `path` set: local checkpoint; else random-init tiny sizes."""
+
+    path: str | None = None
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    head_dim: int = 16
+    ffn_dim: int = 128
+    vocab_size: int = 51_865  # tiny only; must cover the tokenizer
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # Prompt layout as plain text, so any tokenizer works (Qwen3 has these as single tokens).
+    user_prefix: str = "<|im_start|>user\n"
+    assistant_prefix: str = "<|im_end|>\n<|im_start|>assistant\n"
+    eos_token: str = "<|endoftext|>"  # ends the reply; Qwen3 chat: "<|im_end|>"
+    max_text_len: int = 512
+
+
+@dataclass
+class FusionConfig:
+    """2 linear layers over [Thinker last hidden ; text embedding], then upsampling to frames."""
+
+    hidden: int = 128
+    upsample: int = 3  # text positions -> speech frames
+
+
+@dataclass
+class TalkerConfig:
+    """Multi-track AR Talker over K codebooks, plus N chained MTP modules."""
+
+    n_codebooks: int = 8
+    codebook_size: int = 2048
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    ffn_mult: int = 4
+    max_frames: int = 512  # learned positions; longest reply in frames (+ delays + end)
+    delays: list[int] = field(default_factory=lambda: [0] * 8)  # per codebook; all 0 = parallel
+    n_mtp: int = 0  # 0..5; paper: 4
+    mtp_weights: list[float] | None = None  # explicit per-module weights, else mtp_decay**i
+    mtp_decay: float = 0.8
+    chunk_frames: int = 15  # streaming chunk: 15 frames = 1.2 s at 12.5 Hz
+    chunk_text: int = 5  # text positions per chunk (= chunk_frames / upsample)
+    chunk_causal_prob: float = 0.5  # share of training batches with the chunk-causal mask
+    dropout: float = 0.0
+
+    def mtp_weight(self, i: int) -> float:
+        """Loss weight of MTP module i (1-based)."""
+        if self.mtp_weights is not None:
+            return float(self.mtp_weights[i - 1])
+        return float(self.mtp_decay**i)
+
+    @property
+    def vocab(self) -> int:
+        """Codes plus the per-track specials pad/start/end (see `codebook_layout`)."""
+        return self.codebook_size + 3
+
+
+@dataclass
+class VocalNetConfig:
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    adaptor: AdaptorConfig = field(default_factory=AdaptorConfig)
+    thinker: ThinkerConfig = field(default_factory=ThinkerConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    talker: TalkerConfig = field(default_factory=TalkerConfig)
+    device: str = "cpu"
+    dtype: str = "float32"  # trainable weights: float32 (CPU) | bfloat16 (GPU)
+
+    @classmethod
+    def tiny(cls, n_mtp: int = 0, **talker_overrides: Any) -> "VocalNetConfig":
+        """Random-init tiny sizes of the real classes, for CPU tests."""
+        return cls(talker=TalkerConfig(n_mtp=n_mtp, **talker_overrides))
+
+    @classmethod
+    def paper(cls, whisper_path: str, qwen_path: str, n_mtp: int = 4) -> "VocalNetConfig":
+        """Whisper-large-v3 + Qwen3-8B from local folders; Talker sizes as a ~0.5B AR LM."""
+        return cls(
+            audio=AudioEncoderConfig(path=whisper_path, n_mels=128, max_source_positions=1500, dtype="bfloat16"),
+            adaptor=AdaptorConfig(k=4, hidden=4096),
+            thinker=ThinkerConfig(
+                path=qwen_path, lora_rank=32, lora_alpha=64, lora_dropout=0.05,
+                lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                eos_token="<|im_end|>", max_text_len=2048,
+            ),
+            fusion=FusionConfig(hidden=4096, upsample=3),
+            talker=TalkerConfig(n_layers=12, d_model=1024, n_heads=16, max_frames=3000, n_mtp=n_mtp),
+            device="cuda",
+            dtype="bfloat16",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VocalNetConfig":
+        """Build from a (possibly partial) nested dict, e.g. a YAML `model:` section."""
+        parts = {"audio": AudioEncoderConfig, "adaptor": AdaptorConfig, "thinker": ThinkerConfig,
+                 "fusion": FusionConfig, "talker": TalkerConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            if key in parts:
+                known = {f.name for f in dataclasses.fields(parts[key])}
+                unknown = set(value) - known
+                if unknown:
+                    raise ValueError(f"unknown {key} config keys: {sorted(unknown)}")
+                kwargs[key] = parts[key](**value)
+            elif key in ("device", "dtype"):
+                kwargs[key] = value
+            else:
+                raise ValueError(f"unknown model config key: {key}")
+        return cls(**kwargs)
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]

@@ -1,0 +1,293 @@
+"""Talker: a multi-track autoregressive transformer over K codebooks, plus N chained MTP modules.
+
+Step t's input is the sum of K codebook embeddings of frame t-1 (one table per codebook),
+the upsampled Fusion condition for frame t and a learned position; one head per codebook
+predicts frame t. Each block also cross-attends to the Fusion condition of the reply text
+(the "text memory"), which is where the chunk-causal streaming mask lives: frame t in
+chunk k = t // chunk_frames sees the first (k + 1) * chunk_text text positions.
+
+MTP (DeepSeek-V3 / VocalNet): module i (1..N) takes module i-1's hidden state at position t
+and the embedding of frame t+i-1, mixes them with a linear layer, runs one block + norm and
+predicts frame t+i with its own heads. One forward therefore yields N+1 frames. At
+inference every module processes the same N+1 new positions as the backbone (their inputs
+are all known by the time the module runs), so each keeps an exact KV cache.
+
+Shape legend: B batch, T frames (positions), K codebooks, V codes+specials, R text
+positions, D width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from training.model.codebook_layout import IGNORE, SpecialTokens, chunk_text_visible, shift_inputs
+from training.model.config import TalkerConfig
+
+
+class LayerCache:
+    """Self-attention keys/values of one layer, appended step by step."""
+
+    def __init__(self):
+        self.k: torch.Tensor | None = None  # (B, H, T_past, hd)
+        self.v: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+class Attention(nn.Module):
+    """Multi-head attention; `kv` given: cross-attention, else causal self-attention."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.h = n_heads
+        self.q = nn.Linear(d, d, bias=False)
+        self.kv = nn.Linear(d, 2 * d, bias=False)
+        self.o = nn.Linear(d, d, bias=False)
+        self.dropout = dropout
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        return x.view(B, T, self.h, D // self.h).transpose(1, 2)  # (B, H, T, hd)
+
+    def forward(self, x, mask, kv=None, cache: LayerCache | None = None):
+        """
+        Args:
+            x: [B, n, D] queries. kv: [B, R, D] memory for cross-attention.
+            mask: bool, broadcastable to [B, 1, n, keys]; True = may attend.
+        Returns:
+            [B, n, D].
+        """
+        q = self._heads(self.q(x))
+        k, v = self.kv(x if kv is None else kv).chunk(2, dim=-1)
+        k, v = self._heads(k), self._heads(v)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        B, H, n, hd = y.shape
+        return self.o(y.transpose(1, 2).reshape(B, n, H * hd))
+
+
+class Block(nn.Module):
+    """Pre-norm: causal self-attention, cross-attention to the text memory, MLP."""
+
+    def __init__(self, cfg: TalkerConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.ln1, self.ln2, self.ln3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.self_attn = Attention(d, cfg.n_heads, cfg.dropout)
+        self.cross_attn = Attention(d, cfg.n_heads, cfg.dropout)
+        self.mlp = nn.Sequential(nn.Linear(d, cfg.ffn_mult * d), nn.GELU(), nn.Linear(cfg.ffn_mult * d, d))
+
+    def forward(self, x, memory, self_mask, cross_mask, cache: LayerCache | None = None):
+        """x: [B, n, D]; memory: [B, R, D]; self_mask: [n, T_past + n]; cross_mask: [B, 1, n, R]."""
+        x = x + self.self_attn(self.ln1(x), self_mask, cache=cache)
+        x = x + self.cross_attn(self.ln2(x), cross_mask, kv=memory)
+        return x + self.mlp(self.ln3(x))
+
+
+class MTPModule(nn.Module):
+    """One multi-token-prediction depth: [norm(h_prev) ; norm(emb)] -> linear -> block -> norm -> K heads."""
+
+    def __init__(self, cfg: TalkerConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.norm_h, self.norm_e = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.proj = nn.Linear(2 * d, d, bias=False)
+        self.block = Block(cfg)
+        self.norm = nn.LayerNorm(d)
+        self.heads = nn.ModuleList(nn.Linear(d, cfg.vocab, bias=False) for _ in range(cfg.n_codebooks))
+
+    def forward(self, h_prev, emb, memory, self_mask, cross_mask, cache=None):
+        """h_prev, emb: [B, n, D] -> (hidden [B, n, D], logits [B, n, K, V])."""
+        x = self.proj(torch.cat([self.norm_h(h_prev), self.norm_e(emb)], dim=-1))
+        h = self.norm(self.block(x, memory, self_mask, cross_mask, cache))
+        return h, torch.stack([head(h) for head in self.heads], dim=2)
+
+
+def causal_mask(n: int, past: int, device) -> torch.Tensor:
+    """[n, past + n] bool: new query i sees keys 0..past + i."""
+    return torch.arange(past + n, device=device)[None, :] <= (torch.arange(n, device=device)[:, None] + past)
+
+
+def cross_mask(visible: torch.Tensor, R: int) -> torch.Tensor:
+    """[B, n] visible text counts -> [B, 1, n, R] bool mask."""
+    return (torch.arange(R, device=visible.device)[None, None, :] < visible[:, :, None])[:, None]
+
+
+@dataclass
+class TalkerCache:
+    """Per-layer caches of the backbone and of each MTP module, plus the next position."""
+
+    backbone: list[LayerCache]
+    mtp: list[LayerCache]
+    pos: int = 0
+    forwards: int = 0  # Talker forward passes so far (one = backbone + all MTP modules)
+
+
+@dataclass
+class TalkerOutput:
+    hidden: torch.Tensor  # (B, T, D) backbone
+    logits: list[torch.Tensor] = field(default_factory=list)  # [main, mtp1..mtpN], each (B, T, K, V)
+
+
+class Talker(nn.Module):
+    def __init__(self, cfg: TalkerConfig):
+        super().__init__()
+        assert len(cfg.delays) == cfg.n_codebooks, "one delay per codebook"
+        self.cfg = cfg
+        self.sp = SpecialTokens.for_codebook_size(cfg.codebook_size)
+        d = cfg.d_model
+        self.emb = nn.ModuleList(nn.Embedding(cfg.vocab, d) for _ in range(cfg.n_codebooks))
+        self.wpe = nn.Embedding(cfg.max_frames, d)
+        self.cond_pad = nn.Parameter(torch.zeros(d))  # condition for frames past the text
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.heads = nn.ModuleList(nn.Linear(d, cfg.vocab, bias=False) for _ in range(cfg.n_codebooks))
+        self.mtp = nn.ModuleList(MTPModule(cfg) for _ in range(cfg.n_mtp))
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    # --- shared pieces -------------------------------------------------------------------
+    def embed_frames(self, codes: torch.Tensor) -> torch.Tensor:
+        """[B, n, K] ids -> [B, n, D]: sum of one embedding per codebook track."""
+        return sum(self.emb[k](codes[..., k]) for k in range(codes.shape[-1]))
+
+    def frame_conditions(self, cond_text: torch.Tensor, factor: int, n: int, start: int = 0) -> torch.Tensor:
+        """Upsampled per-frame condition for frames start..start+n-1 (pad past the text).
+
+        Args:
+            cond_text: [B, R, D] Fusion output per text position.
+        Returns:
+            [B, n, D]; frame t gets cond_text[t // factor], or `cond_pad` if t // factor >= R.
+        """
+        B, R, D = cond_text.shape
+        idx = torch.arange(start, start + n, device=cond_text.device) // factor  # (n,)
+        inside = idx < R
+        out = cond_text[:, idx.clamp(max=R - 1)]  # (B, n, D)
+        return torch.where(inside[None, :, None], out, self.cond_pad.to(out.dtype))
+
+    def visible_text(self, n: int, n_text: torch.Tensor, chunk_causal: bool, start: int = 0) -> torch.Tensor:
+        """[B, n] text positions each frame start..start+n-1 may attend to (>= 1)."""
+        if chunk_causal:
+            vis = chunk_text_visible(n, self.cfg.chunk_frames, self.cfg.chunk_text, start).to(n_text.device)
+            vis = torch.minimum(vis[None, :], n_text[:, None])
+        else:
+            vis = n_text[:, None].expand(-1, n)
+        return vis.clamp(min=1)
+
+    def _backbone(self, codes_in, cond, memory, visible, cache: TalkerCache | None, pos: int):
+        n = codes_in.shape[1]
+        past = cache.backbone[0].length if cache is not None else 0
+        x = self.embed_frames(codes_in) + cond + self.wpe(torch.arange(pos, pos + n, device=codes_in.device))
+        sm, cm = causal_mask(n, past, x.device), cross_mask(visible, memory.shape[1])
+        for j, block in enumerate(self.blocks):
+            x = block(x, memory, sm, cm, cache.backbone[j] if cache is not None else None)
+        h = self.ln_f(x)
+        return h, torch.stack([head(h) for head in self.heads], dim=2)  # (B, n, D), (B, n, K, V)
+
+    # --- training / teacher forcing ------------------------------------------------------
+    def forward(self, targets, cond_text, factor, memory, n_text, chunk_causal: bool = False) -> TalkerOutput:
+        """Teacher-forced logits of the backbone and every MTP module.
+
+        Args:
+            targets: [B, T, K] delayed target frames (IGNORE past the end), from `build_targets`.
+            cond_text: [B, R, D] Fusion output per text position; also the text memory.
+            factor: text -> frame upsampling.
+            memory: [B, R, D] text memory (cond_text, padded rows masked via n_text).
+            n_text: [B] valid text positions per row.
+        Returns:
+            TalkerOutput; logits[i] at position t predicts frame t + i.
+        """
+        B, T, K = targets.shape
+        N = len(self.mtp)
+        cond = self.frame_conditions(cond_text, factor, T + N)  # (B, T+N, D)
+        vis = self.visible_text(T + N, n_text, chunk_causal)  # (B, T+N)
+        h, logits = self._backbone(shift_inputs(targets, self.sp), cond[:, :T], memory, vis[:, :T], None, 0)
+        out = TalkerOutput(hidden=h, logits=[logits])
+        # Frames as MTP inputs: frame t+i-1 for position t (pad past the end).
+        frames = targets.masked_fill(targets == IGNORE, self.sp.pad)
+        frames = torch.cat([frames, frames.new_full((B, N, K), self.sp.pad)], dim=1)  # (B, T+N, K)
+        sm = causal_mask(T, 0, h.device)
+        for i, module in enumerate(self.mtp, start=1):
+            emb = self.embed_frames(frames[:, i - 1 : i - 1 + T]) + cond[:, i : i + T]
+            h, logits = module(h, emb, memory, sm, cross_mask(vis[:, i : i + T], memory.shape[1]))
+            out.logits.append(logits)
+        return out
+
+    def losses(self, out: TalkerOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-codebook CE of the backbone, per-module MTP CE and their weighted total.
+
+        Args:
+            targets: [B, T, K] with IGNORE where no loss applies.
+        Returns:
+            {"loss/speech": main + sum_i w_i * mtp_i, "loss/cb{k}", "loss/mtp{i}"}.
+        """
+        K, V = self.cfg.n_codebooks, self.cfg.vocab
+        res: dict[str, torch.Tensor] = {}
+        per_cb = []
+        for k in range(K):
+            per_cb.append(F.cross_entropy(out.logits[0][..., k, :].reshape(-1, V).float(),
+                                          targets[..., k].reshape(-1), ignore_index=IGNORE))
+            res[f"loss/cb{k}"] = per_cb[-1]
+        total = torch.stack(per_cb).mean()
+        for i, logits in enumerate(out.logits[1:], start=1):
+            # Module i at position t predicts frame t + i: shift targets left by i.
+            tgt = torch.cat([targets[:, i:], targets.new_full((targets.shape[0], i, K), IGNORE)], dim=1)
+            if (tgt != IGNORE).any():
+                li = F.cross_entropy(logits.reshape(-1, V).float(), tgt.reshape(-1), ignore_index=IGNORE)
+            else:  # nothing that far ahead: a zero that still touches the graph
+                li = logits.sum() * 0.0
+            res[f"loss/mtp{i}"] = li
+            total = total + self.cfg.mtp_weight(i) * li
+        res["loss/speech"] = total
+        return res
+
+    # --- generation ------------------------------------------------------------------------
+    def new_cache(self) -> TalkerCache:
+        return TalkerCache(backbone=[LayerCache() for _ in self.blocks], mtp=[LayerCache() for _ in self.mtp])
+
+    @torch.no_grad()
+    def generate_step(self, cache: TalkerCache, codes_in, cond_text, factor, memory, n_text, chunk_causal, sample):
+        """One Talker forward: the backbone and every MTP module on the n new positions.
+
+        Args:
+            codes_in: [B, n, K] frames pos-1 .. pos+n-2 (the previous forward's output, or `start`).
+            cond_text, memory: [B, R, D] text seen so far; n_text: [B] its length.
+            sample: [B, K, V] logits -> [B, K] ids.
+        Returns:
+            [B, N+1, K] frames pos+n-1 .. pos+n-1+N (delayed layout).
+        """
+        n, N, pos = codes_in.shape[1], len(self.mtp), cache.pos
+        cond = self.frame_conditions(cond_text, factor, n + N, start=pos)
+        vis = self.visible_text(n + N, n_text, chunk_causal, start=pos)
+        h, logits = self._backbone(codes_in, cond[:, :n], memory, vis[:, :n], cache, pos)
+        frames = [sample(logits[:, -1])]  # (B, K)
+        known = torch.cat([codes_in[:, 1:], frames[-1][:, None]], dim=1)  # frames pos .. pos+n-1
+        for i, module in enumerate(self.mtp, start=1):
+            sm = causal_mask(n, cache.mtp[i - 1].length, h.device)
+            emb = self.embed_frames(known) + cond[:, i : i + n]
+            h, logits = module(h, emb, memory, sm, cross_mask(vis[:, i : i + n], memory.shape[1]), cache.mtp[i - 1])
+            frames.append(sample(logits[:, -1]))
+            known = torch.cat([known[:, 1:], frames[-1][:, None]], dim=1)  # now frames pos+i .. pos+n-1+i
+        cache.pos += n
+        cache.forwards += 1
+        return torch.stack(frames, dim=1)
