@@ -73,6 +73,10 @@ class MetricsWriter:
         self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self.jsonl.flush()
 
+    def write_json(self, name: str, obj: dict) -> None:
+        with open(os.path.join(self.log_dir, name), "w") as f:
+            json.dump(obj, f, indent=1)
+
     def close(self) -> None:
         self.tb.close()
         self.jsonl.close()

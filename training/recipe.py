@@ -103,6 +103,12 @@ def _count_tokens(outputs: dict, n_codebooks: int) -> int:
     return text + frames * n_codebooks
 
 
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -156,8 +162,11 @@ class StageRecipe:
         self.stream = BatchStream(source, self.rank, self.world_size, cfg.data.micro_batch_size, cfg.data.buffer_size, cfg.data.seed)
         if checkpoint_dir:
             self.load_checkpoint(checkpoint_dir)
+        placement = [None] * self.world_size  # which node each rank runs on, for the logs
+        dist.all_gather_object(placement, _node_id())
         if self.rank == 0:
             self.writer = MetricsWriter(self.tensorboard_dir())
+            self.writer.write_json("placement.json", {"nodes_by_rank": placement, "zero_stage": self.zero_stage})
             log.info("stage %d: %d trainable params, ZeRO-%d, %d ranks, from step %d",
                      cfg.stage, sum(p.numel() for p in params), self.zero_stage, self.world_size, self.step)
 

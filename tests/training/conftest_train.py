@@ -121,3 +121,28 @@ def handful_token_shards(tts_sample, tiny_codec, tmp_path_factory) -> Path:
 def dialogue_shards(tts_sample, tiny_codec, tmp_path_factory) -> Path:
     return write_dialogue_shards(tts_sample, tiny_codec, tmp_path_factory.mktemp("dialogue_shards"))
 
+
+
+@pytest.fixture(scope="session")
+def ray_two_nodes():
+    """A local 2-node Ray cluster (head + one more node, 1 CPU each): one training worker lands on each."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, logging_level="WARNING")
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def tiny_config(stage: int, data: Path, storage: Path, overrides: list[str] = ()):
+    """A stage's tiny YAML pointed at test data and storage (+ overrides)."""
+    from training.stage_config import CONFIG_DIR, load_config
+
+    base = [f"data.path={data}", f"checkpoint.storage_path={storage}", "checkpoint.init_from=[]"]
+    return load_config(os.path.join(CONFIG_DIR, f"stage{stage}_tiny.yaml"), base + list(overrides), stage=stage)
