@@ -1,0 +1,124 @@
+"""Talker + MTP: gradients, forward counts, KV-cache vs full recompute, chunk-causal mask."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.inference import GenerationConfig, make_sampler
+from training.model.codebook_layout import SpecialTokens
+from training.model.config import TalkerConfig
+from training.model.talker import Talker
+
+
+def _talker(n_mtp=2, seed=0, **kw):
+    torch.manual_seed(seed)
+    return Talker(TalkerConfig(n_mtp=n_mtp, d_model=32, n_heads=2, n_layers=2, max_frames=128, **kw)).eval()
+
+
+def _greedy(sp):
+    return make_sampler(0.0, 0, torch.Generator(), [sp.start])
+
+
+def _generate(talker, cond, n_frames, chunk_causal):
+    """Cached generation with a fixed text memory; frames [1, F', K] in the delayed layout."""
+    cache = talker.new_cache()
+    codes_in = torch.full((1, 1, talker.cfg.n_codebooks), talker.sp.start)
+    out, ends = [], []
+    while sum(x.shape[1] for x in out) < n_frames:
+        new = talker.generate_step(cache, codes_in, cond, 3, cond, torch.tensor([cond.shape[1]]),
+                                   chunk_causal, _greedy(talker.sp))
+        ends.append(cache.pos - 1)  # the position whose backbone + MTP outputs made `new`
+        out.append(new)
+        codes_in = new
+    return torch.cat(out, dim=1), ends, cache
+
+
+def test_mtp_heads_get_gradients_and_reach_backbone():
+    t = _talker(n_mtp=3).train()
+    targets = torch.randint(0, 2048, (2, 20, 8))
+    cond = torch.randn(2, 6, 32)
+    out = t(targets, cond, 3, cond, torch.tensor([6, 4]), chunk_causal=True)
+    assert len(out.logits) == 4
+    losses = t.losses(out, targets)
+    assert {"loss/mtp1", "loss/mtp2", "loss/mtp3", "loss/speech"} <= set(losses)
+    losses["loss/speech"].backward()
+    for i, module in enumerate(t.mtp):
+        for n, p in module.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"mtp{i + 1}.{n} got no gradient"
+    # An MTP loss alone still trains the backbone (chained hidden states).
+    t.zero_grad()
+    out = t(targets, cond, 3, cond, torch.tensor([6, 4]))
+    t.losses(out, targets)["loss/mtp3"].backward()
+    assert t.blocks[0].self_attn.q.weight.grad.abs().sum() > 0
+    assert t.heads[0].weight.grad is None or t.heads[0].weight.grad.abs().sum() == 0
+
+
+def test_mtp_weights_decay():
+    cfg = TalkerConfig(n_mtp=4)
+    assert [round(cfg.mtp_weight(i), 4) for i in range(1, 5)] == [0.8, 0.64, 0.512, 0.4096]
+    assert TalkerConfig(n_mtp=2, mtp_weights=[1.0, 0.5]).mtp_weight(2) == 0.5
+
+
+@pytest.mark.parametrize("n_mtp", [0, 1, 2, 4])
+def test_forward_count_is_ceil_frames_over_n_plus_1(make_model, n_mtp):
+    from tokenization.codec import SpeechCodec
+    from training.inference import StreamingGenerator
+
+    class NullCodec(SpeechCodec):  # counting forwards needs no waveform
+        from tokenization.codec import CodecInfo
+
+        info = CodecInfo("null", "0", "null", 24_000, 12.5, 8, 2048)
+
+        def encode(self, waveforms):
+            raise NotImplementedError
+
+        def decode(self, codes):
+            return [torch.zeros(len(c) * self.samples_per_frame).numpy() for c in codes]
+
+    m = make_model(n_mtp=n_mtp)
+    for frames in (1, 15, 37):
+        gen = StreamingGenerator(m, NullCodec(), gen=GenerationConfig(max_frames=frames, ignore_eos=True))
+        _, codes, rep = gen.generate(reply_text="one two three four five six seven eight nine ten")
+        assert codes.shape == (frames, 8)
+        assert rep.talker_forwards == math.ceil(frames / (n_mtp + 1))
+
+
+@pytest.mark.parametrize("n_mtp,chunk_causal,delays", [(0, False, None), (2, True, None), (4, True, [0, 1, 1, 1, 1, 1, 1, 1])])
+def test_kv_cache_generation_equals_full_recompute(n_mtp, chunk_causal, delays):
+    kw = {"delays": delays} if delays else {}
+    t = _talker(n_mtp=n_mtp, chunk_frames=6, chunk_text=2, **kw)
+    torch.manual_seed(1)
+    cond = torch.randn(1, 7, 32)
+    frames, ends, cache = _generate(t, cond, 31, chunk_causal)
+    F = frames.shape[1]
+    assert cache.forwards == len(ends) == math.ceil(31 / (n_mtp + 1))
+    with torch.no_grad():
+        out = t(frames, cond, 3, cond, torch.tensor([7]), chunk_causal=chunk_causal)
+    # Backbone at each forward's last position p predicted frame p; MTP module i predicted p + i
+    # (with N = 0 that is every position).
+    for i in range(0, n_mtp + 1):
+        lg = out.logits[i].clone()
+        lg[..., t.sp.start] = -math.inf
+        checked = [p for p in ends if p + i < F]
+        assert checked
+        assert torch.equal(lg[0, checked].argmax(-1), frames[0, [p + i for p in checked]])
+
+
+def test_chunk_causal_mask_hides_future_text():
+    t = _talker(n_mtp=1, chunk_frames=6, chunk_text=2)
+    targets = torch.randint(0, 2048, (1, 18, 8))
+    cond = torch.randn(1, 6, 32)
+    cond2 = cond.clone()
+    cond2[:, 4:] += 1.0  # text of chunk 2 changes
+    with torch.no_grad():
+        a = t(targets, cond, 3, cond, torch.tensor([6]), chunk_causal=True)
+        b = t(targets, cond2, 3, cond2, torch.tensor([6]), chunk_causal=True)
+        c = t(targets, cond2, 3, cond2, torch.tensor([6]), chunk_causal=False)
+    # Frames 0..11 (chunks 0, 1) see text 0..3 only; MTP1 at position t predicts t+1, so <= 10.
+    torch.testing.assert_close(a.logits[0][:, :12], b.logits[0][:, :12])
+    torch.testing.assert_close(a.logits[1][:, :11], b.logits[1][:, :11])
+    assert not torch.allclose(a.logits[0][:, 12:], b.logits[0][:, 12:])
+    assert not torch.allclose(b.logits[0][:, :12], c.logits[0][:, :12])  # full context sees it
