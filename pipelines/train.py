@@ -87,7 +87,7 @@ def make_progress_callback(cfg: StageConfig):
 
 def build_trainer(cfg: StageConfig):
     """TorchTrainer for one stage: workers, resources, storage, retention, retries."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from training.recipe import train_loop_per_worker
@@ -108,6 +108,7 @@ def build_trainer(cfg: StageConfig):
             failure_config=FailureConfig(max_failures=c.max_failures),
             worker_runtime_env={"env_vars": worker_env(cfg)},
             callbacks=[make_progress_callback(cfg)],
+            logging_config=LoggingConfig(log_level="WARNING"),  # our progress line replaces per-report logs
         ),
     )
 

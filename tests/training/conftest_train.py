@@ -146,3 +146,12 @@ def tiny_config(stage: int, data: Path, storage: Path, overrides: list[str] = ()
 
     base = [f"data.path={data}", f"checkpoint.storage_path={storage}", "checkpoint.init_from=[]"]
     return load_config(os.path.join(CONFIG_DIR, f"stage{stage}_tiny.yaml"), base + list(overrides), stage=stage)
+
+
+def first_user_audio(dialogue_dir: Path) -> np.ndarray:
+    """The first dialogue's user turn as float32 16 kHz samples."""
+    from training.data.readers import DialogueSource
+
+    source = DialogueSource(str(dialogue_dir), with_codes=False)
+    row = pq.read_table(source.units[0].path).slice(0, 1).to_pylist()[0]
+    return next(source.examples(row))["user_audio"]
