@@ -95,7 +95,9 @@ def ds_loop(config: dict) -> dict:
 def ray_worker(config: dict) -> None:
     import ray.train
 
-    ray.train.report(ds_loop(config))
+    figures = ds_loop(config)
+    with tempfile.TemporaryDirectory() as d:  # Ray Train V2 keeps the metrics that come with a checkpoint
+        ray.train.report(figures, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def run_ray(config: dict, workers: int) -> dict:
@@ -107,7 +109,7 @@ def run_ray(config: dict, workers: int) -> dict:
         ray.init(num_cpus=workers, logging_level="WARNING", runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
     trainer = TorchTrainer(ray_worker, train_loop_config=config, scaling_config=ScalingConfig(num_workers=workers),
                            torch_config=TorchConfig(backend="gloo"),
-                           run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="bench_ray_"), name=f"bench{workers}",
+                           run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="bench_ray_"), name="bench",
                                                 worker_runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}}))
     return trainer.fit().metrics
 
@@ -140,6 +142,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--micro-batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=2, help="alternate torchrun/Ray runs, keep each one's best (shared machines are noisy)")
     p.add_argument("--torchrun-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     config = {"steps": args.steps, "warmup": args.warmup, "micro_batch": args.micro_batch}
@@ -148,8 +151,12 @@ def main() -> None:
         return
     sys.path.insert(0, REPO)
     torchrun_1 = run_torchrun(config, 1)
-    torchrun_2 = run_torchrun(config, 2)
-    ray_2 = run_ray(config, 2)
+    torchrun_runs, ray_runs = [], []
+    for _ in range(args.repeats):
+        torchrun_runs.append(run_torchrun(config, 2))
+        ray_runs.append(run_ray(config, 2))
+    torchrun_2 = max(torchrun_runs, key=lambda r: r["samples_per_s"])
+    ray_2 = max(ray_runs, key=lambda r: r["samples_per_s"])
     print(json.dumps({
         "zero2_state_bytes_2rank_vs_1rank": round(torchrun_2["state_bytes"] / torchrun_1["state_bytes"], 4),
         "ray_vs_torchrun_samples_per_s": round(ray_2["samples_per_s"] / torchrun_2["samples_per_s"], 4),
@@ -159,6 +166,8 @@ def main() -> None:
         "samples_per_s_torchrun_2rank": round(torchrun_2["samples_per_s"], 3),
         "samples_per_s_ray_2rank": round(ray_2["samples_per_s"], 3),
         "trainable_params": torchrun_1["trainable_params"],
+        "samples_per_s_torchrun_runs": [round(r["samples_per_s"], 3) for r in torchrun_runs],
+        "samples_per_s_ray_runs": [round(r["samples_per_s"], 3) for r in ray_runs],
         "steps": args.steps, "micro_batch": args.micro_batch, "zero_stage": 2,
         "device": "cpu (DS_ACCELERATOR=cpu, gloo)",
     }))

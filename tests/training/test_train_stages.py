@@ -125,3 +125,17 @@ def test_stage3_from_stage2_then_speaks(stage2_run, dialogue_shards, tiny_codec,
     wav, codes, report = gen.generate(audio=first_user_audio(dialogue_shards))
     assert codes.shape == (12, 8) and len(wav) > 0 and np.isfinite(wav).all()
     assert report.to_dict()
+
+
+def test_job_restart_resumes_from_the_latest_checkpoint(stage1_run, handful_token_shards):
+    """A new job with the same storage_path + run_name (e.g. after the driver was killed) restores the run:
+    it continues from the step-40 checkpoint instead of starting over."""
+    from pipelines.train import run
+
+    _, _, storage = stage1_run
+    before = read_jsonl(os.path.join(storage, "stage1", "tensorboard"))
+    cfg = tiny_config(1, handful_token_shards, storage, [s for s in STAGE1 if not s.startswith("max_steps")] + ["max_steps=42"])
+    result = run(cfg)
+    lines = [json.loads(x) for x in open(os.path.join(storage, "stage1", "tensorboard", "metrics.jsonl"))]
+    assert [r["step"] for r in lines[len(before):]] == [41, 42]  # only the new steps ran
+    assert result.metrics["step"] == 42
