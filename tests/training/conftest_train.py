@@ -123,9 +123,12 @@ def dialogue_shards(tts_sample, tiny_codec, tmp_path_factory) -> Path:
 
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_two_nodes():
-    """A local 2-node Ray cluster (head + one more node, 1 CPU each): one training worker lands on each."""
+    """A local 2-node Ray cluster (head + one more node, 1 CPU each): one training worker lands on each.
+
+    Module-scoped, so other test modules that start their own Ray find none running.
+    """
     import ray
     from ray.cluster_utils import Cluster
 
