@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from tokenization import storage
 from training import checkpointing as ckpt
-from training.data.readers import BatchStream, make_source
+from training.data.readers import BatchStream, Prefetcher, make_source
 from training.metrics import MetricsWriter, StepMeter
 from training.stage_config import StageConfig, resolve_tokenizer
 
@@ -192,17 +192,18 @@ class StageRecipe:
         import ray.train
 
         cfg = self.cfg
-        batches = iter(self.stream)
+        self.stream_state = self.stream.state_dict()
+        batches = Prefetcher(self.stream, self.collate, depth=cfg.data.prefetch)  # decode + collate off the step
         meter = StepMeter()
         self.engine.train()
         while self.step < cfg.max_steps:
             for _ in range(cfg.optim.grad_accum):  # one optimizer step = grad_accum micro-batches
-                rows = next(batches)
-                batch = _to_device(self.collate(rows), self.device)
+                n_rows, batch, self.stream_state = next(batches)
+                batch = _to_device(batch, self.device)
                 out = self.engine(batch, stage=cfg.stage)
                 self.engine.backward(out["loss"])
                 self.engine.step()  # DeepSpeed steps optimizer + scheduler at the accumulation boundary
-                meter.add(out, samples=len(rows), tokens=_count_tokens(out, self.model.cfg.talker.n_codebooks))
+                meter.add(out, samples=n_rows, tokens=_count_tokens(out, self.model.cfg.talker.n_codebooks))
             self.step += 1
             self._maybe_crash()
 
@@ -218,6 +219,7 @@ class StageRecipe:
                 self.save_checkpoint(metrics, final=self.step == cfg.max_steps)
             else:
                 ray.train.report(metrics)  # same number of reports on every rank: decided by step only
+        batches.close()
         if self.writer:
             self.writer.close()
 
@@ -233,7 +235,7 @@ class StageRecipe:
 
         with tempfile.TemporaryDirectory(prefix="ckpt_") as tmp:
             self.engine.save_checkpoint(tmp, tag=ckpt.tag_for(self.step))
-            ckpt.save_trainer_state(tmp, self.rank, {"step": self.step, "stream": self.stream.state_dict(),
+            ckpt.save_trainer_state(tmp, self.rank, {"step": self.step, "stream": self.stream_state,
                                                      "world_size": self.world_size, "stage": self.cfg.stage})
             if final:
                 self.export(os.path.join(tmp, ckpt.MODEL_DIR))

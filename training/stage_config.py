@@ -30,6 +30,7 @@ class DataConfig:
     max_frames: int = 0  # skip examples with more speech frames (0: no limit)
     max_audio_s: float = 0.0  # skip user turns longer than this (0: no limit)
     seed: int = 0
+    prefetch: int = 2  # collated batches prepared ahead in a background thread
 
 
 @dataclass

@@ -98,3 +98,33 @@ def test_reads_s3(token_shards, monkeypatch):
         assert [e["text"] for e in next(iter(stream))] == [e["text"] for e in next(iter(local))]
     finally:
         server.stop()
+
+
+def test_prefetcher_reports_the_state_of_the_batch_in_hand(token_shards):
+    from training.data.readers import Prefetcher
+
+    source = TokenShardSource(str(token_shards))
+    plain = BatchStream(source, 0, 1, batch_size=4, buffer_size=8, seed=2)
+    expected = [[e["id"] for e in b] for b in itertools.islice(plain, 12)]
+    pre = Prefetcher(BatchStream(source, 0, 1, batch_size=4, buffer_size=8, seed=2), lambda rows: [e["id"] for e in rows], depth=3)
+    got, states = [], []
+    for _ in range(5):
+        n, ids, state = next(pre)
+        got.append(ids)
+        states.append(state)
+    pre.close()
+    resumed = BatchStream(source, 0, 1, batch_size=4, buffer_size=8, seed=2)
+    resumed.load_state_dict(states[-1])  # what a checkpoint after the 5th batch saves
+    got += [[e["id"] for e in b] for b in itertools.islice(resumed, 7)]
+    assert got == expected and n == 4
+
+
+def test_prefetcher_raises_collate_errors(token_shards):
+    from training.data.readers import Prefetcher
+
+    def bad(rows):
+        raise RuntimeError("boom")
+
+    pre = Prefetcher(BatchStream(TokenShardSource(str(token_shards)), 0, 1, batch_size=4), bad)
+    with pytest.raises(RuntimeError, match="boom"):
+        next(pre)

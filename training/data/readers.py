@@ -21,7 +21,9 @@ run would.
 
 from __future__ import annotations
 
+import queue
 import random
+import threading
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
@@ -261,3 +263,56 @@ def make_source(stage: int, uri: str, max_frames: int = 0, max_audio_s: float = 
 def loader_shard(rank: int, world_size: int, worker_id: int = 0, num_workers: int = 1) -> tuple[int, int]:
     """(shard, n_shards) of one data-loader worker of one rank."""
     return rank * num_workers + worker_id, world_size * num_workers
+
+
+class Prefetcher:
+    """Collates batches of a `BatchStream` in a background thread, `depth` batches ahead.
+
+    Yields `(n_examples, collated batch, stream state after this batch)`: the consumer keeps
+    the state of the last batch it *used*, so a checkpoint resumes exactly even though the
+    thread has read further. Errors in the thread are raised in the consumer.
+
+    Args:
+        stream: the batches (consumed only by the thread).
+        collate: rows -> model batch (decoding, padding, features).
+        depth: batches kept ready; memory is bounded by it.
+    """
+
+    _END = object()
+
+    def __init__(self, stream: BatchStream, collate, depth: int = 2):
+        self.stream, self.collate = stream, collate
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._work, name="batch-prefetch", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        try:
+            for rows in self.stream:
+                item = (len(rows), self.collate(rows), self.stream.state_dict())
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.5)
+                        break
+                    except queue.Full:  # the consumer is busy: check for stop, retry
+                        continue
+                if self.stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self.queue.put(exc)
+        self.queue.put(self._END)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.queue.get()
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
