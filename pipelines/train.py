@@ -130,8 +130,29 @@ def export_final(result, cfg: StageConfig) -> str | None:
     return dst
 
 
+def resolve_paths(cfg: StageConfig) -> StageConfig:
+    """Make local paths absolute (workers run in other folders) and fail fast on missing inputs."""
+    from training.data.readers import list_units
+
+    def local_abs(p: str) -> str:
+        return p if ckpt.is_remote_uri(p) or not p else os.path.abspath(p)
+
+    cfg.data.path = local_abs(cfg.data.path)
+    cfg.checkpoint.storage_path = local_abs(cfg.checkpoint.storage_path)
+    cfg.checkpoint.init_from = [local_abs(p) for p in cfg.checkpoint.init_from]
+    cfg.tensorboard_dir = local_abs(cfg.tensorboard_dir)
+    if os.path.exists(cfg.tokenizer):
+        cfg.tokenizer = os.path.abspath(cfg.tokenizer)
+    list_units(cfg.data.path)  # raises FileNotFoundError: no shards there (footers only are read)
+    for p in cfg.checkpoint.init_from:
+        if not storage.exists(p):
+            raise FileNotFoundError(f"checkpoint.init_from: {p} does not exist (train the previous stage first)")
+    return cfg
+
+
 def run(cfg: StageConfig):
     """Train one stage on the current (or an embedded) Ray cluster; returns the Ray Train Result."""
+    cfg = resolve_paths(cfg)
     if not cfg.scaling.use_gpu:
         os.environ.update(CPU_ENV)
     init_ray()  # embedded local Ray, or the cluster named by RAY_ADDRESS / `ray job submit`
