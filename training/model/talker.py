@@ -109,10 +109,13 @@ class MTPModule(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(d, cfg.vocab, bias=False) for _ in range(cfg.n_codebooks))
 
     def forward(self, h_prev, emb, memory, self_mask, cross_mask, cache=None):
-        """h_prev, emb: [B, n, D] -> (hidden [B, n, D], logits [B, n, K, V])."""
+        """h_prev, emb: [B, n, D] -> hidden [B, n, D] (logits via `logits`)."""
         x = self.proj(torch.cat([self.norm_h(h_prev), self.norm_e(emb)], dim=-1))
-        h = self.norm(self.block(x, memory, self_mask, cross_mask, cache))
-        return h, torch.stack([head(h) for head in self.heads], dim=2)
+        return self.norm(self.block(x, memory, self_mask, cross_mask, cache))
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """[B, n, D] -> [B, n, K, V]."""
+        return torch.stack([head(h) for head in self.heads], dim=2)
 
 
 def causal_mask(n: int, past: int, device) -> torch.Tensor:
@@ -201,8 +204,11 @@ class Talker(nn.Module):
         sm, cm = causal_mask(n, past, x.device), cross_mask(visible, memory.shape[1])
         for j, block in enumerate(self.blocks):
             x = block(x, memory, sm, cm, cache.backbone[j] if cache is not None else None)
-        h = self.ln_f(x)
-        return h, torch.stack([head(h) for head in self.heads], dim=2)  # (B, n, D), (B, n, K, V)
+        return self.ln_f(x)  # (B, n, D)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Backbone heads: [B, n, D] -> [B, n, K, V]."""
+        return torch.stack([head(h) for head in self.heads], dim=2)
 
     # --- training / teacher forcing ------------------------------------------------------
     def forward(self, targets, cond_text, factor, memory, n_text, chunk_causal: bool = False) -> TalkerOutput:
@@ -221,16 +227,16 @@ class Talker(nn.Module):
         N = len(self.mtp)
         cond = self.frame_conditions(cond_text, factor, T + N)  # (B, T+N, D)
         vis = self.visible_text(T + N, n_text, chunk_causal)  # (B, T+N)
-        h, logits = self._backbone(shift_inputs(targets, self.sp), cond[:, :T], memory, vis[:, :T], None, 0)
-        out = TalkerOutput(hidden=h, logits=[logits])
+        h = self._backbone(shift_inputs(targets, self.sp), cond[:, :T], memory, vis[:, :T], None, 0)
+        out = TalkerOutput(hidden=h, logits=[self.logits(h)])
         # Frames as MTP inputs: frame t+i-1 for position t (pad past the end).
         frames = targets.masked_fill(targets == IGNORE, self.sp.pad)
         frames = torch.cat([frames, frames.new_full((B, N, K), self.sp.pad)], dim=1)  # (B, T+N, K)
         sm = causal_mask(T, 0, h.device)
         for i, module in enumerate(self.mtp, start=1):
             emb = self.embed_frames(frames[:, i - 1 : i - 1 + T]) + cond[:, i : i + T]
-            h, logits = module(h, emb, memory, sm, cross_mask(vis[:, i : i + T], memory.shape[1]))
-            out.logits.append(logits)
+            h = module(h, emb, memory, sm, cross_mask(vis[:, i : i + T], memory.shape[1]))
+            out.logits.append(module.logits(h))
         return out
 
     def losses(self, out: TalkerOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -279,14 +285,14 @@ class Talker(nn.Module):
         n, N, pos = codes_in.shape[1], len(self.mtp), cache.pos
         cond = self.frame_conditions(cond_text, factor, n + N, start=pos)
         vis = self.visible_text(n + N, n_text, chunk_causal, start=pos)
-        h, logits = self._backbone(codes_in, cond[:, :n], memory, vis[:, :n], cache, pos)
-        frames = [sample(logits[:, -1])]  # (B, K)
+        h = self._backbone(codes_in, cond[:, :n], memory, vis[:, :n], cache, pos)
+        frames = [sample(self.logits(h[:, -1:])[:, 0])]  # (B, K): only the newest position's heads
         known = torch.cat([codes_in[:, 1:], frames[-1][:, None]], dim=1)  # frames pos .. pos+n-1
         for i, module in enumerate(self.mtp, start=1):
             sm = causal_mask(n, cache.mtp[i - 1].length, h.device)
             emb = self.embed_frames(known) + cond[:, i : i + n]
-            h, logits = module(h, emb, memory, sm, cross_mask(vis[:, i : i + n], memory.shape[1]), cache.mtp[i - 1])
-            frames.append(sample(logits[:, -1]))
+            h = module(h, emb, memory, sm, cross_mask(vis[:, i : i + n], memory.shape[1]), cache.mtp[i - 1])
+            frames.append(sample(module.logits(h[:, -1:])[:, 0]))
             known = torch.cat([known[:, 1:], frames[-1][:, None]], dim=1)  # now frames pos+i .. pos+n-1+i
         cache.pos += n
         cache.forwards += 1

