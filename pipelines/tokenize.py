@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", default="", help="dataset name for rows without a `source`")
     p.add_argument("--device", default="cpu", help="codec device: cpu or cuda")
     p.add_argument("--encoders", type=int, default=0, help="encoder actors (0: one per free CPU, or per GPU with --device cuda)")
-    p.add_argument("--encoder-cpus", type=float, default=1.0)
+    p.add_argument("--encoder-cpus", type=float, default=0.0, help="CPUs reserved per encoder (0: share the node's CPUs out)")
     p.add_argument("--load-cpus", type=float, default=0.25)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (ignored on a cluster)")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder written by another run")
@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[tokenize] run {run_id}: {n_in} input rows, {len(manifest_bad)} quarantined from the listing, "
           f"{len(plans)} shards ({len(plans) - len(todo)} already done)", file=sys.stderr)
 
+    t_pipe = time.time()
     if todo:
         run_pipeline(args, todo, run_id, codec, resources)
+    pipeline_s = time.time() - t_pipe
 
     manifest = write_manifest(args.output, run_id, n_in, len(manifest_bad), {"codec": codec.info.__dict__})
     c = manifest["counts"]
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "output": args.output, "run_id": run_id, "rows_in": c["in"], "kept": c["kept"], "quarantined": c["quarantined"],
         "hours": c["hours"], "shards_written": len(todo), "shards_skipped": len(plans) - len(todo),
-        "elapsed_s": round(elapsed, 2), "audio_seconds_per_second": round(c["hours"] * 3600 / elapsed, 2),
+        "elapsed_s": round(elapsed, 2), "pipeline_s": round(pipeline_s, 2),
+        "audio_seconds_per_second": round(c["hours"] * 3600 / max(pipeline_s, 1e-9), 2),
     }
     print(f"[tokenize] rows in {c['in']} = kept {c['kept']} + quarantined {c['quarantined']}"
           f"{'' if 'error' not in c else '  MISMATCH: ' + c['error']}", file=sys.stderr)
@@ -87,11 +90,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run_pipeline(args, todo, run_id, codec, resources) -> None:
     cpus = int(resources.get("CPU", 1))
+    encoder_cpus = args.encoder_cpus or 1.0
     if args.device.startswith("cuda"):
         encoders = args.encoders or max(1, int(resources.get("GPU", 1)))
         gpu_args = {"num_gpus": 1}
     else:
-        encoders = args.encoders or max(1, int((cpus - args.load_cpus) // args.encoder_cpus))
+        # One single-threaded encoder per core; what the loaders reserve is shared out among them.
+        encoders = args.encoders or max(1, cpus)
+        encoder_cpus = args.encoder_cpus or max(0.1, (cpus - 2 * args.load_cpus) / encoders)
         gpu_args = {}
     metadata = file_metadata(codec.info, {"run_id": run_id})
     items = plan_to_items(todo)
@@ -101,7 +107,7 @@ def run_pipeline(args, todo, run_id, codec, resources) -> None:
     ds = ds.map_batches(
         EncodeBatch, batch_size=1, batch_format="pyarrow",
         fn_constructor_kwargs={"codec_spec": args.codec, "run_id": run_id, "device": args.device, "n_codebooks": args.n_codebooks},
-        compute=ray.data.ActorPoolStrategy(size=encoders), num_cpus=args.encoder_cpus, **gpu_args,
+        compute=ray.data.ActorPoolStrategy(size=encoders), num_cpus=encoder_cpus, **gpu_args,
     )
     ds = ds.map_batches(
         ShardAssembler, batch_size=None, batch_format="pyarrow",

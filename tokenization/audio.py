@@ -7,6 +7,7 @@ a quarantine row instead of stopping the job.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,8 @@ def decode_audio(data: bytes, source: str) -> tuple[np.ndarray, int]:
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
-        raise BadAudio(f"{source}: not readable as audio ({type(exc).__name__}: {exc})") from None
+        detail = getattr(exc, "error_string", None) or re.sub(r"<[^>]* at 0x[0-9a-f]+>", "<data>", str(exc))
+        raise BadAudio(f"{source}: not readable as audio ({detail})") from None  # no addresses: reasons are reproducible
     return samples.mean(axis=1), int(rate)
 
 

@@ -122,12 +122,14 @@ class MimiCodec(SpeechCodec):
                 end += 1
             group = order[start:end]
             lengths = [len(waveforms[i]) for i in group]
-            width = max(lengths)
-            batch = torch.zeros(len(group), 1, width)
-            mask = torch.zeros(len(group), 1, width, dtype=torch.bool)
+            # Zero-pad every clip to whole frames: its last frame then sees the same samples
+            # alone or next to longer clips, so codes do not depend on batch composition.
+            padded = [self.n_frames(n) * self.samples_per_frame for n in lengths]
+            batch = torch.zeros(len(group), 1, max(padded))
+            mask = torch.zeros(len(group), 1, max(padded), dtype=torch.bool)
             for row, i in enumerate(group):
                 batch[row, 0, : lengths[row]] = torch.from_numpy(np.array(waveforms[i], dtype=np.float32))
-                mask[row, 0, : lengths[row]] = True
+                mask[row, 0, : padded[row]] = True
             codes = self.model.encode(
                 batch.to(self.device), padding_mask=mask.to(self.device), num_quantizers=self.n_codebooks
             ).audio_codes  # [B, K, T]

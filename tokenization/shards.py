@@ -6,7 +6,7 @@ contents then depend only on the input listing and the config (`run_id`), so a r
 shards that are done and rewrites the others byte for byte.
 
 Output folder:
-    shards/shard-00000.parquet     kept rows (possibly none), file metadata = codec facts
+    shards/shard-00000.parquet     kept rows (not written when none), file metadata = codec facts
     quarantine/shard-00000.parquet rows of that shard that could not be encoded, with reasons
     quarantine/manifest.parquet    input lines that never became rows
     _progress/shard-00000.json     written last: the shard is done (rows, seconds, sha1)
@@ -84,14 +84,16 @@ def write_quarantine(output: str, name: str, rows: list[QuarantineRow] | pa.Tabl
 def write_shard(output: str, name: str, table: pa.Table, quarantine: pa.Table, metadata: dict[bytes, bytes]) -> ShardResult:
     """Write quarantine, then shard, then the progress record (the 'done' mark), each atomically."""
     write_quarantine(output, name, quarantine)
-    data = table_to_parquet_bytes(table, metadata)
-    storage.write_bytes_atomic(storage.join(output, SHARDS, f"{name}.parquet"), data)
+    data = b""
+    if table.num_rows:  # no empty files: some readers (datasets) reject zero-row Parquet
+        data = table_to_parquet_bytes(table, metadata)
+        storage.write_bytes_atomic(storage.join(output, SHARDS, f"{name}.parquet"), data)
     reasons: dict[str, int] = {}
     for reason in quarantine.column("reason").to_pylist():
         key = reason.split(": ", 1)[-1].split(" (")[0]
         reasons[key] = reasons.get(key, 0) + 1
     duration = table.column("duration_s").to_numpy() if "duration_s" in table.column_names else []
-    result = ShardResult(name, table.num_rows, quarantine.num_rows, float(sum(duration)), len(data), sha1_hex(data), reasons)
+    result = ShardResult(name, table.num_rows, quarantine.num_rows, float(sum(duration)), len(data), sha1_hex(data) if data else "", reasons)
     storage.write_bytes_atomic(storage.join(output, PROGRESS, f"{name}.json"), json.dumps(asdict(result)).encode())
     return result
 
@@ -134,6 +136,7 @@ def write_manifest(output: str, run_id: str, n_in: int, manifest_quarantined: in
         "shards": [
             {"path": f"{SHARDS}/{r.name}.parquet", "rows": r.rows, "quarantined": r.quarantined, "bytes": r.bytes, "sha1": r.sha1, "audio_seconds": round(r.audio_seconds, 3)}
             for r in results
+            if r.rows
         ],
         "counts": {"in": n_in, "kept": kept, "quarantined": quarantined, "hours": round(seconds / 3600, 6)},
         "quarantine_reasons": {"manifest": manifest_quarantined, **reasons},

@@ -1,0 +1,159 @@
+"""The tokenization job end to end on real espeak speech, with an embedded local Ray."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from tests.pipelines.conftest import BAD_KINDS
+from tokenization.schema import codes_to_numpy, read_file_metadata, token_schema
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+JOB_ARGS = ["--codec", "tiny", "--rows-per-shard", "2", "--batch-size", "2", "--max-duration", "8"]
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """kill -9 the job's driver and every process of its session (its embedded Ray), then wait for them."""
+    import psutil
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        alive = []
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == proc.pid:
+                    alive.append(p)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                pass
+        if not alive:
+            return
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(ray_local, dirty_corpus, tmp_path_factory):
+    """One uninterrupted run: (output folder, its summary)."""
+    from pipelines.tokenize import main
+
+    out = tmp_path_factory.mktemp("tok") / "out"
+    summary = main(["--input", str(dirty_corpus), "--output", str(out), *JOB_ARGS])
+    return out, summary
+
+
+def test_every_row_is_kept_or_quarantined_with_its_reason(reference):
+    out, summary = reference
+    manifest = json.loads((out / "_manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["in"] == 12 + len(BAD_KINDS) == summary["rows_in"]
+    assert counts["kept"] == 12 and counts["quarantined"] == len(BAD_KINDS)
+    assert counts["in"] == counts["kept"] + counts["quarantined"]
+    quarantine = pq.read_table(out / "quarantine").to_pylist()
+    assert len(quarantine) == len(BAD_KINDS)
+    for kind, reason in BAD_KINDS.items():
+        hits = [q for q in quarantine if reason in q["reason"]]
+        assert len(hits) == 1, f"{kind}: {reason!r} not found once in {[q['reason'] for q in quarantine]}"
+        q = hits[0]
+        assert q["stage"] in ("manifest", "load")
+        assert q["file"] and (q["file"] in q["reason"] or q["stage"] == "manifest")
+
+
+def test_shards_follow_the_contract(reference, dirty_corpus):
+    out, _ = reference
+    files = sorted((out / "shards").glob("*.parquet"))
+    progress = sorted(p.stem for p in (out / "_progress").glob("*.json"))
+    assert progress == [f"shard-{i:05d}" for i in range(len(progress))]  # deterministic names, every shard done
+    assert {f.stem for f in files} <= set(progress) and len(files) >= 6  # all-quarantined shards leave no empty file
+    table = pq.read_table(files)
+    assert pq.read_schema(files[0]).remove_metadata() == token_schema()
+    assert table.num_rows == 12 and len(set(table.column("utt_id").to_pylist())) == 12
+    meta = read_file_metadata(files[0])
+    assert meta["codec_name"] == "mimi" and meta["n_codebooks"] == "8" and meta["codebook_size"] == "2048"
+    assert float(meta["frame_rate"]) == 12.5 and meta["sample_rate"] == "24000" and meta["schema_version"] == "1"
+    for row in table.to_pylist():
+        codes = codes_to_numpy(row["codes"])
+        assert codes.shape == (row["n_frames"], 8) and codes.max() < 2048
+        assert abs(row["n_frames"] - math.ceil(row["duration_s"] * 12.5)) <= 1
+        assert row["text"] and len(row["audio_sha1"]) == 40 and row["run_id"] == json.loads((out / "_run.json").read_text())["run_id"]
+    # input order is kept inside and across shards
+    expected = [json.loads(line)["id"] for line in dirty_corpus.read_text("utf-8", "replace").splitlines() if line.startswith('{"id": "spk')]
+    assert table.column("utt_id").to_pylist() == list(dict.fromkeys(expected))
+    listed = json.loads((out / "_manifest.json").read_text())["shards"]
+    assert sum(s["rows"] for s in listed) == 12 and all(len(s["sha1"]) == 40 for s in listed)
+
+
+def test_shards_open_in_other_readers(reference, tmp_path):
+    import datasets
+    import duckdb
+    import polars as pl
+
+    out, _ = reference
+    pattern = str(out / "shards" / "*.parquet")
+    n, frames = duckdb.sql(f"select count(*), sum(len(codes)) from read_parquet('{pattern}')").fetchall()[0]
+    assert n == 12 and frames == pq.read_table(out / "shards").column("n_frames").to_numpy().sum()
+    df = pl.read_parquet(pattern)
+    assert df.height == 12 and df["codes"][0].len() == df["n_frames"][0]
+    ds = datasets.load_dataset("parquet", data_files=pattern, split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == 12 and np.asarray(ds[0]["codes"]).shape == (ds[0]["n_frames"], 8)
+
+
+def test_rerun_skips_finished_shards(reference, dirty_corpus):
+    from pipelines.tokenize import main
+
+    out, first = reference
+    before = {p: p.read_bytes() for p in (out / "shards").glob("*.parquet")}
+    again = main(["--input", str(dirty_corpus), "--output", str(out), *JOB_ARGS])
+    assert again["shards_written"] == 0 and again["shards_skipped"] == first["shards_written"] >= len(before) > 0
+    assert {p: p.read_bytes() for p in (out / "shards").glob("*.parquet")} == before
+
+
+def test_kill9_then_rerun_is_byte_identical(reference, dirty_corpus, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", str(dirty_corpus), "--output", str(out), *JOB_ARGS, "--num-cpus", "2"]
+    env = {**os.environ, "RAY_ADDRESS": "local"}  # its own embedded Ray, so kill -9 takes all of it down
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "_progress").glob("*.json")):
+        time.sleep(0.05)
+    _kill_session(proc)
+    done_at_kill = len(list((out / "_progress").glob("*.json")))
+    n_shards = len(list((ref_out / "_progress").glob("*.json")))
+    assert 1 <= done_at_kill < n_shards, "the kill should land mid-run"
+    for shard in (out / "shards").glob("*.parquet"):
+        pq.read_metadata(shard)  # every visible shard is complete
+
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["shards_skipped"] == done_at_kill and summary["shards_written"] == n_shards - done_at_kill
+    for sub in ("shards", "quarantine"):
+        ref_files = sorted(p.name for p in (ref_out / sub).glob("*.parquet"))
+        assert sorted(p.name for p in (out / sub).glob("*.parquet")) == ref_files
+        for name in ref_files:
+            assert (out / sub / name).read_bytes() == (ref_out / sub / name).read_bytes(), f"{sub}/{name} differs"
