@@ -106,7 +106,7 @@ def run_ray(config: dict, workers: int) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if not ray.is_initialized():
-        ray.init(num_cpus=workers, logging_level="WARNING", runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
+        ray.init(num_cpus=workers, logging_level="WARNING", log_to_driver=False, runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
     trainer = TorchTrainer(ray_worker, train_loop_config=config, scaling_config=ScalingConfig(num_workers=workers),
                            torch_config=TorchConfig(backend="gloo"),
                            run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="bench_ray_"), name="bench",

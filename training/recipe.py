@@ -140,8 +140,9 @@ class StageRecipe:
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]  # biases and norms
         optim = cfg.optim
+        groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [g for g in groups if g["params"]],
             lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
         )
         schedule = partial(lr_lambda, warmup=optim.warmup_steps, total=cfg.max_steps, schedule=optim.schedule, min_ratio=optim.min_lr_ratio)
@@ -174,8 +175,8 @@ class StageRecipe:
         c = self.cfg.checkpoint
         if self.cfg.tensorboard_dir:
             return self.cfg.tensorboard_dir
-        if ckpt.is_remote_uri(c.storage_path):
-            return os.path.join("out", "tensorboard", c.run_name)
+        if ckpt.is_remote_uri(c.storage_path):  # event files need a local folder: rank 0's node
+            return os.path.join(os.path.expanduser("~/ray_results/tensorboard"), c.run_name)
         return os.path.join(os.path.abspath(c.storage_path), c.run_name, "tensorboard")
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:

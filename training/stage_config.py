@@ -75,7 +75,7 @@ class StageConfig:
     max_steps: int = 1000  # optimizer steps
     log_every: int = 10
     seed: int = 0
-    tensorboard_dir: str = ""  # default: <storage_path>/<run_name>/tensorboard (local storage) or out/tensorboard/<run_name>
+    tensorboard_dir: str = ""  # default: <storage_path>/<run_name>/tensorboard, or ~/ray_results/tensorboard/<run_name> on rank 0's node for s3://
     crash_at_step: int = 0  # fault injection for tests: rank 1 dies once at this step (0: never)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
