@@ -1,0 +1,182 @@
+"""Train one VocalNet-M2 stage with DeepSpeed ZeRO through Ray Train.
+
+    python -m pipelines.train --stage 1 --config training/configs/stage1_tiny.yaml [key=value ...]
+    ray job submit --working-dir . -- python -m pipelines.train --stage 2 --config training/configs/stage2.yaml
+
+Locally this starts an embedded Ray; with RAY_ADDRESS set (or under `ray job submit`) it joins
+that cluster. Rerunning with the same `checkpoint.storage_path` + `checkpoint.run_name`
+resumes from the run's latest checkpoint; worker failures are retried
+`checkpoint.max_failures` times from the latest checkpoint. At the end the exported model
+is copied to `<storage_path>/<run_name>/export` (what the next stage's `init_from` names).
+
+This is the only module that knows TorchTrainer, ScalingConfig and the DeepSpeed JSON path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import uuid
+
+from pipelines.ray_setup import init_ray
+from tokenization import storage
+from training import checkpointing as ckpt
+from training.metrics import format_progress
+from training.stage_config import StageConfig, load_config
+
+log = logging.getLogger("pipelines.train")
+
+# CPU workers: DeepSpeed's CPU accelerator over gloo. Set here for the driver and passed to workers.
+CPU_ENV = {"DS_ACCELERATOR": "cpu"}
+
+
+def worker_env(cfg: StageConfig) -> dict:
+    env = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return {**env, **({} if cfg.scaling.use_gpu else CPU_ENV)}
+
+
+def check_shared_storage(storage_path: str) -> None:
+    """Fail before training when a multi-node cluster would checkpoint to node-local storage.
+
+    Writes a marker under `storage_path` and asks one task per alive node whether it sees it.
+    """
+    import ray
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) <= 1 or ckpt.is_remote_uri(storage_path):
+        return
+    marker = os.path.join(os.path.abspath(storage_path), f".shared_check_{uuid.uuid4().hex}")
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    open(marker, "w").close()
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        @ray.remote(num_cpus=0)
+        def sees(path: str) -> bool:
+            return os.path.exists(path)
+
+        refs = {n["NodeID"]: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker)
+                for n in nodes}
+        views = {node: ray.get(ref, timeout=120) for node, ref in refs.items()}
+    finally:
+        os.remove(marker)
+    problem = ckpt.shared_storage_problem(storage_path, views, marker)
+    if problem:
+        raise SystemExit(f"error: {problem}")
+
+
+def make_progress_callback(cfg: StageConfig):
+    from ray.train import UserCallback
+
+    class Progress(UserCallback):
+        """Prints rank 0's metrics on the driver console at every report."""
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if metrics and metrics[0]:
+                line = format_progress(cfg.stage, cfg.max_steps, metrics[0])
+                print(line + (" | checkpoint saved" if checkpoint else ""), flush=True)
+
+    return Progress()
+
+
+def build_trainer(cfg: StageConfig):
+    """TorchTrainer for one stage: workers, resources, storage, retention, retries."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from training.recipe import train_loop_per_worker
+
+    s, c = cfg.scaling, cfg.checkpoint
+    resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
+    storage_path = c.storage_path if ckpt.is_remote_uri(c.storage_path) else os.path.abspath(c.storage_path)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"stage": cfg.to_dict(), "deepspeed": cfg.deepspeed_config()},
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources,
+                                     placement_strategy=s.placement_strategy),
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=c.run_name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=c.num_to_keep),
+            failure_config=FailureConfig(max_failures=c.max_failures),
+            worker_runtime_env={"env_vars": worker_env(cfg)},
+            callbacks=[make_progress_callback(cfg)],
+            logging_config=LoggingConfig(log_level="WARNING"),  # our progress line replaces per-report logs
+        ),
+    )
+
+
+def export_final(result, cfg: StageConfig) -> str | None:
+    """Copy the final checkpoint's `model/` to `<storage_path>/<run_name>/export`; returns that URI."""
+    if result.checkpoint is None:
+        return None
+    fs, path = result.checkpoint.filesystem, result.checkpoint.path
+    src = f"{path}/{ckpt.MODEL_DIR}"
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(src).type == pafs.FileType.NotFound:
+        log.warning("final checkpoint %s holds no exported model", path)
+        return None
+    dst = storage.join(cfg.checkpoint.storage_path if ckpt.is_remote_uri(cfg.checkpoint.storage_path)
+                       else os.path.abspath(cfg.checkpoint.storage_path), cfg.checkpoint.run_name, ckpt.EXPORT_DIR)
+    ckpt.copy_tree(fs, src, dst)
+    return dst
+
+
+def resolve_paths(cfg: StageConfig) -> StageConfig:
+    """Make local paths absolute (workers run in other folders) and fail fast on missing inputs."""
+    from training.data.readers import list_units
+
+    def local_abs(p: str) -> str:
+        return p if ckpt.is_remote_uri(p) or not p else os.path.abspath(p)
+
+    cfg.data.path = local_abs(cfg.data.path)
+    cfg.checkpoint.storage_path = local_abs(cfg.checkpoint.storage_path)
+    cfg.checkpoint.init_from = [local_abs(p) for p in cfg.checkpoint.init_from]
+    cfg.tensorboard_dir = local_abs(cfg.tensorboard_dir)
+    if os.path.exists(cfg.tokenizer):
+        cfg.tokenizer = os.path.abspath(cfg.tokenizer)
+    list_units(cfg.data.path)  # raises FileNotFoundError: no shards there (footers only are read)
+    for p in cfg.checkpoint.init_from:
+        if not storage.exists(p):
+            raise FileNotFoundError(f"checkpoint.init_from: {p} does not exist (train the previous stage first)")
+    return cfg
+
+
+def run(cfg: StageConfig):
+    """Train one stage on the current (or an embedded) Ray cluster; returns the Ray Train Result."""
+    cfg = resolve_paths(cfg)
+    if not cfg.scaling.use_gpu:
+        os.environ.update(CPU_ENV)
+    init_ray()  # embedded local Ray, or the cluster named by RAY_ADDRESS / `ray job submit`
+    check_shared_storage(cfg.checkpoint.storage_path)
+    t0 = time.time()
+    result = build_trainer(cfg).fit()
+    export = export_final(result, cfg)
+    log.info("stage %d done in %.0f s; checkpoint %s; export %s", cfg.stage, time.time() - t0, result.checkpoint, export)
+    print(f"stage {cfg.stage}: final metrics {({k: round(v, 4) for k, v in (result.metrics or {}).items() if isinstance(v, float)})}")
+    print(f"stage {cfg.stage}: exported model -> {export}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", type=int, required=True, choices=[1, 2, 3])
+    p.add_argument("--config", required=True, help="stage YAML, e.g. training/configs/stage1_tiny.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value overrides with dotted keys, e.g. optim.lr=1e-4 scaling.num_workers=4")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_config(args.config, args.overrides, stage=args.stage)
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Fixtures for the training tests: token shards and dialogue shards built from the espeak-ng sample.
+
+Import from a test module: `from tests.training.conftest_train import *  # noqa: F401,F403`.
+Token shards follow `tokenization.schema` (what `pipelines.tokenize` writes); dialogue shards
+follow the filter job's kept-table contract (one row per dialogue, `turns` list of structs).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tokenization.audio import load_audio
+from tokenization.schema import TokenRow, codes_type, file_metadata, rows_to_table, sha1_hex
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+TURN_TYPE = pa.struct(
+    [
+        ("role", pa.string()),
+        ("text", pa.string()),
+        ("audio_flac", pa.binary()),
+        ("sample_rate", pa.int32()),
+        ("duration_s", pa.float32()),
+        ("codes", codes_type(8)),
+        ("n_frames", pa.int32()),
+        ("asr_hyp", pa.string()),
+        ("wer", pa.float32()),
+    ]
+)
+DIALOGUE_SCHEMA = pa.schema(
+    [
+        ("dialogue_id", pa.string()),
+        ("source", pa.string()),
+        ("language", pa.string()),
+        ("speaker", pa.string()),
+        ("turns", pa.list_(TURN_TYPE)),
+        ("keep", pa.bool_()),
+        ("reject_reason", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+
+
+def _manifest_rows(manifest: Path) -> list[dict]:
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+
+
+def write_token_shards(manifest: Path, codec, out_dir: Path, n: int | None = None, rows_per_group: int = 6, n_files: int = 1) -> Path:
+    """Encode the sample's utterances with `codec` into token shards under `out_dir`."""
+    items = _manifest_rows(manifest)[:n]
+    waves = [load_audio(str(manifest.parent / it["audio_path"]), codec.sample_rate) for it in items]
+    codes = codec.encode(waves)
+    rows = [
+        TokenRow(it["id"], it["source"], it["speaker"], it["language"], it["text"], len(w) / codec.sample_rate,
+                 len(c), c, sha1_hex(w.tobytes()), "test")
+        for it, w, c in zip(items, waves, codes)
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_file = -(-len(rows) // n_files)
+    for f in range(n_files):
+        table = rows_to_table(rows[f * per_file:(f + 1) * per_file])
+        table = table.replace_schema_metadata(file_metadata(codec.info))
+        pq.write_table(table, out_dir / f"shard-{f:05d}.parquet", row_group_size=rows_per_group, compression="zstd")
+    return out_dir
+
+
+def _flac(samples: np.ndarray, rate: int) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format="FLAC")
+    return buf.getvalue()
+
+
+def write_dialogue_shards(manifest: Path, codec, out_dir: Path, n_dialogues: int = 12, rows_per_group: int = 4) -> Path:
+    """Dialogues of two turns: user = sentence i spoken, assistant = sentence i+1 (text + codes)."""
+    items = _manifest_rows(manifest)
+    user_rate = 16_000
+    rows = []
+    for d in range(n_dialogues):
+        user, reply = items[(2 * d) % len(items)], items[(2 * d + 1) % len(items)]
+        user_wave = load_audio(str(manifest.parent / user["audio_path"]), user_rate)
+        reply_wave = load_audio(str(manifest.parent / reply["audio_path"]), codec.sample_rate)
+        reply_codes = codec.encode([reply_wave])[0]
+        turns = [
+            {"role": "user", "text": user["text"], "audio_flac": _flac(user_wave, user_rate), "sample_rate": user_rate,
+             "duration_s": len(user_wave) / user_rate, "codes": None, "n_frames": None, "asr_hyp": user["text"], "wer": 0.0},
+            {"role": "assistant", "text": reply["text"], "audio_flac": None, "sample_rate": codec.sample_rate,
+             "duration_s": len(reply_wave) / codec.sample_rate, "codes": reply_codes.tolist(), "n_frames": len(reply_codes),
+             "asr_hyp": reply["text"], "wer": 0.0},
+        ]
+        rows.append({"dialogue_id": f"dlg_{d:03d}", "source": "espeak-dialogue", "language": "en", "speaker": user["speaker"],
+                     "turns": turns, "keep": True, "reject_reason": "", "run_id": "test"})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=DIALOGUE_SCHEMA)
+    pq.write_table(table, out_dir / "part-00000.parquet", row_group_size=rows_per_group, compression="zstd")
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def token_shards(tts_sample, tiny_codec, tmp_path_factory) -> Path:
+    """All 36 sample utterances as token shards: 2 files, row groups of 6."""
+    return write_token_shards(tts_sample, tiny_codec, tmp_path_factory.mktemp("token_shards"), n_files=2)
+
+
+@pytest.fixture(scope="session")
+def handful_token_shards(tts_sample, tiny_codec, tmp_path_factory) -> Path:
+    """A handful (8) of utterances, for the overfitting test."""
+    return write_token_shards(tts_sample, tiny_codec, tmp_path_factory.mktemp("handful_shards"), n=8, rows_per_group=4)
+
+
+@pytest.fixture(scope="session")
+def dialogue_shards(tts_sample, tiny_codec, tmp_path_factory) -> Path:
+    return write_dialogue_shards(tts_sample, tiny_codec, tmp_path_factory.mktemp("dialogue_shards"))
+
+
+
+@pytest.fixture(scope="module")
+def ray_two_nodes():
+    """A local 2-node Ray cluster (head + one more node, 1 CPU each): one training worker lands on each.
+
+    Module-scoped, so other test modules that start their own Ray find none running.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():  # a Ray session left by another module would take our workers
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, logging_level="WARNING")
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def tiny_config(stage: int, data: Path, storage: Path, overrides: list[str] = ()):
+    """A stage's tiny YAML pointed at test data and storage (+ overrides)."""
+    from training.stage_config import CONFIG_DIR, load_config
+
+    base = [f"data.path={data}", f"checkpoint.storage_path={storage}", "checkpoint.init_from=[]"]
+    return load_config(os.path.join(CONFIG_DIR, f"stage{stage}_tiny.yaml"), base + list(overrides), stage=stage)
+
+
+def first_user_audio(dialogue_dir: Path) -> np.ndarray:
+    """The first dialogue's user turn as float32 16 kHz samples."""
+    from training.data.readers import DialogueSource
+
+    source = DialogueSource(str(dialogue_dir), with_codes=False)
+    row = pq.read_table(source.units[0].path).slice(0, 1).to_pylist()[0]
+    return next(source.examples(row))["user_audio"]

@@ -1,0 +1,285 @@
+"""The stage recipe: one class that sets up, trains and checkpoints any of the three stages.
+
+Runs inside each Ray Train worker (`train_loop_per_worker`); `pipelines/train.py` builds the
+TorchTrainer around it and hands over the stage config and the filled-in DeepSpeed config.
+Ray appears only through `ray.train.report` / `get_checkpoint` / `get_context`, following
+Ray Train's DeepSpeed guide: every rank saves into its own temp folder, barrier, then
+`ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))`; Ray merges the
+folders in the run's storage and keeps the last K.
+
+Stages (freezing lives in `VocalNetM2.set_stage`):
+    1. Talker pre-training on token shards             (collate_tts)
+    2. adaptor + Thinker LoRA on speech->text pairs     (collate_speech_to_text)
+    3. end-to-end on dialogue pairs                     (collate_dialogue)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import tempfile
+from functools import partial
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from tokenization import storage
+from training import checkpointing as ckpt
+from training.data.readers import BatchStream, Prefetcher, make_source
+from training.metrics import MetricsWriter, StepMeter
+from training.stage_config import StageConfig, resolve_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def lr_lambda(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """LR multiplier at optimizer step `step`: linear warm-up, then cosine/linear decay to `min_ratio`."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return 1.0 - (1.0 - min_ratio) * progress
+    if schedule == "cosine":
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown LR schedule {schedule!r}")
+
+
+def build_model_config(d: dict):
+    """VocalNetConfig from a YAML `model:` section: `preset: tiny|paper` (+ its arguments) and nested overrides."""
+    from training.model.config import VocalNetConfig
+
+    d = dict(d)
+    preset = d.pop("preset", None)
+    if preset is None:
+        return VocalNetConfig.from_dict(d)
+    args = {k: d.pop(k) for k in ("whisper_path", "qwen_path", "n_mtp") if k in d}
+    base = getattr(VocalNetConfig, preset)(**args).to_dict()
+    for key, value in d.items():  # nested overrides on top of the preset
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    return VocalNetConfig.from_dict(base)
+
+
+def build_model(cfg: StageConfig, tokenizer_path: str, device: str):
+    """The model for this stage: fresh from `cfg.model`, or the previous stage's export(s) (`init_from`).
+
+    Weights are built in fp32 on `device` (DeepSpeed casts to bf16 when its config enables it).
+    """
+    from training.model.vocalnet import VocalNetM2
+
+    if not cfg.checkpoint.init_from:
+        model_cfg = build_model_config(cfg.model)
+        model_cfg.device, model_cfg.dtype = device, "float32"
+        return VocalNetM2(model_cfg, tokenizer_path=tokenizer_path)
+    first, *rest = [ckpt.localize(ckpt.model_dir_of(p)) for p in cfg.checkpoint.init_from]
+    model = VocalNetM2.from_pretrained(first, device=device, dtype="float32", tokenizer_path=tokenizer_path)
+    for path in rest:  # later exports overlay the parts they hold
+        other = VocalNetM2.from_pretrained(path, device=device, dtype="float32").state_dict()
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in other.items() if k in own and own[k].shape == v.shape}, strict=False)
+    return model
+
+
+def _collate_fn(stage: int, tokenizer, model_cfg):
+    from training.data import collate
+
+    if stage == 1:
+        return partial(collate.collate_tts, tokenizer=tokenizer, cfg=model_cfg)
+    from training.model.audio_encoder import build_feature_extractor
+
+    fe = build_feature_extractor(model_cfg.audio)
+    fn = collate.collate_speech_to_text if stage == 2 else collate.collate_dialogue
+    return partial(fn, tokenizer=tokenizer, cfg=model_cfg, feature_extractor=fe)
+
+
+def _count_tokens(outputs: dict, n_codebooks: int) -> int:
+    """Target tokens of a micro-batch from the model's counts: text labels + speech frames x codebooks."""
+    text = int(outputs["n_text_tokens"]) if "n_text_tokens" in outputs else 0
+    frames = int(outputs["n_frames"]) if "n_frames" in outputs else 0
+    return text + frames * n_codebooks
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class StageRecipe:
+    """setup -> train (-> save_checkpoint every N steps and at the end) for one worker."""
+
+    def __init__(self, cfg: StageConfig, ds_config: dict, rank: int, world_size: int, device: torch.device):
+        self.cfg, self.ds_config = cfg, ds_config
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self.step = 0
+        self.writer: MetricsWriter | None = None
+
+    # ---- setup -----------------------------------------------------------------------------
+    def setup(self, checkpoint_dir: str | None = None) -> None:
+        """Model, data stream, DeepSpeed engine; then the checkpoint's state if resuming."""
+        import deepspeed
+        from transformers import PreTrainedTokenizerFast
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)  # same init on every rank (DeepSpeed also broadcasts rank 0's)
+        tokenizer_path = resolve_tokenizer(cfg.tokenizer)
+        self.tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_path)
+        self.model = build_model(cfg, tokenizer_path, str(self.device))
+        self.model.set_stage(cfg.stage)
+        self.collate = _collate_fn(cfg.stage, self.tokenizer, self.model.cfg)
+
+        params = self.model.trainable_parameters()
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]  # biases and norms
+        optim = cfg.optim
+        groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]],
+            lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
+        )
+        schedule = partial(lr_lambda, warmup=optim.warmup_steps, total=cfg.max_steps, schedule=optim.schedule, min_ratio=optim.min_lr_ratio)
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=self.model,
+            optimizer=optimizer,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+            config=self.ds_config,
+        )
+        self.zero_stage = self.engine.zero_optimization_stage()
+
+        # Per-rank seeds for dropout / chunk-causal sampling; checkpoints carry the RNG states.
+        random.seed(cfg.seed * 1000 + self.rank)
+        np.random.seed(cfg.seed * 1000 + self.rank)
+        torch.manual_seed(cfg.seed * 1000 + self.rank)
+
+        source = make_source(cfg.stage, cfg.data.path, max_frames=cfg.data.max_frames, max_audio_s=cfg.data.max_audio_s)
+        self.stream = BatchStream(source, self.rank, self.world_size, cfg.data.micro_batch_size, cfg.data.buffer_size, cfg.data.seed)
+        if checkpoint_dir:
+            self.load_checkpoint(checkpoint_dir)
+        placement = [None] * self.world_size  # which node each rank runs on, for the logs
+        dist.all_gather_object(placement, _node_id())
+        if self.rank == 0:
+            self.writer = MetricsWriter(self.tensorboard_dir())
+            self.writer.write_json("placement.json", {"nodes_by_rank": placement, "zero_stage": self.zero_stage})
+            log.info("stage %d: %d trainable params, ZeRO-%d, %d ranks, from step %d",
+                     cfg.stage, sum(p.numel() for p in params), self.zero_stage, self.world_size, self.step)
+
+    def tensorboard_dir(self) -> str:
+        c = self.cfg.checkpoint
+        if self.cfg.tensorboard_dir:
+            return self.cfg.tensorboard_dir
+        if ckpt.is_remote_uri(c.storage_path):  # event files need a local folder: rank 0's node
+            return os.path.join(os.path.expanduser("~/ray_results/tensorboard"), c.run_name)
+        return os.path.join(os.path.abspath(c.storage_path), c.run_name, "tensorboard")
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        """Module, optimizer and LR scheduler from DeepSpeed; step, reader position and RNG from ours."""
+        load_path, _ = self.engine.load_checkpoint(checkpoint_dir)
+        if load_path is None:
+            raise RuntimeError(f"no DeepSpeed checkpoint in {checkpoint_dir}")
+        state = ckpt.load_trainer_state(checkpoint_dir, self.rank, self.world_size)
+        self.step = state["step"]
+        self.stream.load_state_dict(state["stream"])
+
+    # ---- train -----------------------------------------------------------------------------
+    def train(self) -> None:
+        import ray.train
+
+        cfg = self.cfg
+        self.stream_state = self.stream.state_dict()
+        batches = Prefetcher(self.stream, self.collate, depth=cfg.data.prefetch)  # decode + collate off the step
+        meter = StepMeter()
+        self.engine.train()
+        while self.step < cfg.max_steps:
+            for _ in range(cfg.optim.grad_accum):  # one optimizer step = grad_accum micro-batches
+                n_rows, batch, self.stream_state = next(batches)
+                batch = _to_device(batch, self.device)
+                out = self.engine(batch, stage=cfg.stage)
+                self.engine.backward(out["loss"])
+                self.engine.step()  # DeepSpeed steps optimizer + scheduler at the accumulation boundary
+                meter.add(out, samples=n_rows, tokens=_count_tokens(out, self.model.cfg.talker.n_codebooks))
+            self.step += 1
+            self._maybe_crash()
+
+            is_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
+            is_ckpt = self.step % cfg.checkpoint.every_steps == 0 or self.step == cfg.max_steps
+            if not (is_log or is_ckpt):
+                continue
+            metrics = {**meter.reduce(), "lr": self.scheduler.get_last_lr()[0], "step": self.step}
+            meter.reset()
+            if self.writer:
+                self.writer.write(self.step, metrics)
+            if is_ckpt:
+                self.save_checkpoint(metrics, final=self.step == cfg.max_steps)
+            else:
+                ray.train.report(metrics)  # same number of reports on every rank: decided by step only
+        batches.close()
+        if self.writer:
+            self.writer.close()
+
+    # ---- checkpoint ------------------------------------------------------------------------
+    def save_checkpoint(self, metrics: dict, final: bool = False) -> None:
+        """Every rank saves its DeepSpeed shard + own state into a temp folder; barrier; report.
+
+        The final checkpoint also holds `model/`, the exported model (ZeRO-3 gathers the
+        16-bit weights first).
+        """
+        import ray.train
+        from ray.train import Checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="ckpt_") as tmp:
+            self.engine.save_checkpoint(tmp, tag=ckpt.tag_for(self.step))
+            ckpt.save_trainer_state(tmp, self.rank, {"step": self.step, "stream": self.stream_state,
+                                                     "world_size": self.world_size, "stage": self.cfg.stage})
+            if final:
+                self.export(os.path.join(tmp, ckpt.MODEL_DIR))
+            dist.barrier()
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+
+    def export(self, out_dir: str) -> None:
+        """Rank 0 writes `save_pretrained` (safetensors + config + peft adapter); collective under ZeRO-3."""
+        if self.zero_stage == 3:
+            import deepspeed
+
+            # gathers the (16-bit on GPU) partitions of every parameter onto every rank, read-only
+            with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
+                if self.rank == 0:
+                    self.model.save_pretrained(out_dir)
+        elif self.rank == 0:
+            self.model.save_pretrained(out_dir)
+
+    def _maybe_crash(self) -> None:
+        """Fault injection (tests): the last rank dies once at `crash_at_step`; a marker makes it once."""
+        if not self.cfg.crash_at_step or self.step != self.cfg.crash_at_step or self.rank != self.world_size - 1:
+            return
+        c = self.cfg.checkpoint
+        marker = storage.join(c.storage_path, c.run_name, f".crashed_at_{self.step}")
+        if storage.exists(marker):
+            return
+        storage.write_bytes_atomic(marker, b"")
+        log.warning("fault injection: rank %d exits at step %d", self.rank, self.step)
+        os._exit(1)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry: `config` = {"stage": StageConfig dict, "deepspeed": filled DeepSpeed config}."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    cfg = StageConfig.from_dict(config["stage"])
+    recipe = StageRecipe(cfg, config["deepspeed"], ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            recipe.setup(d)
+    else:
+        recipe.setup()
+    recipe.train()
