@@ -1,46 +1,115 @@
-"""`make demo`: the pipeline end to end on the bundled espeak-ng sample, embedded local Ray.
+"""`make demo`: the whole chain on the bundled espeak-ng samples, with an embedded local Ray.
 
     python -m pipelines.demo --output out/demo
 
-Each step calls the same entry point a user would run, and the demo prints where every
-output is.
+tokenize (TTS sample -> token shards) -> filter (dialogue sample -> kept/rejects by Whisper WER)
+-> audit (HTML/JSON report) -> train stages 1, 2, 3 (tiny configs, a few steps each, chained by
+`init_from`) -> speak one reply to a WAV. Each step calls the same entry point a user runs, and
+the demo prints where every output is. Rerunning resumes: finished shards and trained stages
+are skipped by the jobs themselves.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
+from filtering.sample_dialogues import make_dialogue_sample
 from tokenization.sample_corpus import make_tts_sample
+from training.stage_config import CONFIG_DIR
+
+
+def _train(stage: int, data: Path, storage: Path, steps: int, init_from: list[Path], cpus: list[str]) -> Path:
+    from pipelines import train
+
+    overrides = [f"data.path={data}", f"checkpoint.storage_path={storage}", f"max_steps={steps}",
+                 f"checkpoint.every_steps={steps}", "log_every=1",
+                 f"tensorboard_dir={storage / 'tensorboard' / f'stage{stage}'}",
+                 "checkpoint.init_from=[" + ",".join(str(p) for p in init_from) + "]"]
+    train.main(["--stage", str(stage), "--config", os.path.join(CONFIG_DIR, f"stage{stage}_tiny.yaml"), *overrides])
+    return storage / f"stage{stage}" / "export"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="out/demo")
-    p.add_argument("--num-cpus", type=int, default=None)
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray")
+    p.add_argument("--steps", type=int, default=8, help="training steps per stage")
+    p.add_argument("--tokenize-only", action="store_true", help="stop after the tokenize job")
     args = p.parse_args(argv)
     out = Path(args.output).resolve()
     t0 = time.time()
+    timings: dict[str, float] = {}
     outputs: dict[str, str] = {}
-
-    manifest = make_tts_sample(out / "sample")
-    outputs["sample manifest"] = str(manifest)
-
-    from pipelines import tokenize
-
     cpus = ["--num-cpus", str(args.num_cpus)] if args.num_cpus else []
-    tok = tokenize.main(["--input", str(manifest), "--output", str(out / "tokens"), "--codec", "tiny", "--rows-per-shard", "12", *cpus])
-    outputs["token shards"] = str(out / "tokens" / "shards")
-    outputs["token manifest"] = str(out / "tokens" / "_manifest.json")
 
-    print("\n== demo finished in %.0f s ==" % (time.time() - t0))
+    def step(name: str):
+        timings[name] = round(time.time() - t0 - sum(timings.values()), 1)
+        print(f"\n== demo: {name} done ({timings[name]:.0f} s) ==", file=sys.stderr)
+
+    from pipelines import audit, filter as filter_job, speak, tokenize
+
+    manifest = make_tts_sample(out / "sample" / "tts")
+    tok = tokenize.main(["--input", str(manifest), "--output", str(out / "tokens"), "--codec", "tiny",
+                         "--rows-per-shard", "12", *cpus])
+    outputs["token shards"] = str(out / "tokens" / "shards")
+    step("tokenize")
+    summary: dict = {"tokenize": {k: tok[k] for k in ("rows_in", "kept", "quarantined")}}
+
+    if not args.tokenize_only:
+        dialogues = make_dialogue_sample(out / "sample" / "dialogues")
+        flt = filter_job.main(["--input", str(dialogues), "--output", str(out / "dialogue"), "--asr", "tiny.en",
+                               "--codec", "tiny", *cpus])
+        outputs["filter kept"] = str(out / "dialogue" / "kept")
+        outputs["filter rejects"] = str(out / "dialogue" / "rejects")
+        summary["filter"] = {k: flt[k] for k in ("rows_in", "kept", "rejected", "quarantined") if k in flt}
+        step("filter")
+
+        audit.main([str(out / "dialogue"), "--report", str(out / "report")])
+        outputs["audit report"] = str(out / "report" / "index.html")
+        step("audit")
+
+        storage = out / "train"
+        export1 = _train(1, out / "tokens" / "shards", storage, args.steps, [], cpus)
+        step("train stage 1")
+        export2 = _train(2, out / "dialogue" / "kept", storage, args.steps, [export1], cpus)
+        step("train stage 2")
+        export3 = _train(3, out / "dialogue" / "kept", storage, args.steps, [export2], cpus)
+        step("train stage 3")
+        outputs["checkpoints"] = str(storage)
+        outputs["stage-3 model"] = str(export3)
+
+        question = sorted(glob.glob(str(out / "sample" / "dialogues" / "wavs" / "*_q0.wav")))[0]
+        wav = out / "reply.wav"
+        summary["speak"] = speak.speak(["--checkpoint", str(export3), "--audio", question, "--codec", "tiny", "--out", str(wav),
+                    "--max-frames", "60", "--max-text-tokens", "24"])
+        outputs["spoken reply"] = str(wav)
+        step("speak")
+
+    total = time.time() - t0
+    print(f"\n== demo finished in {total:.0f} s ==")
     for name, where in outputs.items():
         print(f"  {name:16s} {where}")
-    print(f"  tokenize: {tok['rows_in']} rows in = {tok['kept']} kept + {tok['quarantined']} quarantined, {tok['hours'] * 3600:.0f} s of audio")
-    return {"outputs": outputs, "tokenize": tok}
+    t = summary["tokenize"]
+    print(f"  tokenize: {t['rows_in']} rows in = {t['kept']} kept + {t['quarantined']} quarantined")
+    if "filter" in summary:
+        f = summary["filter"]
+        print(f"  filter:   {f.get('rows_in')} rows in = {f.get('kept')} kept + {f.get('rejected')} rejected + "
+              f"{f.get('quarantined')} quarantined")
+    if "speak" in summary:
+        r = summary["speak"]
+        b = r.get("first_chunk_breakdown", {})
+        print(f"  speak:    first chunk after {r['first_chunk_latency_s']:.2f} s "
+              f"({', '.join(f'{k} {v:.2f} s' for k, v in b.items())}); {r['audio_s']:.1f} s of audio, RTF {r['rtf']:.2f}")
+    return {"outputs": outputs, "timings_s": timings, "total_s": round(total, 1), **summary}
 
 
 if __name__ == "__main__":
-    print(json.dumps(main()["outputs"]))
+    result = main()
+    print(json.dumps({"outputs": result["outputs"], "timings_s": result["timings_s"]}))

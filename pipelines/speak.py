@@ -15,6 +15,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    print(json.dumps(speak(argv)))
+    return 0
+
+
+def speak(argv: list[str] | None = None) -> dict:
+    """Parse the CLI, generate one reply (written to `--out`), return the latency report."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="folder written by VocalNetM2.save_pretrained")
@@ -63,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ))
     audio = load_audio(a.audio, model.cfg.audio.sampling_rate) if a.audio else None
     _, _, report = gen.generate(text=a.text, audio=audio, reply_text=a.say, out_wav=a.out)
-    print(json.dumps(report.to_dict()))
-    return 0
+    return report.to_dict()
 
 
 if __name__ == "__main__":

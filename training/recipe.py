@@ -169,7 +169,7 @@ class StageRecipe:
             self.writer = MetricsWriter(self.tensorboard_dir())
             self.writer.write_json("placement.json", {"nodes_by_rank": placement, "zero_stage": self.zero_stage})
             log.info("stage %d: %d trainable params, ZeRO-%d, %d ranks, from step %d",
-                     cfg.stage, sum(p.numel() for p in params), self.zero_stage, self.world_size, self.step)
+                     cfg.stage, sum(getattr(p, "ds_numel", p.numel()) for p in params), self.zero_stage, self.world_size, self.step)
 
     def tensorboard_dir(self) -> str:
         c = self.cfg.checkpoint
