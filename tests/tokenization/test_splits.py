@@ -56,16 +56,16 @@ def test_empty_speaker_falls_back_to_the_row_id():
 
 
 def test_tokenize_output_has_no_speaker_in_two_splits(tts_sample, tiny_codec, tmp_path):
-    """The sample's 36 clips relabelled as 12 crafted speakers (3 clips each) and 6 speakerless clips."""
+    """18 of the sample's clips relabelled as 7 crafted speakers (2 clips each) and 4 speakerless clips."""
     from tokenization.manifest import read_inputs
     from tokenization.schema import file_metadata, token_schema
     from tokenization.shards import plan_shards
     from tokenization.steps import EncodeBatch, ShardAssembler, load_batch, plan_to_items
 
-    recs = [json.loads(line) for line in tts_sample.read_text().splitlines()]
+    recs = [json.loads(line) for line in tts_sample.read_text().splitlines()][:18]
     for i, r in enumerate(recs):
         r["audio_path"] = str(tts_sample.parent / r["audio_path"])
-        r["speaker"] = f"crafted_{i % 12}" if i < 30 else ""
+        r["speaker"] = f"crafted_{i % 7}" if i < 14 else ""
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in recs))
     entries, bad, _ = read_inputs(str(manifest))
@@ -73,13 +73,13 @@ def test_tokenize_output_has_no_speaker_in_two_splits(tts_sample, tiny_codec, tm
     split = SplitConfig(valid=0.3, test=0.3)
     enc = EncodeBatch.__new__(EncodeBatch)
     enc.codec, enc.run_id, enc.split = tiny_codec, "test", split
-    plans = plan_shards(entries, 12, 6)
+    plans = plan_shards(entries, 8, 4)
     writer = ShardAssembler(str(tmp_path / "out"), {p.index: p.n_rows for p in plans}, file_metadata(tiny_codec.info))
     for item in plan_to_items(plans):
         writer(enc(pa.Table.from_pylist([load_batch(item, tiny_codec.sample_rate, 60.0)])))
 
     table = pq.read_table(tmp_path / "out" / "shards")
-    assert table.schema.names == token_schema().names and table.num_rows == 36
+    assert table.schema.names == token_schema().names and table.num_rows == 18
     by_speaker = defaultdict(set)
     for row in table.select(["utt_id", "speaker", "split"]).to_pylist():
         by_speaker[row["speaker"] or row["utt_id"]].add(row["split"])
