@@ -127,11 +127,11 @@ def _lint_html(lint: dict | None) -> str:
         css = "bad" if not c["passed"] else "ok"
         examples = "<br>".join(html.escape(json.dumps(e, ensure_ascii=False)) for e in c["examples"])
         note = html.escape(c["skipped"] or c["fix"])
-        rows.append(f'<tr><td class="l"><code>{html.escape(c["name"])}</code></td><td class="{css}" data-key="lint.checks.{i}.passed">{status}</td>'
+        rows.append(f'<tr><td class="l"><code>{html.escape(c["name"])}</code></td><td class="{css}">{status}</td>'
                     f'{_num(c["count"], f"lint.checks.{i}.count")}{_num(c["checked"], f"lint.checks.{i}.checked")}'
                     f'<td class="l">{html.escape(c["unit"])}</td><td class="l"><small>{examples}</small></td><td class="l"><small>{note}</small></td></tr>')
     verdict = "all checks pass" if lint["passed"] else "failed: " + ", ".join(lint["failed"])
-    return (f'<h2>Dataset lint</h2><p class="{"ok" if lint["passed"] else "bad"}" data-key="lint.passed">{html.escape(verdict)}</p>'
+    return (f'<h2>Dataset lint</h2><p class="{"ok" if lint["passed"] else "bad"}">{html.escape(verdict)}</p>'
             '<table id="lint"><tr><th class=l>check</th><th>status</th><th>count</th><th>checked</th><th class=l>unit</th>'
             f'<th class=l>examples</th><th class=l>fix</th></tr>{"".join(rows)}</table>')
 

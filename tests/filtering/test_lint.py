@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -209,7 +210,12 @@ def test_strict_exit_codes(tmp_path, tokenizer_path):
     assert "lint FAILED duplicate_audio" in proc.stderr
     report = json.loads((tmp_path / "bad_report" / "audit.json").read_text())
     assert report["lint"]["failed"] == ["duplicate_audio"]
-    assert 'id="lint"' in (tmp_path / "bad_report" / "index.html").read_text()
+    page = (tmp_path / "bad_report" / "index.html").read_text()
+    cells = re.findall(r'data-key="(lint\.checks\.\d+\.\w+)">([^<]*)<', page)
+    assert len(cells) == 2 * len(report["lint"]["checks"])  # count and checked of every check, as in audit.json
+    for key, text in cells:
+        _, _, i, field = key.split(".")
+        assert text == str(report["lint"]["checks"][int(i)][field]), key
 
     proc = _audit(clean, tmp_path / "clean_report", "--strict", "--tokenizer", tokenizer_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
