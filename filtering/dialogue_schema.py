@@ -21,7 +21,7 @@ import soundfile as sf
 
 from tokenization.schema import N_CODEBOOKS, codes_to_numpy, codes_type, token_schema
 
-DIALOGUE_SCHEMA_VERSION = "1"
+DIALOGUE_SCHEMA_VERSION = "2"  # 2: `split` column (tokenization.splits)
 
 # Per-scored-item ASR columns (per turn for dialogues, top level for TTS rows).
 ASR_FIELDS = [
@@ -71,6 +71,7 @@ def dialogue_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
             ("reject_reason", pa.string()),  # "" when kept; "code: detail" otherwise (filtering.rules)
             ("audio_sha1", pa.string()),  # sha1 over the turns' decoded PCM
             ("run_id", pa.string()),
+            ("split", pa.string()),  # train | valid | test, by speaker (else dialogue id) hash
         ]
     )
 
@@ -135,6 +136,7 @@ class DialogueRow:
     reject_reason: str = ""
     audio_sha1: str = ""
     run_id: str = ""
+    split: str = "train"
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "turns"}

@@ -28,6 +28,7 @@ from filtering.wer import score
 from tokenization.audio import BadAudio, read_validated, resample
 from tokenization.codec import SpeechCodec, load_codec
 from tokenization.schema import sha1_hex
+from tokenization.splits import SplitConfig, assign_split
 
 ASR_COLUMNS = ("asr_hyp", "asr_model", "text_ref_norm", "wer", "cer", "n_ref_words", "n_sub", "n_del", "n_ins")
 
@@ -40,25 +41,30 @@ def unpack(payload: bytes) -> list[dict]:
     return pickle.loads(payload)
 
 
-def load_dialogue(spec: DialogueSpec, run_id: str, max_seconds: float | None) -> DialogueRow:
-    """Read and validate every turn's audio; FLAC-encode it at its own rate. Raises BadAudio."""
+def load_dialogue(spec: DialogueSpec, run_id: str, max_seconds: float | None, split: SplitConfig = SplitConfig()) -> DialogueRow:
+    """Read and validate every turn's audio; FLAC-encode it at its own rate. Raises BadAudio.
+
+    The row's `split` comes from the dialogue's speaker hash (its id when it has no speaker).
+    """
     turns, digests = [], []
     for t in spec.turns:
         samples, rate = read_validated(t.audio_path, max_seconds)
         digests.append(sha1_hex(samples.astype(np.float32).tobytes()))
         turns.append(DialogueTurn(t.role, t.text, pcm_to_flac(samples, rate), rate, len(samples) / rate))
     return DialogueRow(spec.dialogue_id, spec.source, spec.language, spec.speaker, turns,
-                       audio_sha1=sha1_hex("".join(digests).encode()), run_id=run_id)
+                       audio_sha1=sha1_hex("".join(digests).encode()), run_id=run_id,
+                       split=assign_split(spec.speaker, spec.dialogue_id, split))
 
 
-def load_dialogue_batch(item: dict, run_id: str, max_seconds: float | None = None) -> dict:
+def load_dialogue_batch(item: dict, run_id: str, max_seconds: float | None = None, split: dict | None = None) -> dict:
     """Task step: one planned batch of dialogue specs (JSON) -> records (pickled `payload`)."""
+    split_cfg = SplitConfig(**(split or {}))
     records = []
     for offset, d in enumerate(json.loads(item["entries"])):
         spec = DialogueSpec.from_dict(d)
         rec = {"shard": item["shard"], "pos": item["first_pos"] + offset, "status": "ok", "stage": "", "reason": "", "file": ""}
         try:
-            rec["row"] = load_dialogue(spec, run_id, max_seconds)
+            rec["row"] = load_dialogue(spec, run_id, max_seconds, split_cfg)
         except BadAudio as exc:
             rec.update(status="quarantine", stage="load", reason=str(exc), file=str(exc).split(": ", 1)[0],
                        row={"dialogue_id": spec.dialogue_id})

@@ -1,6 +1,8 @@
-"""Audit a tokenize or filter output folder (local or s3://) into an HTML/PNG/JSON report.
+"""Audit a tokenize or filter output folder (local or s3://) into an HTML/PNG/JSON report, with dataset lint.
 
-    python -m pipelines.audit OUT --report REPORT_DIR
+    python -m pipelines.audit OUT --report REPORT_DIR [--tokenizer tokenizer.json] [--strict]
+
+`--strict` exits 1 when a lint check fails (CI for data teams); 0 otherwise.
 """
 
 from __future__ import annotations
@@ -10,18 +12,36 @@ import json
 import sys
 
 from filtering.audit import audit
+from filtering.audit.lint import LintConfig
 
 
 def main(argv: list[str] | None = None) -> dict:
+    d = LintConfig()
     p = argparse.ArgumentParser(prog="python -m pipelines.audit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="output folder of pipelines.tokenize or pipelines.filter")
     p.add_argument("--report", required=True, help="report folder: index.html, audit.json, plots/")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a lint check fails")
+    p.add_argument("--tokenizer", default="", help="tokenizer.json (local path) for the vocabulary check; skipped without")
+    p.add_argument("--max-user-audio-s", type=float, default=d.max_user_audio_s, help="Whisper encoder window")
+    p.add_argument("--talker-max-frames", type=int, default=d.talker_max_frames)
+    p.add_argument("--min-words-per-s", type=float, default=d.min_words_per_s)
+    p.add_argument("--max-words-per-s", type=float, default=d.max_words_per_s)
+    p.add_argument("--frames-tolerance", type=float, default=d.frames_tolerance, help="share of expected frames allowed off (min 1 frame)")
     args = p.parse_args(argv)
-    result = audit(args.folder, args.report)
-    s = result["stages"][0]
+    cfg = LintConfig(args.max_user_audio_s, args.talker_max_frames, args.min_words_per_s, args.max_words_per_s,
+                     d.min_rate_duration_s, args.frames_tolerance, args.tokenizer)
+    result = audit(args.folder, args.report, cfg)
+    s, lint = result["stages"][0], result["lint"]
     print(f"[audit] {result['kind']}: in {s['in']} = kept {s['kept']} + rejected {s['rejected']} + quarantined {s['quarantined']}; "
           f"report {args.report.rstrip('/')}/index.html", file=sys.stderr)
-    print(json.dumps({"report": args.report, "kind": result["kind"], **{k: s[k] for k in ("in", "kept", "rejected", "quarantined")}}))
+    for c in lint["checks"]:
+        if not c["passed"]:
+            print(f"[audit] lint FAILED {c['name']}: {c['count']} {c['unit']} (of {c['checked']}); e.g. "
+                  f"{json.dumps(c['examples'][:2], ensure_ascii=False)}; fix: {c['fix']}", file=sys.stderr)
+    print(json.dumps({"report": args.report, "kind": result["kind"], **{k: s[k] for k in ("in", "kept", "rejected", "quarantined")},
+                      "lint_passed": lint["passed"], "lint_failed": lint["failed"]}))
+    if args.strict and not lint["passed"]:
+        raise SystemExit(1)
     return result
 
 

@@ -28,11 +28,13 @@ from filtering.rules import Rules
 from filtering.shards import KEPT, REJECTS, FilterShardWriter, write_filter_manifest
 from filtering.steps import EncodeKept, ScoreBatch, load_dialogue_batch, load_tts_batch
 from pipelines.ray_setup import init_ray
+from pipelines.tokenize import add_split_args, split_config
 from tokenization import storage
 from tokenization.codec import load_codec
 from tokenization.manifest import read_inputs
 from tokenization.schema import QuarantineRow, file_metadata
 from tokenization.shards import SHARDS, compute_run_id, is_done, plan_shards, prepare_output, write_quarantine
+from tokenization.splits import assign_split
 from tokenization.steps import plan_to_items
 
 
@@ -54,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--asr-cpus", type=float, default=1.0)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (ignored on a cluster)")
     p.add_argument("--overwrite", action="store_true")
+    add_split_args(p)  # TTS mode keeps the token shards' `split`; rows without one get it here
     return p.parse_args(argv)
 
 
@@ -74,10 +77,12 @@ def _tts_inputs(args) -> tuple[list[dict], list[QuarantineRow]]:
         raise SystemExit("--input is a token-shard folder: pass --audio-manifest (the tokenize job's input)")
     entries, _, _ = read_inputs(args.audio_manifest)
     audio = {e.utt_id: e.audio_path for e in entries}
+    split = split_config(args)
     rows = []
     for f in storage.list_files(storage.join(args.input, SHARDS), ".parquet"):
         with storage.open_input(f) as fh:
             for r in pq.read_table(fh).to_pylist():
+                r["split"] = r.get("split") or assign_split(r["speaker"], r["utt_id"], split)  # shards written before splits
                 rows.append({**r, "audio_path": audio.get(r["utt_id"], "")})
     return rows, []
 
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.max_wer is not None:
         rules = Rules.from_dict({**rules.to_dict(), "max_wer": args.max_wer})
     tts = storage.exists(storage.join(args.input, SHARDS))
+    split = split_config(args)
     resources = init_ray(args.num_cpus)
     codec = load_codec(args.codec, n_codebooks=args.n_codebooks)  # validates the spec before any work
 
@@ -108,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     n_in = len(rows) + len(bad)
     config = {"job": "filter", "kind": "tts" if tts else "dialogue", "asr": args.asr, "rules": rules.to_dict(),
               "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
-              "max_duration": args.max_duration, "schema_version": DIALOGUE_SCHEMA_VERSION}
+              "max_duration": args.max_duration, "schema_version": DIALOGUE_SCHEMA_VERSION,
+              "split": split.to_dict()}
     run_id = compute_run_id(config, listing)
     if args.overwrite:
         _clear(args.output)
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[filter] run {run_id}: {n_in} input rows, {len(bad)} quarantined from the listing, "
           f"{len(plans)} shards ({len(plans) - len(todo)} already done)", file=sys.stderr)
     if todo:
-        run_pipeline(args, todo, run_id, rules, codec, resources, "tts" if tts else "dialogue")
+        run_pipeline(args, todo, run_id, rules, codec, resources, "tts" if tts else "dialogue", split.to_dict())
 
     manifest = write_filter_manifest(args.output, run_id, n_in, len(bad),
                                      {"asr": args.asr, "rules": rules.to_dict(), "codec": codec.info.__dict__,
@@ -147,7 +154,7 @@ def _tts_items(plans) -> list[dict]:
     return items
 
 
-def run_pipeline(args, todo, run_id, rules, codec, resources, kind: str) -> None:
+def run_pipeline(args, todo, run_id, rules, codec, resources, kind: str, split: dict) -> None:
     cpus = int(resources.get("CPU", 1))
     gpu = {"num_gpus": 1} if args.device.startswith("cuda") else {}
     actors = args.asr_actors or (max(1, int(resources.get("GPU", 1))) if gpu else max(1, int((cpus - 0.5) // args.asr_cpus)))
@@ -158,7 +165,7 @@ def run_pipeline(args, todo, run_id, rules, codec, resources, kind: str) -> None
 
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     if kind == "dialogue":
-        ds = ds.map(load_dialogue_batch, fn_kwargs={"run_id": run_id, "max_seconds": args.max_duration}, num_cpus=0.25)
+        ds = ds.map(load_dialogue_batch, fn_kwargs={"run_id": run_id, "max_seconds": args.max_duration, "split": split}, num_cpus=0.25)
     else:
         ds = ds.map(load_tts_batch, fn_kwargs={"max_seconds": args.max_duration}, num_cpus=0.25)
     ds = ds.map_batches(ScoreBatch, batch_size=1, batch_format="numpy",

@@ -22,6 +22,7 @@ from tokenization.codec import load_codec
 from tokenization.manifest import FORMATS, read_inputs
 from tokenization.schema import file_metadata
 from tokenization.shards import compute_run_id, is_done, plan_shards, prepare_output, write_manifest, write_quarantine
+from tokenization.splits import SplitConfig
 from tokenization.steps import EncodeBatch, ShardAssembler, load_batch, plan_to_items
 
 
@@ -42,7 +43,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--load-cpus", type=float, default=0.25)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (ignored on a cluster)")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder written by another run")
+    add_split_args(p)
     return p.parse_args(argv)
+
+
+def add_split_args(p: argparse.ArgumentParser) -> None:
+    """`--valid-fraction`, `--test-fraction`, `--split-salt` (shared with pipelines.filter)."""
+    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of speakers in `valid` (split by speaker hash)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="share of speakers in `test`")
+    p.add_argument("--split-salt", default="", help="changes which speakers land in which split")
+
+
+def split_config(args: argparse.Namespace) -> SplitConfig:
+    try:
+        return SplitConfig(args.valid_fraction, args.test_fraction, args.split_salt)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -51,10 +67,11 @@ def main(argv: list[str] | None = None) -> dict:
     resources = init_ray(args.num_cpus)
 
     codec = load_codec(args.codec, n_codebooks=args.n_codebooks)  # validates the spec before any work
+    split = split_config(args)
     entries, manifest_bad, n_in = read_inputs(args.input, args.format, args.source)
     config = {
         "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
-        "max_duration": args.max_duration, "format": args.format, "source": args.source,
+        "max_duration": args.max_duration, "format": args.format, "source": args.source, "split": split.to_dict(),
     }
     run_id = compute_run_id(config, entries)
     prepare_output(args.output, run_id, config, args.overwrite)
@@ -67,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     t_pipe = time.time()
     if todo:
-        run_pipeline(args, todo, run_id, codec, resources)
+        run_pipeline(args, todo, run_id, codec, resources, split)
     pipeline_s = time.time() - t_pipe
 
     manifest = write_manifest(args.output, run_id, n_in, len(manifest_bad), {"codec": codec.info.__dict__})
@@ -87,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def run_pipeline(args, todo, run_id, codec, resources) -> None:
+def run_pipeline(args, todo, run_id, codec, resources, split: SplitConfig) -> None:
     cpus = int(resources.get("CPU", 1))
     encoder_cpus = args.encoder_cpus or 1.0
     if args.device.startswith("cuda"):
@@ -105,7 +122,8 @@ def run_pipeline(args, todo, run_id, codec, resources) -> None:
     ds = ds.map(load_batch, fn_kwargs={"target_rate": codec.sample_rate, "max_seconds": args.max_duration}, num_cpus=args.load_cpus)
     ds = ds.map_batches(
         EncodeBatch, batch_size=1, batch_format="pyarrow",
-        fn_constructor_kwargs={"codec_spec": args.codec, "run_id": run_id, "device": args.device, "n_codebooks": args.n_codebooks},
+        fn_constructor_kwargs={"codec_spec": args.codec, "run_id": run_id, "device": args.device, "n_codebooks": args.n_codebooks,
+                               "split": split.to_dict()},
         compute=ray.data.ActorPoolStrategy(size=encoders), num_cpus=encoder_cpus, **gpu_args,
     )
     ds = ds.map_batches(

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from tokenization.codec import CodecInfo
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: `split` column (tokenization.splits)
 N_CODEBOOKS = 8
 PARQUET_COMPRESSION = "zstd"
 
@@ -39,6 +39,7 @@ def token_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
             ("codes", codes_type(n_codebooks)),
             ("audio_sha1", pa.string()),
             ("run_id", pa.string()),
+            ("split", pa.string()),  # train | valid | test, by speaker hash (tokenization.splits)
         ]
     )
 
@@ -69,13 +70,14 @@ class TokenRow:
     codes: np.ndarray  # [T, K] uint16
     audio_sha1: str
     run_id: str
+    split: str = "train"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TokenRow":
-        kw = {f.name: d[f.name] for f in fields(cls)}
+        kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
         kw["codes"] = codes_to_numpy(kw["codes"])
         return cls(**kw)
 

@@ -22,6 +22,7 @@ from tokenization.audio import BadAudio, read_validated, resample
 from tokenization.codec import SpeechCodec, load_codec
 from tokenization.schema import QUARANTINE_SCHEMA, codes_to_arrow, sha1_hex, token_schema
 from tokenization.shards import ShardPlan, write_shard
+from tokenization.splits import SplitConfig, assign_split
 
 # Extra columns that travel with each utterance between steps.
 ROUTING = [("shard", pa.int32()), ("pos", pa.int32()), ("stage", pa.string()), ("reason", pa.string()), ("file", pa.string())]
@@ -60,11 +61,17 @@ def load_batch(item: dict, target_rate: int, max_seconds: float | None) -> dict:
 
 
 class EncodeBatch:
-    """Actor step: the codec is loaded once, then each call encodes one planned batch."""
+    """Actor step: the codec is loaded once, then each call encodes one planned batch.
 
-    def __init__(self, codec_spec: str, run_id: str, device: str = "cpu", n_codebooks: int = 8):
+    Each row's `split` comes from its speaker (or utt_id) hash under `split` (a SplitConfig dict).
+    """
+
+    split = SplitConfig()
+
+    def __init__(self, codec_spec: str, run_id: str, device: str = "cpu", n_codebooks: int = 8, split: dict | None = None):
         self.codec: SpeechCodec = load_codec(codec_spec, device=device, n_codebooks=n_codebooks)
         self.run_id = run_id
+        self.split = SplitConfig(**(split or {}))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         tables = [self.encode_item(row) for row in batch.to_pylist()]
@@ -92,6 +99,7 @@ class EncodeBatch:
                     "n_frames": len(codes) if good else None,
                     "codes": codes,
                     "audio_sha1": e.get("audio_sha1", ""), "run_id": self.run_id,
+                    "split": assign_split(e["speaker"], e["utt_id"], self.split),
                     "shard": item["shard"], "pos": item["first_pos"] + offset,
                     "stage": "" if good else e.get("stage", "load"), "reason": "" if good else e["reason"],
                     "file": e["audio_path"],

@@ -2,7 +2,7 @@
 
 Rank 0 writes; every rank takes part in the all-reduce. Metric names follow the model's
 output keys (`loss`, `loss/text`, `loss/cb0`.., `loss/mtp1`..), plus `lr`, `tokens_per_s`,
-`samples_per_s`, `step`.
+`samples_per_s`, `step`, and `val_loss` (on the data's `valid` rows, every `eval_every` steps).
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def read_jsonl(log_dir: str) -> list[dict]:
 def format_progress(stage: int, max_steps: int, m: dict[str, float]) -> str:
     """One line for the driver's console."""
     parts = [f"stage {stage} step {int(m.get('step', 0))}/{max_steps}", f"loss {m.get('loss', float('nan')):.4f}"]
+    if "val_loss" in m:
+        parts.append(f"val_loss {m['val_loss']:.4f}")
     parts += [f"{k.split('/', 1)[1]} {v:.3f}" for k, v in m.items() if k.startswith("loss/") and not k.startswith("loss/cb")]
     cbs = [v for k, v in m.items() if k.startswith("loss/cb")]
     if cbs:

@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from tokenization import storage
 from training import checkpointing as ckpt
-from training.data.readers import BatchStream, Prefetcher, make_source
+from training.data.readers import BatchStream, Prefetcher, fixed_batches, make_source
 from training.metrics import MetricsWriter, StepMeter
 from training.stage_config import StageConfig, resolve_tokenizer
 
@@ -161,6 +161,7 @@ class StageRecipe:
 
         source = make_source(cfg.stage, cfg.data.path, max_frames=cfg.data.max_frames, max_audio_s=cfg.data.max_audio_s)
         self.stream = BatchStream(source, self.rank, self.world_size, cfg.data.micro_batch_size, cfg.data.buffer_size, cfg.data.seed)
+        self.valid_batches = self._valid_batches()
         if checkpoint_dir:
             self.load_checkpoint(checkpoint_dir)
         placement = [None] * self.world_size  # which node each rank runs on, for the logs
@@ -170,6 +171,14 @@ class StageRecipe:
             self.writer.write_json("placement.json", {"nodes_by_rank": placement, "zero_stage": self.zero_stage})
             log.info("stage %d: %d trainable params, ZeRO-%d, %d ranks, from step %d",
                      cfg.stage, sum(getattr(p, "ds_numel", p.numel()) for p in params), self.zero_stage, self.world_size, self.step)
+
+    def _valid_batches(self) -> list[list[dict]]:
+        """The fixed validation micro-batches (`valid` rows of the data); [] when none or eval is off."""
+        cfg = self.cfg
+        if not cfg.eval_every or not cfg.eval_batches:
+            return []
+        source = make_source(cfg.stage, cfg.data.path, max_frames=cfg.data.max_frames, max_audio_s=cfg.data.max_audio_s, split="valid")
+        return fixed_batches(source, cfg.data.micro_batch_size, cfg.eval_batches) if source.units else []
 
     def tensorboard_dir(self) -> str:
         c = self.cfg.checkpoint
@@ -210,9 +219,12 @@ class StageRecipe:
 
             is_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
             is_ckpt = self.step % cfg.checkpoint.every_steps == 0 or self.step == cfg.max_steps
-            if not (is_log or is_ckpt):
+            is_eval = bool(self.valid_batches) and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps)
+            if not (is_log or is_ckpt or is_eval):
                 continue
             metrics = {**meter.reduce(), "lr": self.scheduler.get_last_lr()[0], "step": self.step}
+            if is_eval:
+                metrics["val_loss"] = self.validation_loss()
             meter.reset()
             if self.writer:
                 self.writer.write(self.step, metrics)
@@ -223,6 +235,29 @@ class StageRecipe:
         batches.close()
         if self.writer:
             self.writer.close()
+
+    def validation_loss(self) -> float:
+        """Mean loss over the fixed valid micro-batches; rank r takes batches r, r+W, ...
+
+        Every rank runs the same number of forwards (ZeRO-3 gathers parameters collectively):
+        a rank short of batches repeats one with weight 0. Eval mode, no gradients, and no
+        RNG drawn (the chunk-causal draw happens only in training mode), so training goes on
+        exactly as without it.
+        """
+        n, w = len(self.valid_batches), self.world_size
+        sums = torch.zeros(2, dtype=torch.float64)  # [sum of batch losses, number of batches]
+        self.engine.eval()
+        with torch.no_grad():
+            for i in range(self.rank, -(-n // w) * w, w):
+                batch = _to_device(self.collate(self.valid_batches[i % n]), self.device)
+                loss = float(self.engine(batch, stage=self.cfg.stage)["loss"])
+                weight = 1.0 if i < n else 0.0
+                sums += torch.tensor([loss * weight, weight], dtype=torch.float64)
+        self.engine.train()
+        if dist.is_available() and dist.is_initialized():
+            sums = sums.to(self.device)  # NCCL reduces device tensors only
+            dist.all_reduce(sums)
+        return float(sums[0] / sums[1].clamp(min=1.0))
 
     # ---- checkpoint ------------------------------------------------------------------------
     def save_checkpoint(self, metrics: dict, final: bool = False) -> None:

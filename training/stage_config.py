@@ -74,6 +74,8 @@ class StageConfig:
     zero_stage: int | None = None  # override the JSON's zero_optimization.stage
     max_steps: int = 1000  # optimizer steps
     log_every: int = 10
+    eval_every: int = 100  # steps between validation losses (`val_loss`) on the data's `valid` rows (0: never)
+    eval_batches: int = 8  # micro-batches of valid rows per validation loss, shared out over the ranks
     seed: int = 0
     tensorboard_dir: str = ""  # default: <storage_path>/<run_name>/tensorboard, or ~/ray_results/tensorboard/<run_name> on rank 0's node for s3://
     crash_at_step: int = 0  # fault injection for tests: rank 1 dies once at this step (0: never)

@@ -118,6 +118,24 @@ def _diff_html(ops: list[dict]) -> str:
     return " ".join(out)
 
 
+def _lint_html(lint: dict | None) -> str:
+    if not lint:
+        return ""
+    rows = []
+    for i, c in enumerate(lint["checks"]):
+        status = "skipped" if c["skipped"] else ("pass" if c["passed"] else "FAIL")
+        css = "bad" if not c["passed"] else "ok"
+        examples = "<br>".join(html.escape(json.dumps(e, ensure_ascii=False)) for e in c["examples"])
+        note = html.escape(c["skipped"] or c["fix"])
+        rows.append(f'<tr><td class="l"><code>{html.escape(c["name"])}</code></td><td class="{css}">{status}</td>'
+                    f'{_num(c["count"], f"lint.checks.{i}.count")}{_num(c["checked"], f"lint.checks.{i}.checked")}'
+                    f'<td class="l">{html.escape(c["unit"])}</td><td class="l"><small>{examples}</small></td><td class="l"><small>{note}</small></td></tr>')
+    verdict = "all checks pass" if lint["passed"] else "failed: " + ", ".join(lint["failed"])
+    return (f'<h2>Dataset lint</h2><p class="{"ok" if lint["passed"] else "bad"}">{html.escape(verdict)}</p>'
+            '<table id="lint"><tr><th class=l>check</th><th>status</th><th>count</th><th>checked</th><th class=l>unit</th>'
+            f'<th class=l>examples</th><th class=l>fix</th></tr>{"".join(rows)}</table>')
+
+
 def render_html(audit: dict, plots: dict[str, bytes]) -> str:
     img = lambda name: (f'<img id="plot-{name}" alt="{name}" src="data:image/png;base64,{base64.b64encode(plots[name]).decode()}">'  # noqa: E731
                         if name in plots else "")
@@ -150,6 +168,7 @@ def render_html(audit: dict, plots: dict[str, bytes]) -> str:
 <h1>Data audit</h1>
 <p>Folder <code>{html.escape(audit['folder'])}</code>, kind <b>{audit['kind']}</b>, run <code>{html.escape(audit['run_id'])}</code>,
 ASR <code>{html.escape(str(audit['asr']))}</code>, codec <code>{html.escape(str(audit['codec'].get('codec_name')))}</code>.</p>
+{_lint_html(audit.get("lint"))}
 <h2>Counts per stage</h2>
 <table id="stages"><tr><th class=l>stage</th>{''.join(f'<th>{c}</th>' for c in stage_cols)}<th>in = kept + rejected + quarantined</th></tr>{stage_rows}</table>
 <h2>Rejections</h2>

@@ -53,9 +53,14 @@ def _manifest_rows(manifest: Path) -> list[dict]:
     return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
 
 
-def write_token_shards(manifest: Path, codec, out_dir: Path, n: int | None = None, rows_per_group: int = 6, n_files: int = 1) -> Path:
-    """Encode the sample's utterances with `codec` into token shards under `out_dir`."""
-    items = _manifest_rows(manifest)[:n]
+def write_token_shards(manifest: Path, codec, out_dir: Path, n: int | None = None, rows_per_group: int = 6, n_files: int = 1,
+                       n_valid: int = 0) -> Path:
+    """Encode the sample's utterances with `codec` into token shards under `out_dir`.
+
+    `n_valid` more utterances (after the first `n`) get `split=valid`, one appended to each
+    row group in turn, so the train rows of every row group stay what they are without them.
+    """
+    items = _manifest_rows(manifest)[:(n + n_valid) if n is not None else None]
     waves = [load_audio(str(manifest.parent / it["audio_path"]), codec.sample_rate) for it in items]
     codes = codec.encode(waves)
     rows = [
@@ -63,6 +68,14 @@ def write_token_shards(manifest: Path, codec, out_dir: Path, n: int | None = Non
                  len(c), c, sha1_hex(w.tobytes()), "test")
         for it, w, c in zip(items, waves, codes)
     ]
+    if n_valid:
+        train, valid = rows[:n], rows[n:]
+        groups = [train[i:i + rows_per_group] for i in range(0, len(train), rows_per_group)]
+        assert n_files == 1 and len(valid) % len(groups) == 0, "valid rows must spread evenly over the row groups"
+        for k, row in enumerate(valid):
+            row.split = "valid"
+            groups[k % len(groups)].append(row)
+        rows, rows_per_group = [r for g in groups for r in g], len(groups[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     per_file = -(-len(rows) // n_files)
     for f in range(n_files):
@@ -113,8 +126,8 @@ def token_shards(tts_sample, tiny_codec, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def handful_token_shards(tts_sample, tiny_codec, tmp_path_factory) -> Path:
-    """A handful (8) of utterances, for the overfitting test."""
-    return write_token_shards(tts_sample, tiny_codec, tmp_path_factory.mktemp("handful_shards"), n=8, rows_per_group=4)
+    """A handful (8) of train utterances, for the overfitting test, plus 2 valid ones for `val_loss`."""
+    return write_token_shards(tts_sample, tiny_codec, tmp_path_factory.mktemp("handful_shards"), n=8, rows_per_group=4, n_valid=2)
 
 
 @pytest.fixture(scope="session")

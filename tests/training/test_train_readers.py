@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.training.conftest_train import *  # noqa: F401,F403
-from training.data.readers import BatchStream, DialogueSource, TokenShardSource, list_units, loader_shard, shard_rows
+from training.data.readers import BatchStream, DialogueSource, TokenShardSource, fixed_batches, list_units, loader_shard, shard_rows
 
 
 def _ids(stream: BatchStream, epoch: int) -> list[str]:
@@ -128,3 +128,32 @@ def test_prefetcher_raises_collate_errors(token_shards):
     pre = Prefetcher(BatchStream(TokenShardSource(str(token_shards)), 0, 1, batch_size=4), bad)
     with pytest.raises(RuntimeError, match="boom"):
         next(pre)
+
+
+def test_sources_read_their_split_only(token_shards, tmp_path, caplog):
+    """Train reads train rows, valid reads valid rows; row groups without valid rows are never opened."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(token_shards)  # 36 rows, all train
+    split = ["valid" if i in (7, 8, 20) else "test" if i in (30, 31) else "train" for i in range(table.num_rows)]
+    table = table.set_column(table.schema.get_field_index("split"), "split", pa.array(split))
+    pq.write_table(table, tmp_path / "mixed.parquet", row_group_size=6)
+    ids = table.column("utt_id").to_pylist()
+
+    train = TokenShardSource(str(tmp_path / "mixed.parquet"))
+    valid = TokenShardSource(str(tmp_path / "mixed.parquet"), split="valid")
+    assert len(train.units) == 6 and len(valid.units) == 2  # groups 1 and 3 hold the valid rows
+    got = sorted(ex["id"] for b in BatchStream(train, 0, 1, batch_size=1, buffer_size=4).epoch_batches(0) for ex in b)
+    assert got == sorted(i for i, s in zip(ids, split) if s == "train")
+    batches = fixed_batches(valid, batch_size=2, max_batches=5)
+    assert [len(b) for b in batches] == [2, 1] and {ex["id"] for b in batches for ex in b} == {ids[7], ids[8], ids[20]}
+    assert [len(b) for b in fixed_batches(valid, batch_size=2, max_batches=1)] == [2]
+
+    old = table.drop(["split"]).filter(pc.equal(pa.array(split), "train"))  # written before the column existed
+    pq.write_table(old, tmp_path / "old.parquet", row_group_size=6)
+    with caplog.at_level("WARNING"):
+        assert sum(u.num_rows for u in TokenShardSource(str(tmp_path / "old.parquet")).units) == old.num_rows
+    assert "no `split` column" in caplog.text
+    assert TokenShardSource(str(tmp_path / "old.parquet"), split="valid").units == []

@@ -40,6 +40,10 @@ def test_stage1_overfits_with_one_worker_per_node(stage1_run):
     assert last <= 0.5 * first, (first, last)
     for key in ("loss/cb0", "loss/cb7", "loss/mtp1", "loss/mtp2", "lr", "tokens_per_s"):
         assert key in rows[-1], key
+    # the 2 `valid` rows are never trained on; their loss is reported every eval_every (10) steps
+    assert [r["step"] for r in rows if "val_loss" in r] == [10, 20, 30, 40]
+    assert all(0 < r["val_loss"] < 100 for r in rows if "val_loss" in r)
+    assert result.metrics["val_loss"] == rows[-1]["val_loss"]
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(storage, "stage1", "tensorboard")))
     # keep last K=2 Ray checkpoints; the final one holds the DeepSpeed state of both ranks + the export
     ckpts = sorted(d for d in os.listdir(os.path.join(storage, "stage1")) if d.startswith("checkpoint_") and not d.endswith(".json"))

@@ -10,6 +10,10 @@ of `n` takes units `i, i+n, ...`; with fewer (tiny sets), every reader walks all
 keeps rows `i, i+n, ...`. Either way each row is read by exactly one reader per epoch.
 A reader is one (world rank, data-loader worker) pair: `shard = rank * workers + worker`.
 
+Splits: a Source reads one split (`train` by default; `valid` for the validation loss).
+Row groups whose `split` statistics rule the split out are never opened; shards written
+before the `split` column existed count as all `train` (with a warning).
+
 Determinism: given (seed, epoch, shard) the batch order is fixed, so a resumed run that
 skips the batches it already consumed (`StreamState`) sees exactly what an uninterrupted
 run would.
@@ -21,6 +25,7 @@ run would.
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import threading
@@ -28,6 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tokenization import storage
@@ -35,6 +41,9 @@ from tokenization.audio import decode_audio, resample
 from tokenization.schema import codes_to_numpy
 
 WHISPER_SAMPLE_RATE = 16_000
+TRAIN = "train"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,12 +53,26 @@ class Unit:
     path: str
     row_group: int
     num_rows: int
+    has_split: bool = False  # the file has a `split` column (else: every row is train)
 
 
-def list_units(uri: str) -> list[Unit]:
+def _split_range(md, row_group: int) -> tuple[str, str] | None:
+    """(min, max) of the row group's `split` column from its statistics; None when unknown."""
+    rg = md.row_group(row_group)
+    for j in range(rg.num_columns):
+        col = rg.column(j)
+        if col.path_in_schema == "split":
+            st = col.statistics
+            return (st.min, st.max) if st is not None and st.has_min_max else None
+    return None
+
+
+def list_units(uri: str, split: str | None = None) -> list[Unit]:
     """Every (file, row group) of the `*.parquet` files directly under a folder (local or s3://).
 
-    `uri` may also name a single `.parquet` file. Only footers are read.
+    `uri` may also name a single `.parquet` file. Only footers are read. With `split`, row
+    groups whose statistics show no row of that split are left out (files without a `split`
+    column hold only train rows).
     """
     files = [uri] if uri.endswith(".parquet") else storage.list_files(uri, ".parquet")
     if not files:
@@ -57,8 +80,17 @@ def list_units(uri: str) -> list[Unit]:
     units = []
     for path in files:
         with storage.open_input(path) as f:
-            md = pq.ParquetFile(f).metadata
-            units += [Unit(path, i, md.row_group(i).num_rows) for i in range(md.num_row_groups)]
+            pf = pq.ParquetFile(f)
+            md, has_split = pf.metadata, "split" in pf.schema_arrow.names
+        if not has_split and split:
+            log.warning("%s: no `split` column (written before splits existed): every row counts as train", path)
+        for i in range(md.num_row_groups):
+            if split and not has_split and split != TRAIN:
+                continue
+            bounds = _split_range(md, i) if has_split and split else None
+            if bounds is not None and not bounds[0] <= split <= bounds[1]:
+                continue
+            units.append(Unit(path, i, md.row_group(i).num_rows, has_split))
     return units
 
 
@@ -99,9 +131,17 @@ class Source:
 
     columns: list[str] | None = None
 
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.units = list_units(uri)
+    def __init__(self, uri: str, split: str = TRAIN):
+        self.uri, self.split = uri, split
+        self.units = list_units(uri, split)
+
+    def read(self, unit: Unit, rows: list[int] | None) -> list[dict]:
+        """The rows of one unit (or the given ones) that belong to this source's split."""
+        if not unit.has_split:
+            return read_unit(unit, self.columns, rows).to_pylist()
+        columns = None if self.columns is None else [*self.columns, "split"]
+        table = read_unit(unit, columns, rows)
+        return table.filter(pc.equal(table.column("split"), self.split)).to_pylist()
 
     def examples(self, row: dict) -> Iterator[dict]:
         raise NotImplementedError
@@ -116,8 +156,8 @@ class TokenShardSource(Source):
 
     columns = ["utt_id", "text", "codes", "n_frames"]
 
-    def __init__(self, uri: str, max_frames: int = 0):
-        super().__init__(uri)
+    def __init__(self, uri: str, max_frames: int = 0, split: str = TRAIN):
+        super().__init__(uri, split)
         self.max_frames = max_frames
 
     def examples(self, row: dict) -> Iterator[dict]:
@@ -141,8 +181,8 @@ class DialogueSource(Source):
 
     columns = ["dialogue_id", "turns"]
 
-    def __init__(self, uri: str, with_codes: bool, max_audio_s: float = 0.0, max_frames: int = 0):
-        super().__init__(uri)
+    def __init__(self, uri: str, with_codes: bool, max_audio_s: float = 0.0, max_frames: int = 0, split: str = TRAIN):
+        super().__init__(uri, split)
         self.with_codes = with_codes
         self.max_audio_s = max_audio_s
         self.max_frames = max_frames
@@ -209,7 +249,7 @@ class BatchStream:
 
     def epoch_examples(self, epoch: int) -> Iterator[dict]:
         for unit, rows in shard_rows(self.source.units, self.shard, self.n_shards, self.seed, epoch):
-            for row in read_unit(unit, self.source.columns, rows).to_pylist():
+            for row in self.source.read(unit, rows):
                 yield from self.source.examples(row)
 
     def epoch_batches(self, epoch: int) -> Iterator[list[dict]]:
@@ -251,13 +291,31 @@ class BatchStream:
             self.state = StreamState(self.state.epoch + 1, 0)
 
 
-def make_source(stage: int, uri: str, max_frames: int = 0, max_audio_s: float = 0.0) -> Source:
+def make_source(stage: int, uri: str, max_frames: int = 0, max_audio_s: float = 0.0, split: str = TRAIN) -> Source:
     """The Source a stage reads: 1 -> token shards, 2 -> speech->text pairs, 3 -> dialogue pairs with codes."""
     if stage == 1:
-        return TokenShardSource(uri, max_frames=max_frames)
+        return TokenShardSource(uri, max_frames=max_frames, split=split)
     if stage in (2, 3):
-        return DialogueSource(uri, with_codes=stage == 3, max_audio_s=max_audio_s, max_frames=max_frames)
+        return DialogueSource(uri, with_codes=stage == 3, max_audio_s=max_audio_s, max_frames=max_frames, split=split)
     raise ValueError(f"stage must be 1, 2 or 3, not {stage}")
+
+
+def fixed_batches(source: Source, batch_size: int, max_batches: int) -> list[list[dict]]:
+    """The first `max_batches` batches of a source in stored order, the last one possibly partial.
+
+    For the validation loss: every rank gets the same list (no shuffling, no sharding), so
+    ranks can split it by index and still agree on the number of forward passes.
+    """
+    batches: list[list[dict]] = [[]]
+    for unit in source.units:
+        for row in source.read(unit, None):
+            for ex in source.examples(row):
+                if len(batches[-1]) == batch_size:
+                    if len(batches) == max_batches:
+                        return batches
+                    batches.append([])
+                batches[-1].append(ex)
+    return [b for b in batches if b]
 
 
 def loader_shard(rank: int, world_size: int, worker_id: int = 0, num_workers: int = 1) -> tuple[int, int]:
