@@ -46,7 +46,11 @@ class StepMeter:
         keys = sorted(self.sums)
         local = torch.tensor([self.sums[k] for k in keys] + [self.micro_batches, self.samples, self.tokens], dtype=torch.float64)
         if dist.is_available() and dist.is_initialized():
+            # NCCL reduces only CUDA tensors; gloo only CPU ones.
+            on_gpu = dist.get_backend() == "nccl"
+            local = local.to(torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu")
             dist.all_reduce(local)
+            local = local.cpu()
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
         n_micro = max(local[-3].item(), 1.0)
         out = {k: local[i].item() / n_micro for i, k in enumerate(keys)}
