@@ -123,7 +123,8 @@ def run_job(env: dict, module: str, *args: str, timeout: int = 600) -> tuple[dic
     Fails the test when the job fails or when its output contains the secret key.
     """
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local", **env})
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},  # only ours
+                               "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local", **env})
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{module} failed:\n{proc.stderr[-4000:]}"
     assert SECRET not in output, f"{module} printed the secret key"
@@ -173,7 +174,7 @@ def test_tokenize_s3_to_s3(s3, tokenized):
     assert [f"tokens/{s['path']}" for s in manifest["shards"]] == shard_keys and len(shard_keys) == 4
     assert not [k for k in keys if ".tmp-" in k or k.endswith("/")]  # no temp names, no empty folder markers
 
-    # a shard read back through pyarrow's S3 filesystem, configured only from the environment
+    # read back by an independent client: pyarrow's S3 filesystem with explicit settings
     import pyarrow.fs as pafs
 
     from tokenization.schema import codes_to_numpy
