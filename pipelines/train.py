@@ -35,7 +35,9 @@ CPU_ENV = {"DS_ACCELERATOR": "cpu"}
 
 def worker_env(cfg: StageConfig) -> dict:
     env = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "AWS_ENDPOINT_URL", "AWS_REGION"):
+    # S3 endpoint and region, never credentials: those come from each node's own environment or
+    # instance role, so no secret sits in the job's runtime env (which Ray shows in its dashboard).
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
         if key in os.environ:
             env[key] = os.environ[key]
     return {**env, **({} if cfg.scaling.use_gpu else CPU_ENV)}
@@ -85,6 +87,23 @@ def make_progress_callback(cfg: StageConfig):
     return Progress()
 
 
+def run_storage(storage_path: str):
+    """(storage_path, storage_filesystem) for RunConfig.
+
+    s3:// gets our own S3 filesystem (endpoint and region from the AWS_* variables, see
+    `tokenization.storage`): Ray would otherwise build one with `FileSystem.from_uri`, which
+    ignores AWS_ENDPOINT_URL in some pyarrow versions, so checkpoints would go to AWS instead of
+    the S3-compatible store the data is in. Other URIs go to Ray as they are; local paths become
+    absolute.
+    """
+    if storage_path.startswith("s3://"):
+        fs, path = storage.filesystem(storage_path)
+        return path, fs
+    if ckpt.is_remote_uri(storage_path):
+        return storage_path, None
+    return os.path.abspath(storage_path), None
+
+
 def build_trainer(cfg: StageConfig):
     """TorchTrainer for one stage: workers, resources, storage, retention, retries."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -94,7 +113,7 @@ def build_trainer(cfg: StageConfig):
 
     s, c = cfg.scaling, cfg.checkpoint
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
-    storage_path = c.storage_path if ckpt.is_remote_uri(c.storage_path) else os.path.abspath(c.storage_path)
+    storage_path, storage_fs = run_storage(c.storage_path)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"stage": cfg.to_dict(), "deepspeed": cfg.deepspeed_config()},
@@ -104,6 +123,7 @@ def build_trainer(cfg: StageConfig):
         run_config=RunConfig(
             name=c.run_name,
             storage_path=storage_path,
+            storage_filesystem=storage_fs,
             checkpoint_config=CheckpointConfig(num_to_keep=c.num_to_keep),
             failure_config=FailureConfig(max_failures=c.max_failures),
             worker_runtime_env={"env_vars": worker_env(cfg)},

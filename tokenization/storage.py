@@ -1,8 +1,8 @@
 """Local paths and `s3://` URIs through one API (pyarrow.fs).
 
 S3 credentials and endpoint come from the usual environment variables
-(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL); they are
-never logged.
+(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL or
+AWS_ENDPOINT_URL_S3); they are never logged.
 """
 
 from __future__ import annotations
@@ -14,17 +14,38 @@ from typing import Iterator
 import pyarrow.fs as pafs
 
 
+def s3_endpoint() -> tuple[str, str] | None:
+    """(host[:port], scheme) from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, or None for AWS itself.
+
+    Set explicitly because `pafs.S3FileSystem()` ignores these variables (only some pyarrow
+    versions honour them, and only through `FileSystem.from_uri`).
+    """
+    endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "").strip().rstrip("/")
+    if not endpoint:
+        return None
+    scheme, sep, host = endpoint.partition("://")
+    return (host, scheme) if sep else (endpoint, "https")
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """An S3 filesystem configured from the standard AWS_* environment variables.
+
+    Credentials are not passed here: pyarrow's default chain reads AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, ~/.aws or the instance role, so they never sit
+    in our objects (a pickled filesystem sent to Ray workers carries no secret).
+    """
+    endpoint = s3_endpoint()
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    kwargs: dict = {"region": region} if region else {}
+    if endpoint:
+        kwargs.update(endpoint_override=endpoint[0], scheme=endpoint[1])
+    return pafs.S3FileSystem(**kwargs)
+
+
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a local path or an `s3://bucket/key` URI."""
     if uri.startswith("s3://"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs = {}
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            kwargs = {"endpoint_override": host or scheme, "scheme": scheme if host else "https"}
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        fs = pafs.S3FileSystem(region=region, **kwargs) if region else pafs.S3FileSystem(**kwargs)
-        return fs, uri[len("s3://"):]
+        return s3_filesystem(), uri[len("s3://"):]
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
@@ -38,6 +59,9 @@ def exists(uri: str) -> bool:
 
 
 def makedirs(uri: str) -> None:
+    """Create a local folder; a no-op on S3 (keys need no parent)."""
+    if uri.startswith("s3://"):
+        return
     fs, path = filesystem(uri)
     fs.create_dir(path, recursive=True)
 
@@ -70,12 +94,11 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     On S3 a single PUT is already atomic, so the object is written directly.
     """
     fs, path = filesystem(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    if uri.startswith("s3://"):
+    if uri.startswith("s3://"):  # no folder markers: S3 has no folders, and empty "dir/" keys confuse readers
         with fs.open_output_stream(path) as f:
             f.write(data)
         return
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)

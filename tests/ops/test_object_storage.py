@@ -1,0 +1,284 @@
+"""Every job against a real S3 API: a moto server on 127.0.0.1, jobs run as users run them.
+
+tokenize s3 -> s3 (and a rerun that skips finished shards), filter s3 -> s3 with the real
+Whisper tiny.en, audit s3 -> s3, stage-1 training reading shards from s3 and checkpointing
+to s3. Credentials and the endpoint reach the jobs only through the standard AWS_*
+environment variables; the secret key must never show up in any job's output.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from filtering.sample_dialogues import expected_outcomes
+
+ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "vocalnet"
+N_GOOD = 12  # sample utterances to tokenize (plus two bad inputs), kept small for time
+SECRET = f"moto-secret-{uuid.uuid4().hex}"  # must appear in no job's stdout/stderr
+
+
+def test_s3_endpoint_comes_from_the_standard_variables(monkeypatch):
+    from tokenization import storage
+
+    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    assert storage.s3_endpoint() is None  # AWS itself
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000/")
+    assert storage.s3_endpoint() == ("127.0.0.1:9000", "http")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "minio.internal:9000")  # the S3-specific one wins
+    assert storage.s3_endpoint() == ("minio.internal:9000", "https")
+
+
+def test_trainer_checkpoints_through_our_s3_filesystem(monkeypatch):
+    """Ray Train gets the same endpoint as the data jobs, and nothing it ships to workers holds the secret."""
+    import pickle
+
+    import pyarrow.fs as pafs
+
+    from pipelines import train as train_cli
+    from training.stage_config import CONFIG_DIR, load_config
+
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "k",
+           "AWS_SECRET_ACCESS_KEY": SECRET}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cfg = load_config(os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), ["checkpoint.storage_path=s3://bkt/ckpt"])
+    run = train_cli.build_trainer(cfg).run_config
+    assert run.storage_path == "bkt/ckpt" and isinstance(run.storage_filesystem, pafs.S3FileSystem)
+    options = run.storage_filesystem.__reduce__()[1][0]
+    assert (options["endpoint_override"], options["scheme"], options["region"]) == ("127.0.0.1:9", "http", "eu-west-1")
+    assert SECRET.encode() not in pickle.dumps(run.storage_filesystem)
+    assert run.worker_runtime_env["env_vars"]["AWS_ENDPOINT_URL"] == env["AWS_ENDPOINT_URL"]
+    assert SECRET not in json.dumps(run.worker_runtime_env)
+    local = train_cli.build_trainer(load_config(os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), ["checkpoint.storage_path=out/x"]))
+    assert local.run_config.storage_path == os.path.abspath("out/x") and local.run_config.storage_filesystem is None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _upload_tree(client, folder: Path, prefix: str) -> None:
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            client.upload_file(str(f), BUCKET, f"{prefix}/{f.relative_to(folder).as_posix()}")
+
+
+@pytest.fixture(scope="module")
+def s3(tts_sample, tmp_path_factory):
+    """A moto S3 server holding the TTS sample (+ a missing and a non-audio file) and the dialogue sample.
+
+    Yields (boto3 client, env for job subprocesses). The env carries only the standard
+    variables, so the jobs see exactly what a user's shell would give them.
+    """
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "moto-access-key",
+           "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}
+    try:
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                              aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=SECRET)
+        client.create_bucket(Bucket=BUCKET)
+
+        # TTS: the first N_GOOD sample utterances (relative audio paths), one missing file, one non-audio file
+        lines = [json.loads(line) for line in tts_sample.read_text().splitlines() if line.strip()][:N_GOOD]
+        lines.insert(3, {"id": "bad_missing", "audio_path": "wavs/missing.wav", "text": "gone", "speaker": "x"})
+        lines.insert(7, {"id": "bad_not_audio", "audio_path": "wavs/not_audio.wav", "text": "noise", "speaker": "x"})
+        for rec in lines:
+            if not rec["id"].startswith("bad_"):
+                client.upload_file(str(tts_sample.parent / rec["audio_path"]), BUCKET, f"tts/{rec['audio_path']}")
+        client.put_object(Bucket=BUCKET, Key="tts/wavs/not_audio.wav", Body=b"RIFF not really audio")
+        client.put_object(Bucket=BUCKET, Key="tts/manifest.jsonl", Body="".join(json.dumps(r) + "\n" for r in lines).encode())
+
+        from filtering.sample_dialogues import make_dialogue_sample
+
+        dialogues = make_dialogue_sample(tmp_path_factory.mktemp("dialogue_sample"))
+        _upload_tree(client, dialogues.parent, "dialogues")
+        yield client, env
+    finally:
+        server.stop()
+
+
+def run_job(env: dict, module: str, *args: str, timeout: int = 600) -> tuple[dict | None, str]:
+    """Run `python -m module args` in a fresh process (own embedded Ray); returns (last stdout line as JSON, stdout+stderr).
+
+    Fails the test when the job fails or when its output contains the secret key.
+    """
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},  # only ours
+                               "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local", **env})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{module} failed:\n{proc.stderr[-4000:]}"
+    assert SECRET not in output, f"{module} printed the secret key"
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1]), output
+    except (json.JSONDecodeError, IndexError):
+        return None, output
+
+
+def _keys(client, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def _bytes(client, key: str) -> bytes:
+    return client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def _json(client, key: str) -> dict:
+    return json.loads(_bytes(client, key))
+
+
+def _table(client, key: str):
+    return pq.read_table(io.BytesIO(_bytes(client, key)))
+
+
+TOKENIZE = ["--input", f"s3://{BUCKET}/tts/manifest.jsonl", "--output", f"s3://{BUCKET}/tokens", "--codec", "tiny",
+            "--rows-per-shard", "4", "--batch-size", "4", "--num-cpus", "2"]
+
+
+@pytest.fixture(scope="module")
+def tokenized(s3):
+    client, env = s3
+    summary, _ = run_job(env, "pipelines.tokenize", *TOKENIZE)
+    return summary
+
+
+@pytest.mark.slow
+def test_tokenize_s3_to_s3(s3, tokenized):
+    client, env = s3
+    n_in = N_GOOD + 2
+    assert (tokenized["rows_in"], tokenized["kept"], tokenized["quarantined"]) == (n_in, N_GOOD, 2)
+    manifest = _json(client, "tokens/_manifest.json")
+    assert manifest["counts"]["in"] == manifest["counts"]["kept"] + manifest["counts"]["quarantined"] == n_in
+    keys = _keys(client, "tokens/")
+    shard_keys = [k for k in keys if k.startswith("tokens/shards/")]
+    assert [f"tokens/{s['path']}" for s in manifest["shards"]] == shard_keys and len(shard_keys) == 4
+    assert not [k for k in keys if ".tmp-" in k or k.endswith("/")]  # no temp names, no empty folder markers
+
+    # read back by an independent client: pyarrow's S3 filesystem with explicit settings
+    import pyarrow.fs as pafs
+
+    from tokenization.schema import codes_to_numpy
+
+    fs = pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], access_key=env["AWS_ACCESS_KEY_ID"],
+                           secret_key=SECRET, region=env["AWS_REGION"])
+    table = pq.read_table(f"{BUCKET}/{shard_keys[0]}", filesystem=fs)
+    assert table.num_rows == manifest["shards"][0]["rows"]
+    row = table.slice(0, 1).to_pylist()[0]
+    assert codes_to_numpy(row["codes"]).shape == (row["n_frames"], 8)
+    assert sum(pq.read_metadata(f"{BUCKET}/{k}", filesystem=fs).num_rows for k in shard_keys) == N_GOOD
+
+    reasons = [r for k in keys if k.startswith("tokens/quarantine/") for r in _table(client, k).column("reason").to_pylist()]
+    assert len(reasons) == 2, reasons
+    assert any("s3://" in r and "missing.wav" in r and "file not found" in r for r in reasons), reasons
+    assert any("not_audio.wav" in r and "not readable as audio" in r for r in reasons), reasons
+
+
+@pytest.mark.slow
+def test_tokenize_rerun_over_s3_skips_finished_shards(s3, tokenized):
+    """Drop one shard (and its done mark) from S3: the rerun writes only that one, byte-identical."""
+    client, env = s3
+    name = "shard-00001"
+    before = _bytes(client, f"tokens/shards/{name}.parquet")
+    client.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": f"tokens/shards/{name}.parquet"},
+                                                             {"Key": f"tokens/_progress/{name}.json"}]})
+    again, _ = run_job(env, "pipelines.tokenize", *TOKENIZE)
+    assert (again["shards_written"], again["shards_skipped"]) == (1, tokenized["shards_written"] - 1)
+    assert again["run_id"] == tokenized["run_id"] and again["kept"] == tokenized["kept"]
+    assert _bytes(client, f"tokens/shards/{name}.parquet") == before
+
+
+@pytest.fixture(scope="module")
+def filtered(s3):
+    client, env = s3
+    summary, _ = run_job(env, "pipelines.filter", "--input", f"s3://{BUCKET}/dialogues/dialogues.jsonl",
+                         "--output", f"s3://{BUCKET}/filtered", "--asr", "tiny.en", "--codec", "tiny",
+                         "--rows-per-shard", "8", "--num-cpus", "2")
+    return summary
+
+
+@pytest.mark.slow
+def test_filter_s3_to_s3(s3, filtered):
+    client, _ = s3
+    expected = expected_outcomes()
+    want = {k: sum(v == k for v in expected.values()) for k in ("keep", "reject", "quarantine")}
+    assert (filtered["rows_in"], filtered["kept"], filtered["rejected"], filtered["quarantined"]) == (
+        len(expected), want["keep"], want["reject"], want["quarantine"])
+    manifest = _json(client, "filtered/_manifest.json")
+    c = manifest["counts"]
+    assert c["in"] == c["kept"] + c["rejected"] + c["quarantined"] == len(expected)
+    kept_ids, rejected_ids = [], []
+    for key in _keys(client, "filtered/kept/"):
+        kept_ids += _table(client, key).column("dialogue_id").to_pylist()
+    for key in _keys(client, "filtered/rejects/"):
+        rejected_ids += _table(client, key).column("dialogue_id").to_pylist()
+    assert sorted(kept_ids) == sorted(d for d, v in expected.items() if v == "keep")
+    assert sorted(rejected_ids) == sorted(d for d, v in expected.items() if v == "reject")
+
+
+@pytest.mark.slow
+def test_audit_s3_report_to_s3(s3, filtered):
+    client, env = s3
+    summary, output = run_job(env, "pipelines.audit", f"s3://{BUCKET}/filtered", "--report", f"s3://{BUCKET}/report")
+    report = _json(client, "report/audit.json")
+    s = report["stages"][0]
+    assert (s["in"], s["kept"], s["rejected"], s["quarantined"]) == (
+        filtered["rows_in"], filtered["kept"], filtered["rejected"], filtered["quarantined"])
+    assert (summary["in"], summary["kept"]) == (s["in"], s["kept"])
+    assert _bytes(client, "report/index.html").startswith(b"<!doctype html>")
+    assert any(k.startswith("report/plots/") and k.endswith(".png") for k in _keys(client, "report/"))
+
+
+TRAIN = ["max_steps=4", "log_every=1", "checkpoint.every_steps=2", "checkpoint.num_to_keep=2", "scaling.num_workers=1",
+         "data.micro_batch_size=2", "data.buffer_size=8", f"data.path=s3://{BUCKET}/tokens/shards",
+         f"checkpoint.storage_path=s3://{BUCKET}/ckpt", "checkpoint.run_name=stage1"]
+
+
+def _checkpoints(client) -> tuple[list[str], list[str]]:
+    """(all keys under the run, its Ray checkpoint folder names in order)."""
+    keys = _keys(client, "ckpt/stage1/")
+    names = {k.split("/")[2] for k in keys}
+    return keys, sorted(n for n in names if n.startswith("checkpoint_") and not n.endswith(".json"))
+
+
+@pytest.mark.slow
+def test_train_stage1_reads_s3_checkpoints_to_s3_and_resumes(s3, tokenized, tmp_path):
+    client, env = s3
+    tb = f"tensorboard_dir={tmp_path / 'tb'}"
+    _, output = run_job(env, "pipelines.train", "--stage", "1", "--config", "training/configs/stage1_tiny.yaml", *TRAIN, tb)
+    keys, ckpts = _checkpoints(client)
+    assert len(ckpts) == 2, keys  # checkpoints at steps 2 and 4, num_to_keep=2
+    final = [k.split("/", 3)[3] for k in keys if k.split("/")[2] == ckpts[-1]]
+    assert {"latest", "trainer_state_rank0.json", "rng_state_rank0.pt"} <= set(final), final
+    assert any(k.startswith("step_00000004/") for k in final) and "model/model.safetensors" in final
+    state = _json(client, f"ckpt/stage1/{ckpts[-1]}/trainer_state_rank0.json")
+    assert state["step"] == 4 and state["world_size"] == 1
+    assert {"ckpt/stage1/export/model.safetensors", "ckpt/stage1/export/config.json"} <= set(keys)
+    assert f"exported model -> s3://{BUCKET}/ckpt/stage1/export" in output
+
+    # the same run, longer: it resumes from the step-4 checkpoint in S3 instead of starting over
+    run_job(env, "pipelines.train", "--stage", "1", "--config", "training/configs/stage1_tiny.yaml",
+            *[o for o in TRAIN if not o.startswith("max_steps")], "max_steps=6", tb)
+    keys, ckpts = _checkpoints(client)
+    assert _json(client, f"ckpt/stage1/{ckpts[-1]}/trainer_state_rank0.json")["step"] == 6
+    rows = [json.loads(line) for line in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
