@@ -1,7 +1,7 @@
 """The evaluation summary as short tables: Markdown (`eval.md`) and a small self-contained HTML page.
 
-Both come from the same `tables(summary)`: headline metrics, accuracy per codebook and per
-MTP head, and the first replies (generated text vs what the ASR heard).
+Both come from the same `tables(summary)`: headline metrics, accuracy per head (backbone and
+each MTP module) and per codebook, and the first replies (generated text vs what the ASR heard).
 """
 
 from __future__ import annotations
@@ -34,15 +34,16 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     for label, key in HEADLINE:
         value = f"{summary['n_replies']} ({summary['n_replies_spoken']})" if key is None else _fmt(summary.get(key))
         head.append([label, value])
-    acc = [["backbone"] + [_fmt(a) for a in summary["codebook_acc"]]]
-    for i, a in enumerate(summary["mtp_acc"], start=1):
-        acc.append([f"MTP {i} (frame t+{i})", _fmt(a)] + [""] * (len(summary["codebook_acc"]) - 1))
-    cb_header = ["head"] + [f"cb{k}" for k in range(len(summary["codebook_acc"]))]
+    heads = [["backbone (frame t)", _fmt(summary["speech_acc"])]]
+    heads += [[f"MTP {i} (frame t+{i})", _fmt(a)] for i, a in enumerate(summary["mtp_acc"], start=1)]
+    cb_header = [f"cb{k}" for k in range(len(summary["codebook_acc"]))]
+    per_cb = [[_fmt(a) for a in summary["codebook_acc"]]]
     rows = [[r["id"], _fmt(r["wer"]), _fmt(r["first_chunk_latency_s"]), _fmt(r["rtf"]), r["generated_text"], r["asr_hyp"]]
             for r in summary["rows"][:MAX_ROWS]]
     return [
         ("Summary", ["metric", "value"], head),
-        ("Teacher-forced accuracy (MTP heads: all codebooks)", cb_header, acc),
+        ("Teacher-forced accuracy by head (all codebooks)", ["head", "accuracy"], heads),
+        ("Backbone accuracy per codebook", cb_header, per_cb),
         (f"Replies (first {min(MAX_ROWS, len(summary['rows']))} of {len(summary['rows'])})",
          ["id", "WER", "first chunk (s)", "RTF", "generated text", "ASR transcript"], rows),
     ]

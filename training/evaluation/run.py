@@ -54,6 +54,11 @@ def teacher_forced_over(model, examples: list[EvalExample], cfg: EvalConfig) -> 
     return TeacherForcedMetrics.merge(parts)
 
 
+def _forced_reply(ex: EvalExample, reply: str) -> str | None:
+    """The text to speak instead of generating one (TTS rows always; dialogues in reference mode)."""
+    return ex.reference_text if reply == "reference" or ex.kind == "tts" else None
+
+
 def speak_and_score(gen: StreamingGenerator, asr: AsrBackend, ex: EvalExample, reply: str = "generate") -> dict:
     """Generate the reply to one example as a stream, transcribe it, score it: one result row.
 
@@ -63,8 +68,7 @@ def speak_and_score(gen: StreamingGenerator, asr: AsrBackend, ex: EvalExample, r
     """
     if reply not in REPLY_MODES:
         raise ValueError(f"reply must be one of {REPLY_MODES}, not {reply!r}")
-    forced = ex.reference_text if reply == "reference" or ex.kind == "tts" else None
-    wav, _, rep = gen.generate(audio=ex.user_audio, reply_text=forced)
+    wav, _, rep = gen.generate(audio=ex.user_audio, reply_text=_forced_reply(ex, reply))
     hyp, s = speech_wer(asr, wav, gen.codec.sample_rate, rep.text, ex.language)
     spoke = rep.chunks > 0
     return {
@@ -145,7 +149,7 @@ def evaluate(model, codec: SpeechCodec, asr: AsrBackend, examples: list[EvalExam
     tf = teacher_forced_over(model, examples, cfg)
     gen = StreamingGenerator(model, codec, gen=gen_cfg)
     if cfg.warmup:
-        gen.generate(audio=examples[0].user_audio, reply_text=examples[0].reference_text)
+        gen.generate(audio=examples[0].user_audio, reply_text=_forced_reply(examples[0], cfg.reply))
     rows = []
     for i, ex in enumerate(examples):
         rows.append(speak_and_score(gen, asr, ex, cfg.reply))
