@@ -114,6 +114,24 @@ def test_read_examples_selects_split_and_explains_a_missing_column(tts_sample, t
         read_examples(str(tmp_path / "split"), "dev")
 
 
+def test_token_shards_evaluate_as_tts(make_model, tts_sample, tiny_codec, asr, tmp_path):
+    from tests.training.conftest_train import write_token_shards
+    from training.evaluation import EvalConfig, speak_and_score, teacher_forced_over
+    from training.inference import GenerationConfig, StreamingGenerator
+
+    shards = write_token_shards(tts_sample, tiny_codec, tmp_path / "tokens", n=3)
+    examples = read_examples(str(shards), "all")
+    assert [e.kind for e in examples] == ["tts"] * 3 and examples[0].user_audio is None
+    model = make_model(n_mtp=1)
+    tf = teacher_forced_over(model, examples, EvalConfig(batch_size=2))
+    assert "text" not in tf.total  # stage 1: speech only
+    assert tf.total["cb0"] == sum(len(e.example["codes"]) + 1 for e in examples)
+    gen = StreamingGenerator(model, tiny_codec, gen=GenerationConfig(max_frames=15, ignore_eos=True))
+    row = speak_and_score(gen, asr, examples[0])
+    assert row["generated_text"].strip() == examples[0].reference_text.strip()  # TTS: the row's text is spoken
+    assert row["text_wer_vs_reference"] == 0.0 and row["frames"] == 15 and row["rtf"] > 0
+
+
 @pytest.fixture(scope="module")
 def kept_shards(dialogue_sample, cache_dir, tmp_path_factory):  # noqa: F811
     """The filter job (Ray, real tiny.en, tiny codec) over the bundled dialogue sample: its `kept/`."""
