@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,11 +33,26 @@ from training.model.audio_encoder import AudioEncoder
 from training.model.codebook_layout import IGNORE, SpecialTokens, build_targets
 from training.model.config import VocalNetConfig, torch_dtype
 from training.model.fusion import Fusion
-from training.model.talker import Talker
+from training.model.talker import Talker, TalkerOutput
 from training.model.thinker import Thinker, load_tokenizer
 
 FORMAT = "vocalnet-m2/1"
 STAGE_TRAINS = {1: ("fusion", "talker"), 2: ("adaptor", "lora"), 3: ("adaptor", "lora", "fusion", "talker")}
+
+
+@dataclass
+class TeacherForced:
+    """One batch's teacher-forced outputs; a part is None when the stage does not compute it.
+
+    text_logits [B, L-1, V] and text_labels [B, L-1] (IGNORE where no loss) are aligned;
+    talker.logits[i] at position t predicts targets[:, t + i] ([B, T', K], IGNORE beyond).
+    """
+
+    text_logits: torch.Tensor | None = None
+    text_labels: torch.Tensor | None = None
+    talker: TalkerOutput | None = None
+    targets: torch.Tensor | None = None
+    n_frames: torch.Tensor | None = None  # [B] real frames per row
 
 
 def gather_rows(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,6 +143,24 @@ class VocalNetM2(nn.Module):
         return self.fusion(h, e), n_text
 
     # --- training ----------------------------------------------------------------------------
+    def teacher_forced(self, batch: dict[str, torch.Tensor], stage: int) -> TeacherForced:
+        """Teacher-forced logits and their targets for `stage` (what `forward`'s losses and the
+        evaluation's accuracies are computed from)."""
+        thinker_grad = stage in (2, 3) and torch.is_grad_enabled()
+        with torch.set_grad_enabled(thinker_grad):
+            emb = self.embed_inputs(batch)
+            hidden, logits, _ = self.thinker(emb, batch["text_mask"])
+        out = TeacherForced()
+        if stage in (2, 3):
+            out.text_logits, out.text_labels = logits[:, :-1], batch["labels"][:, 1:]  # token t predicts t+1
+        if stage in (1, 3):
+            cond_text, n_text = self.text_condition(hidden, batch["text_ids"], batch["reply_mask"])
+            out.n_frames = batch["codes_mask"].sum(1)
+            out.targets = build_targets(batch["codes"], out.n_frames, self.cfg.talker.delays, self.special)
+            out.talker = self.talker(out.targets, cond_text, self.cfg.fusion.upsample, cond_text, n_text,
+                                     chunk_causal=self._chunk_causal(batch))
+        return out
+
     def forward(self, batch: dict[str, torch.Tensor], stage: int) -> dict[str, torch.Tensor]:
         """Losses of one batch for `stage`.
 
@@ -134,26 +168,17 @@ class VocalNetM2(nn.Module):
             {"loss", "loss/text" (2, 3), "loss/speech", "loss/cb0".."loss/cb{K-1}", "loss/mtp1".. (1, 3),
              "n_text_tokens", "n_frames"}.
         """
+        tf = self.teacher_forced(batch, stage)
         out: dict[str, torch.Tensor] = {}
-        thinker_grad = stage in (2, 3) and torch.is_grad_enabled()
-        with torch.set_grad_enabled(thinker_grad):
-            emb = self.embed_inputs(batch)
-            hidden, logits, _ = self.thinker(emb, batch["text_mask"])
-        total = hidden.new_zeros((), dtype=torch.float32)
-        if stage in (2, 3):
-            labels = batch["labels"][:, 1:]  # token t predicts t+1
-            out["loss/text"] = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                               labels.reshape(-1), ignore_index=IGNORE)
-            out["n_text_tokens"] = (labels != IGNORE).sum()
+        total = torch.zeros((), dtype=torch.float32, device=batch["text_ids"].device)
+        if tf.text_logits is not None:
+            out["loss/text"] = F.cross_entropy(tf.text_logits.reshape(-1, tf.text_logits.shape[-1]).float(),
+                                               tf.text_labels.reshape(-1), ignore_index=IGNORE)
+            out["n_text_tokens"] = (tf.text_labels != IGNORE).sum()
             total = total + out["loss/text"]
-        if stage in (1, 3):
-            cond_text, n_text = self.text_condition(hidden, batch["text_ids"], batch["reply_mask"])
-            n_frames = batch["codes_mask"].sum(1)
-            targets = build_targets(batch["codes"], n_frames, self.cfg.talker.delays, self.special)
-            tout = self.talker(targets, cond_text, self.cfg.fusion.upsample, cond_text, n_text,
-                               chunk_causal=self._chunk_causal(batch))
-            out.update(self.talker.losses(tout, targets))
-            out["n_frames"] = n_frames.sum()
+        if tf.talker is not None:
+            out.update(self.talker.losses(tf.talker, tf.targets))
+            out["n_frames"] = tf.n_frames.sum()
             total = total + out["loss/speech"]
         out["loss"] = total
         return out

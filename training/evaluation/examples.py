@@ -1,0 +1,103 @@
+"""Evaluation examples from dialogue shards (the filter job's `kept/`) or token shards.
+
+A dialogue row gives one example per (user turn, next assistant turn) pair, exactly as stage 3
+reads it (`training.data.readers.DialogueSource`): the model hears the user audio and must say
+the reply. A token-shard row gives one TTS example (the model speaks the row's text).
+
+Rows are picked by their `split` column (`train` | `valid` | `test`); `split="all"` takes every
+row and is the only choice for shards written before the column existed.
+
+    >>> examples = read_examples("out/filtered/kept", split="test", max_dialogues=50)
+    >>> examples[0].reference_text, examples[0].kind
+    ('It will be sunny and warm all day.', 'dialogue')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from tokenization import storage
+from training.data.readers import DialogueSource, Source, TokenShardSource, read_unit
+
+SPLITS = ("train", "valid", "test")
+ALL = "all"
+
+
+@dataclass
+class EvalExample:
+    id: str  # "<dialogue_id>/<turn>" for dialogues, the utt_id for TTS rows
+    dialogue_id: str  # the row's id (utt_id for TTS rows)
+    kind: str  # "dialogue" | "tts"
+    language: str
+    example: dict  # the Source's training example (what the stage's collator takes)
+
+    @property
+    def reference_text(self) -> str:
+        return self.example["assistant_text"] if self.kind == "dialogue" else self.example["text"]
+
+    @property
+    def user_audio(self) -> np.ndarray | None:
+        """float32 [S] at 16 kHz (dialogues), None for TTS rows."""
+        return self.example.get("user_audio")
+
+
+def _schema_names(path: str) -> list[str]:
+    with storage.open_input(path) as f:
+        return pq.ParquetFile(f).schema_arrow.names
+
+
+def open_source(uri: str) -> tuple[Source, str]:
+    """The shard folder's Source and kind ("dialogue" if rows hold `turns`, "tts" if `codes`)."""
+    files = storage.list_files(uri, ".parquet") if not uri.endswith(".parquet") else [uri]
+    if not files:
+        raise FileNotFoundError(f"no .parquet files under {uri}")
+    names = _schema_names(files[0])
+    if "turns" in names:
+        return DialogueSource(uri, with_codes=True), "dialogue"
+    if "codes" in names:
+        return TokenShardSource(uri), "tts"
+    raise ValueError(f"{files[0]}: neither dialogue shards (`turns`) nor token shards (`codes`); columns {names}")
+
+
+def read_examples(uri: str, split: str = "test", max_dialogues: int = 0) -> list[EvalExample]:
+    """Examples of the rows whose `split` equals `split` (every row for "all"), in shard order.
+
+    Args:
+        uri: folder (local or s3://) of dialogue or token shards.
+        split: train | valid | test | all.
+        max_dialogues: stop after this many rows (0: no limit).
+    Raises:
+        ValueError: unknown split; a shard without a `split` column (unless split == "all");
+            no row of that split.
+    """
+    if split != ALL and split not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS + (ALL,))}, not {split!r}")
+    source, kind = open_source(uri)
+    id_col = "dialogue_id" if kind == "dialogue" else "utt_id"
+    out: list[EvalExample] = []
+    n_rows, seen_splits, names_of = 0, set(), {}
+    for unit in source.units:
+        if unit.path not in names_of:  # footers only, once per file
+            names_of[unit.path] = _schema_names(unit.path)
+        names = names_of[unit.path]
+        if split != ALL and "split" not in names:
+            raise ValueError(
+                f"{unit.path}: no `split` column, so --split {split} cannot pick rows. "
+                f"Rewrite the shards with a split column, or pass --split all to evaluate every row.")
+        extra = [c for c in ("language", "split") if c in names]
+        for row in read_unit(unit, source.columns + extra, None).to_pylist():
+            seen_splits.add(row.get("split"))
+            if split != ALL and row["split"] != split:
+                continue
+            if max_dialogues and n_rows >= max_dialogues:
+                return out
+            n_rows += 1
+            for ex in source.examples(row):
+                out.append(EvalExample(ex["id"], row[id_col], kind, row.get("language") or "en", ex))
+    if not out:
+        what = "rows" if split == ALL else f"rows with split == {split!r} (splits present: {sorted(map(str, seen_splits))})"
+        raise ValueError(f"{uri}: no {what} with a usable example")
+    return out
