@@ -1,10 +1,16 @@
-"""Shared fixtures: the espeak-ng sample corpus (real speech, known text) and the tiny codec."""
+"""Shared fixtures: the espeak-ng sample corpora (real speech, known text), the tiny codec and the
+filter job's output over the dialogue sample (computed once per session for every package)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from tests.jobs import FILTER_ARGS, JOB_ENV, ROOT, run_module
 
 # Tests never reach a model hub; ray/torch pick up these limits in every worker too.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,3 +32,40 @@ def tiny_codec():
     from tokenization.codec import load_codec
 
     return load_codec("tiny")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vocalnet_cache")
+    os.environ["VOCALNET_CACHE"] = str(path)  # converted openai-whisper checkpoints land here
+    return path
+
+
+@pytest.fixture(scope="session")
+def dialogue_sample(tmp_path_factory) -> Path:
+    from filtering.sample_dialogues import make_dialogue_sample
+
+    return make_dialogue_sample(tmp_path_factory.mktemp("dialogue_sample"))
+
+
+@pytest.fixture(scope="session")
+def filter_out(tmp_path_factory, dialogue_sample, cache_dir) -> tuple[Path, dict]:
+    """The end-to-end filter run (Ray, real tiny.en, tiny codec) over the sample dialogues, killed with
+    SIGKILL once its first shard is done and then resumed. Returns (folder, summary of the resumed run
+    plus `killed_done`: the shards finished before the kill and their kept-file mtimes)."""
+    import signal
+    import time
+
+    out = tmp_path_factory.mktemp("filter_out")
+    args = ["--input", str(dialogue_sample), "--output", str(out), *FILTER_ARGS]
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.filter", *args], cwd=ROOT, env={**os.environ, **JOB_ENV},
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list((out / "_progress").glob("*.json")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    done = sorted(p.stem for p in (out / "_progress").glob("*.json"))
+    mtimes = {n: (out / "kept" / f"{n}.parquet").stat().st_mtime_ns for n in done}
+    summary = run_module("pipelines.filter", *args)
+    return out, {**summary, "killed_done": mtimes}

@@ -5,41 +5,11 @@ tokenize output folders."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-# A fresh local Ray per job: never attach to a cluster another process on this machine started.
-JOB_ENV = {"PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
-
-
-def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 600) -> dict:
-    """Run `python -m module args` in a fresh process (own Ray) and return its last stdout line as JSON."""
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **JOB_ENV, **(env or {})})
-    assert proc.returncode == 0, f"{module} failed:\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vocalnet_cache")
-    os.environ["VOCALNET_CACHE"] = str(path)  # converted openai-whisper checkpoints land here
-    return path
-
-
-@pytest.fixture(scope="session")
-def dialogue_sample(tmp_path_factory) -> Path:
-    from filtering.sample_dialogues import make_dialogue_sample
-
-    return make_dialogue_sample(tmp_path_factory.mktemp("dialogue_sample"))
-
+from tests.jobs import FILTER_ARGS, JOB_ENV, ROOT, run_module  # noqa: F401 (re-exported for the tests)
 
 @pytest.fixture(scope="session")
 def openai_checkpoint(tmp_path_factory) -> Path:
@@ -76,30 +46,6 @@ def loaded_records(dialogue_sample):
     return unpack(load_dialogue_batch(item, run_id="test")["payload"])
 
 
-FILTER_ARGS = ["--asr", "tiny.en", "--codec", "tiny", "--rows-per-shard", "4", "--num-cpus", "2"]
-
-
-@pytest.fixture(scope="session")
-def filter_out(tmp_path_factory, dialogue_sample, cache_dir) -> tuple[Path, dict]:
-    """The end-to-end filter run (Ray, real tiny.en, tiny codec) over the sample dialogues, killed with
-    SIGKILL once its first shard is done and then resumed. Returns (folder, summary of the resumed run
-    plus `killed_done`: the shards finished before the kill and their kept-file mtimes)."""
-    import signal
-    import time
-
-    out = tmp_path_factory.mktemp("filter_out")
-    args = ["--input", str(dialogue_sample), "--output", str(out), *FILTER_ARGS]
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.filter", *args], cwd=ROOT, env={**os.environ, **JOB_ENV},
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not list((out / "_progress").glob("*.json")):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
-    proc.wait()
-    done = sorted(p.stem for p in (out / "_progress").glob("*.json"))
-    mtimes = {n: (out / "kept" / f"{n}.parquet").stat().st_mtime_ns for n in done}
-    summary = run_module("pipelines.filter", *args)
-    return out, {**summary, "killed_done": mtimes}
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.filtering.conftest import FILTER_ARGS, JOB_ENV, ROOT, cache_dir, dialogue_sample, run_module  # noqa: F401
+from tests.jobs import JOB_ENV, ROOT, run_module
 from tests.training.conftest_train import write_dialogue_shards
 from tokenization.audio import load_audio, resample
 from tokenization.sample_corpus import espeak_to_wav
@@ -133,11 +133,9 @@ def test_token_shards_evaluate_as_tts(make_model, tts_sample, tiny_codec, asr, t
 
 
 @pytest.fixture(scope="module")
-def kept_shards(dialogue_sample, cache_dir, tmp_path_factory):  # noqa: F811
-    """The filter job (Ray, real tiny.en, tiny codec) over the bundled dialogue sample: its `kept/`."""
-    out = tmp_path_factory.mktemp("filtered")
-    run_module("pipelines.filter", "--input", str(dialogue_sample), "--output", str(out), *FILTER_ARGS)
-    return out / "kept"
+def kept_shards(filter_out):
+    """The filter job's `kept/` (Ray, real tiny.en, tiny codec) over the bundled dialogue sample."""
+    return filter_out[0] / "kept"
 
 
 @pytest.fixture(scope="module")
@@ -169,19 +167,22 @@ def test_evaluate_cli_end_to_end(tiny_export, kept_shards, tmp_path):
     out = tmp_path / "eval"
     args = ["--checkpoint", str(tiny_export), "--data", str(kept_shards), "--output", str(out), "--max-dialogues", "3",
             "--max-frames", "30", "--max-text-tokens", "10"]
-    # the filter job's shards have no `split` column yet: a named split fails with the reason
+    # the sample's two assistant voices hash to train and valid: a split with no rows fails, naming those present
     proc = subprocess.run([sys.executable, "-m", "pipelines.evaluate", *args, "--split", "test"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, env={**os.environ, **JOB_ENV})
-    assert proc.returncode != 0 and "--split all" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode != 0 and "no rows with split == 'test'" in proc.stderr, proc.stderr[-2000:]
     assert not out.exists()
+    kept = pq.read_table(str(kept_shards), columns=["dialogue_id", "split"]).to_pylist()
+    valid_ids = {r["dialogue_id"] for r in kept if r["split"] == "valid"}
+    assert valid_ids, kept
 
-    headline = run_module("pipelines.evaluate", *args, "--split", "all")
+    headline = run_module("pipelines.evaluate", *args, "--split", "valid")
     summary = json.loads((out / "eval.json").read_text())
     assert headline["wer"] == summary["wer"]
     assert {"checkpoint", "split", "n_dialogues", "n_replies", "wer", "wer_mean", "cer_mean", "first_chunk_latency_s",
             "first_chunk_latency_s_p90", "rtf", "text_acc", "speech_acc", "codebook_acc", "mtp_acc", "loss",
             "teacher_forced", "rows", "setup"} <= set(summary)
-    assert summary["n_dialogues"] == 3 and summary["n_replies"] == len(summary["rows"]) >= 3
+    assert summary["split"] == "valid" and summary["n_dialogues"] == min(3, len(valid_ids)) and summary["n_replies"] == len(summary["rows"]) >= 3
     assert summary["setup"]["asr_model"] == "faster-whisper:tiny.en:int8" and summary["setup"]["n_mtp"] == 2
     accs = [summary["text_acc"], summary["speech_acc"], *summary["codebook_acc"], *summary["mtp_acc"]]
     assert len(summary["codebook_acc"]) == 8 and len(summary["mtp_acc"]) == 2
@@ -191,7 +192,7 @@ def test_evaluate_cli_end_to_end(tiny_export, kept_shards, tmp_path):
     assert all(math.isfinite(v) and v > 0 for v in summary["loss"].values())
     for row in summary["rows"]:
         assert row["frames"] <= 30 and row["text_tokens"] <= 10
-        assert row["dialogue_id"] in {"d01", "d02", "d03"} and isinstance(row["asr_hyp"], str)
+        assert row["dialogue_id"] in valid_ids and isinstance(row["asr_hyp"], str)
     md = (out / "eval.md").read_text()
     assert "ASR-WER of generated speech" in md and "MTP 2 (frame t+2)" in md
     assert "<table>" in (out / "eval.html").read_text()

@@ -1,0 +1,27 @@
+"""Running entry points as users do, from tests: a fresh process with its own embedded Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# A fresh local Ray per job: never attach to a cluster another process on this machine started.
+JOB_ENV = {"PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
+
+
+def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 600) -> dict:
+    """Run `python -m module args` in a fresh process (own Ray) and return its last stdout line as JSON."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **JOB_ENV, **(env or {})})
+    assert proc.returncode == 0, f"{module} failed:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# The filter job over the bundled dialogue sample, as every test that needs its output runs it.
+FILTER_ARGS = ["--asr", "tiny.en", "--codec", "tiny", "--rows-per-shard", "4", "--num-cpus", "2"]
