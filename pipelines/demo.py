@@ -3,8 +3,8 @@
     python -m pipelines.demo --output out/demo
 
 tokenize (TTS sample -> token shards) -> filter (dialogue sample -> kept/rejects by Whisper WER)
--> audit (HTML/JSON report) -> train stages 1, 2, 3 (tiny configs, a few steps each, chained by
-`init_from`) -> speak one reply to a WAV. Each step calls the same entry point a user runs, and
+-> audit (HTML/JSON report + dataset lint) -> train stages 1, 2, 3 (tiny configs, a few steps each,
+chained by `init_from`) -> speak one reply to a WAV -> evaluate the stage-3 model on the valid split. Each step calls the same entry point a user runs, and
 the demo prints where every output is. Rerunning resumes: finished shards and trained stages
 are skipped by the jobs themselves.
 """
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
         timings[name] = round(time.time() - t0 - sum(timings.values()), 1)
         print(f"\n== demo: {name} done ({timings[name]:.0f} s) ==", file=sys.stderr)
 
-    from pipelines import audit, filter as filter_job, speak, tokenize
+    from pipelines import audit, evaluate, filter as filter_job, speak, tokenize
 
     manifest = make_tts_sample(out / "sample" / "tts")
     tok = tokenize.main(["--input", str(manifest), "--output", str(out / "tokens"), "--codec", "tiny",
@@ -92,6 +92,13 @@ def main(argv: list[str] | None = None) -> dict:
         outputs["spoken reply"] = str(wav)
         step("speak")
 
+        ev = evaluate.main(["--checkpoint", str(export3), "--data", str(out / "dialogue" / "kept"), "--split", "valid",
+                            "--output", str(out / "eval"), "--max-dialogues", "3", "--max-frames", "60",
+                            "--max-text-tokens", "24"])
+        outputs["evaluation"] = str(out / "eval" / "eval.md")
+        summary["evaluate"] = {k: ev[k] for k in ("wer", "first_chunk_latency_s", "rtf", "text_acc", "speech_acc")}
+        step("evaluate")
+
     total = time.time() - t0
     print(f"\n== demo finished in {total:.0f} s ==")
     for name, where in outputs.items():
@@ -107,6 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
         b = r.get("first_chunk_breakdown", {})
         print(f"  speak:    first chunk after {r['first_chunk_latency_s']:.2f} s "
               f"({', '.join(f'{k} {v:.2f} s' for k, v in b.items())}); {r['audio_s']:.1f} s of audio, RTF {r['rtf']:.2f}")
+    if "evaluate" in summary:
+        e = summary["evaluate"]
+        print(f"  evaluate: ASR-WER {e['wer']:.2f}, first chunk {e['first_chunk_latency_s']:.2f} s, RTF {e['rtf']:.2f}, "
+              f"teacher-forced text acc {e['text_acc']:.2f}, speech acc {e['speech_acc']:.2f} (a tiny model after a few steps)")
     return {"outputs": outputs, "timings_s": timings, "total_s": round(total, 1), **summary}
 
 
