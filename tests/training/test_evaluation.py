@@ -27,6 +27,18 @@ SAID = "There are seven days in a week."
 OTHER = "The library is next to the post office."
 
 
+def train_stage3(model, batch, steps: int, lr: float = 3e-3) -> None:
+    """A few plain AdamW steps of stage-3 training on one fixed batch (no Ray, no DeepSpeed)."""
+    model.set_stage(3)
+    model.train()
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=lr)
+    for _ in range(steps):
+        loss = model(batch, stage=3)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 @pytest.fixture(scope="module")
 def asr():
     from filtering.asr import load_asr
@@ -78,14 +90,7 @@ def test_teacher_forced_accuracy_after_overfitting_beats_untrained(make_model, t
     assert before.total["cb0"] == n_frames + 1 and before.total["speech"] == 8 * (n_frames + 1)
     assert before.total["mtp2"] == 8 * (n_frames - 1)
 
-    model.set_stage(3)
-    model.train()
-    opt = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
-    for _ in range(30):
-        loss = model(batch, stage=3)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_stage3(model, batch, steps=30)
     after = teacher_forced_metrics(model, batch)
     b, a = before.accuracy(), after.accuracy()
     for key in ("text", "speech", "cb0", "mtp1", "mtp2"):
@@ -149,14 +154,7 @@ def tiny_export(kept_shards, tokenizer_path, tmp_path_factory):
     model = VocalNetM2(VocalNetConfig.tiny(n_mtp=2), tokenizer_path)
     examples = [e.example for e in read_examples(str(kept_shards), "all", max_dialogues=3)]
     batch = collate_dialogue(examples, model.tokenizer, model.cfg, build_feature_extractor(model.cfg.audio))
-    model.set_stage(3)
-    model.train()
-    opt = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
-    for _ in range(5):
-        loss = model(batch, stage=3)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_stage3(model, batch, steps=5)
     out = tmp_path_factory.mktemp("ckpt") / "export"
     model.save_pretrained(out)  # what StageRecipe.export writes
     return out
