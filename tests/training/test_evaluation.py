@@ -74,8 +74,9 @@ def _one_dialogue(tts_sample, codec) -> dict:
             "assistant_text": reply["text"], "assistant_codes": codes}
 
 
-def test_teacher_forced_accuracy_after_overfitting_beats_untrained(make_model, tts_sample, tiny_codec):
+def test_teacher_forced_accuracy_after_overfitting_beats_untrained(make_model, tts_sample, tiny_codec, tmp_path):
     from training.data.collate import collate_dialogue
+    from training.model import VocalNetM2
     from training.model.audio_encoder import build_feature_extractor
 
     ex = _one_dialogue(tts_sample, tiny_codec)
@@ -91,13 +92,16 @@ def test_teacher_forced_accuracy_after_overfitting_beats_untrained(make_model, t
     assert before.total["mtp2"] == 8 * (n_frames - 1)
 
     train_stage3(model, batch, steps=30)
-    after = teacher_forced_metrics(model, batch)
+    model.save_pretrained(tmp_path / "overfit")  # measured on the checkpoint as evaluation loads it
+    checkpoint = VocalNetM2.from_pretrained(str(tmp_path / "overfit"))
+    after = teacher_forced_metrics(checkpoint, batch)
     b, a = before.accuracy(), after.accuracy()
     for key in ("text", "speech", "cb0", "mtp1", "mtp2"):
         assert a[key] >= b[key] + 0.3, (key, b[key], a[key])
     lb, la = before.loss(), after.loss()
     assert la["loss/speech"] < 0.5 * lb["loss/speech"] and la["loss/mtp2"] < 0.5 * lb["loss/mtp2"]
     assert la["loss/text"] < lb["loss/text"]
+    assert teacher_forced_metrics(model, batch).accuracy() == a  # the reloaded checkpoint is the trained model
     assert model.training  # metrics ran in eval mode and restored the mode
 
 
