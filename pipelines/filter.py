@@ -34,7 +34,7 @@ from tokenization.codec import load_codec
 from tokenization.manifest import read_inputs
 from tokenization.schema import QuarantineRow, file_metadata
 from tokenization.shards import SHARDS, compute_run_id, is_done, plan_shards, prepare_output, write_quarantine
-from tokenization.splits import assign_split
+from tokenization.splits import SplitConfig, assign_split
 from tokenization.steps import plan_to_items
 
 
@@ -71,13 +71,12 @@ class _Entry:
         return {"utt_id": self.utt_id, "audio_path": self.audio_path}
 
 
-def _tts_inputs(args) -> tuple[list[dict], list[QuarantineRow]]:
+def _tts_inputs(args, split: SplitConfig) -> tuple[list[dict], list[QuarantineRow]]:
     """Token rows of a tokenize output folder, each joined with its source audio path."""
     if not args.audio_manifest:
         raise SystemExit("--input is a token-shard folder: pass --audio-manifest (the tokenize job's input)")
     entries, _, _ = read_inputs(args.audio_manifest)
     audio = {e.utt_id: e.audio_path for e in entries}
-    split = split_config(args)
     rows = []
     for f in storage.list_files(storage.join(args.input, SHARDS), ".parquet"):
         with storage.open_input(f) as fh:
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     codec = load_codec(args.codec, n_codebooks=args.n_codebooks)  # validates the spec before any work
 
     if tts:
-        rows, bad = _tts_inputs(args)
+        rows, bad = _tts_inputs(args, split)
         listing = [_Entry(r["utt_id"], r["audio_path"]) for r in rows]
     else:
         rows, bad = read_dialogues(args.input)

@@ -16,6 +16,20 @@ import torch
 import torch.distributed as dist
 
 
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a small CPU tensor over all ranks; a CPU tensor back (as is outside torch.distributed).
+
+    NCCL reduces only CUDA tensors and gloo only CPU ones, so the tensor travels on the
+    collective's own device.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    on_gpu = dist.get_backend() == "nccl"
+    t = t.to(torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu")
+    dist.all_reduce(t)
+    return t.cpu()
+
 class StepMeter:
     """Accumulates the model's scalar outputs over the micro-batches of a logging window.
 
@@ -45,12 +59,7 @@ class StepMeter:
         """Means of the losses and global throughput over the window (collective on all ranks)."""
         keys = sorted(self.sums)
         local = torch.tensor([self.sums[k] for k in keys] + [self.micro_batches, self.samples, self.tokens], dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized():
-            # NCCL reduces only CUDA tensors; gloo only CPU ones.
-            on_gpu = dist.get_backend() == "nccl"
-            local = local.to(torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu")
-            dist.all_reduce(local)
-            local = local.cpu()
+        local = all_reduce_sum(local)
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
         n_micro = max(local[-3].item(), 1.0)
         out = {k: local[i].item() / n_micro for i, k in enumerate(keys)}

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from tokenization import storage
 from training import checkpointing as ckpt
 from training.data.readers import BatchStream, Prefetcher, fixed_batches, make_source
-from training.metrics import MetricsWriter, StepMeter
+from training.metrics import MetricsWriter, StepMeter, all_reduce_sum
 from training.stage_config import StageConfig, resolve_tokenizer
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,7 @@ class StageRecipe:
         np.random.seed(cfg.seed * 1000 + self.rank)
         torch.manual_seed(cfg.seed * 1000 + self.rank)
 
-        source = make_source(cfg.stage, cfg.data.path, max_frames=cfg.data.max_frames, max_audio_s=cfg.data.max_audio_s)
-        self.stream = BatchStream(source, self.rank, self.world_size, cfg.data.micro_batch_size, cfg.data.buffer_size, cfg.data.seed)
+        self.stream = BatchStream(self._source("train"), self.rank, self.world_size, cfg.data.micro_batch_size, cfg.data.buffer_size, cfg.data.seed)
         self.valid_batches = self._valid_batches()
         if checkpoint_dir:
             self.load_checkpoint(checkpoint_dir)
@@ -172,12 +171,17 @@ class StageRecipe:
             log.info("stage %d: %d trainable params, ZeRO-%d, %d ranks, from step %d",
                      cfg.stage, sum(getattr(p, "ds_numel", p.numel()) for p in params), self.zero_stage, self.world_size, self.step)
 
+    def _source(self, split: str):
+        """The stage's reader over one split of `data.path`."""
+        d = self.cfg.data
+        return make_source(self.cfg.stage, d.path, max_frames=d.max_frames, max_audio_s=d.max_audio_s, split=split)
+
     def _valid_batches(self) -> list[list[dict]]:
         """The fixed validation micro-batches (`valid` rows of the data); [] when none or eval is off."""
         cfg = self.cfg
         if not cfg.eval_every or not cfg.eval_batches:
             return []
-        source = make_source(cfg.stage, cfg.data.path, max_frames=cfg.data.max_frames, max_audio_s=cfg.data.max_audio_s, split="valid")
+        source = self._source("valid")
         return fixed_batches(source, cfg.data.micro_batch_size, cfg.eval_batches) if source.units else []
 
     def tensorboard_dir(self) -> str:
@@ -254,9 +258,7 @@ class StageRecipe:
                 weight = 1.0 if i < n else 0.0
                 sums += torch.tensor([loss * weight, weight], dtype=torch.float64)
         self.engine.train()
-        if dist.is_available() and dist.is_initialized():
-            sums = sums.to(self.device)  # NCCL reduces device tensors only
-            dist.all_reduce(sums)
+        sums = all_reduce_sum(sums)
         return float(sums[0] / sums[1].clamp(min=1.0))
 
     # ---- checkpoint ------------------------------------------------------------------------
