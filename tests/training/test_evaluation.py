@@ -122,6 +122,12 @@ def test_read_examples_selects_split_and_explains_a_missing_column(tts_sample, t
     with pytest.raises(ValueError, match="split must be one of"):
         read_examples(str(tmp_path / "split"), "dev")
 
+    # a row group of test rows only is read too: the training reader's row-group pruning by split must not hide it
+    only_test_first = table.set_column(table.schema.get_field_index("split"), "split", pa.array(["test", "test", "train", "valid"]))
+    (tmp_path / "grouped").mkdir()
+    pq.write_table(only_test_first, tmp_path / "grouped" / "part-00000.parquet", row_group_size=2)
+    assert [e.dialogue_id for e in read_examples(str(tmp_path / "grouped"), "test")] == ["dlg_000", "dlg_001"]
+
 
 def test_token_shards_evaluate_as_tts(make_model, tts_sample, tiny_codec, asr, tmp_path):
     from tests.training.conftest_train import write_token_shards

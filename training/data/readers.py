@@ -84,9 +84,9 @@ def list_units(uri: str, split: str | None = None) -> list[Unit]:
             md, has_split = pf.metadata, "split" in pf.schema_arrow.names
         if not has_split and split:
             log.warning("%s: no `split` column (written before splits existed): every row counts as train", path)
-        for i in range(md.num_row_groups):
-            if split and not has_split and split != TRAIN:
+            if split != TRAIN:
                 continue
+        for i in range(md.num_row_groups):
             bounds = _split_range(md, i) if has_split and split else None
             if bounds is not None and not bounds[0] <= split <= bounds[1]:
                 continue
@@ -131,13 +131,13 @@ class Source:
 
     columns: list[str] | None = None
 
-    def __init__(self, uri: str, split: str = TRAIN):
-        self.uri, self.split = uri, split
+    def __init__(self, uri: str, split: str | None = TRAIN):
+        self.uri, self.split = uri, split  # split None: every row
         self.units = list_units(uri, split)
 
     def read(self, unit: Unit, rows: list[int] | None) -> list[dict]:
         """The rows of one unit (or the given ones) that belong to this source's split."""
-        if not unit.has_split:
+        if not unit.has_split or self.split is None:
             return read_unit(unit, self.columns, rows).to_pylist()
         columns = None if self.columns is None else [*self.columns, "split"]
         table = read_unit(unit, columns, rows)
@@ -156,7 +156,7 @@ class TokenShardSource(Source):
 
     columns = ["utt_id", "text", "codes", "n_frames"]
 
-    def __init__(self, uri: str, max_frames: int = 0, split: str = TRAIN):
+    def __init__(self, uri: str, max_frames: int = 0, split: str | None = TRAIN):
         super().__init__(uri, split)
         self.max_frames = max_frames
 
@@ -181,7 +181,7 @@ class DialogueSource(Source):
 
     columns = ["dialogue_id", "turns"]
 
-    def __init__(self, uri: str, with_codes: bool, max_audio_s: float = 0.0, max_frames: int = 0, split: str = TRAIN):
+    def __init__(self, uri: str, with_codes: bool, max_audio_s: float = 0.0, max_frames: int = 0, split: str | None = TRAIN):
         super().__init__(uri, split)
         self.with_codes = with_codes
         self.max_audio_s = max_audio_s

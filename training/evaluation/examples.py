@@ -55,10 +55,11 @@ def open_source(uri: str) -> tuple[Source, str]:
     if not files:
         raise FileNotFoundError(f"no .parquet files under {uri}")
     names = _schema_names(files[0])
+    # split=None: every row group (read_examples picks rows itself and names the splits it saw)
     if "turns" in names:
-        return DialogueSource(uri, with_codes=True), "dialogue"
+        return DialogueSource(uri, with_codes=True, split=None), "dialogue"
     if "codes" in names:
-        return TokenShardSource(uri), "tts"
+        return TokenShardSource(uri, split=None), "tts"
     raise ValueError(f"{files[0]}: neither dialogue shards (`turns`) nor token shards (`codes`); columns {names}")
 
 
@@ -78,16 +79,13 @@ def read_examples(uri: str, split: str = "test", max_dialogues: int = 0) -> list
     source, kind = open_source(uri)
     id_col = "dialogue_id" if kind == "dialogue" else "utt_id"
     out: list[EvalExample] = []
-    n_rows, seen_splits, names_of = 0, set(), {}
-    for unit in source.units:
-        if unit.path not in names_of:  # footers only, once per file
-            names_of[unit.path] = _schema_names(unit.path)
-        names = names_of[unit.path]
-        if split != ALL and "split" not in names:
+    n_rows, seen_splits = 0, set()
+    for unit in source.units:  # every row group: the splits seen are named when none matches
+        if split != ALL and not unit.has_split:
             raise ValueError(
                 f"{unit.path}: no `split` column, so --split {split} cannot pick rows. "
                 f"Rewrite the shards with a split column, or pass --split all to evaluate every row.")
-        extra = [c for c in ("language", "split") if c in names]
+        extra = ["language", "split"] if unit.has_split else ["language"]  # both shard schemas hold `language`
         for row in read_unit(unit, source.columns + extra, None).to_pylist():
             seen_splits.add(row.get("split"))
             if split != ALL and row["split"] != split:
