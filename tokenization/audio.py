@@ -84,3 +84,19 @@ def load_audio(path: str, target_rate: int, max_seconds: float | None = None) ->
     """`read_validated`, then resample to mono float32 at `target_rate`."""
     samples, rate = read_validated(path, max_seconds)
     return resample(samples, rate, target_rate)
+
+
+def read_ref(ref, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Read, decode and validate the audio an `tokenization.units.AudioRef` points at.
+
+    Raises:
+        BadAudio: as `read_validated`, naming the file (or `<embedded audio>`).
+    """
+    if ref.array is not None:
+        samples, rate = np.asarray(ref.array, np.float32).reshape(-1), int(ref.sample_rate)
+    elif ref.data is not None:
+        samples, rate = decode_audio(ref.data, ref.name)
+    else:
+        return read_validated(ref.path, max_seconds)  # TODO(formats): spans (start_s/duration_s) without a whole-file decode
+    validate(samples, rate, ref.name, max_seconds)
+    return samples, rate

@@ -1,0 +1,189 @@
+"""Units of work and the utterance records that input readers yield: the contract between a
+corpus layout and the sharded-job engine.
+
+The driver lists *units* -- a tar, a Parquet row group, a byte range of a big manifest, a
+range of a cuts file -- never utterances. Inside a Ray task a reader turns one unit into
+`Utterance` records (or `QuarantineRow`s naming the file/line and the reason). Output shards
+derive from units, so resume and byte-identical reruns hold for every layout.
+
+    units = list_units("s3://bucket/Emilia/EN/*.tar", "webdataset", ReaderOptions())   # driver
+    for rec in read_unit(units[0], ReaderOptions()):                                    # task
+        ...  # Utterance | QuarantineRow
+
+This module holds the dataclasses and the registry; each layout registers a reader
+(`register_reader`). The legacy manifest layouts (jsonl/csv/parquet/ljspeech/libritts) are
+served by a whole-file adapter over `tokenization.manifest` until they get range readers.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from tokenization.schema import QuarantineRow
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of input the driver can list without reading it.
+
+    `index` is the unit's position in the (sorted, deterministic) listing: shard names derive
+    from it. `size` and `version` (etag or mtime_ns) go into the run id's listing hash.
+    """
+
+    uri: str  # local absolute path or s3:// URI of the file
+    fmt: str  # reader name (see `register_reader`)
+    index: int = 0
+    part: int = 0  # row group (Parquet) or range number (manifests); 0 for whole files
+    start: int = 0  # first byte (manifest ranges) or first row group
+    stop: int = -1  # end (exclusive); -1: to the end of the file
+    size: int = 0
+    version: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Unit":
+        return cls(**d)
+
+    @property
+    def where(self) -> str:
+        """A name for messages: the file, and the range when the unit is part of one."""
+        return self.uri if self.start == 0 and self.stop == -1 else f"{self.uri}[{self.start}:{self.stop}]"
+
+
+@dataclass
+class AudioRef:
+    """Where an utterance's audio is: a file (optionally a span of it), encoded bytes, or samples.
+
+    Exactly one of `path`, `data`, `array` is set. A span (`start_s`, `duration_s`) applies to
+    `path` and `data`: only that span is decoded (cuts into long recordings, segment manifests).
+    """
+
+    path: str = ""  # absolute path or s3:// URI
+    data: bytes | None = None  # encoded audio (tar member, HF `audio.bytes`)
+    array: np.ndarray | None = None  # decoded mono samples (HF `{array, sampling_rate}`)
+    sample_rate: int = 0  # of `array`
+    start_s: float = 0.0
+    duration_s: float | None = None  # None: to the end
+
+    @property
+    def name(self) -> str:
+        return self.path or "<embedded audio>"
+
+    def to_dict(self) -> dict:
+        """JSON-safe (bytes as base64, samples as float32 base64)."""
+        d = {"path": self.path, "sample_rate": self.sample_rate, "start_s": self.start_s, "duration_s": self.duration_s}
+        if self.data is not None:
+            d["data"] = base64.b64encode(self.data).decode()
+        if self.array is not None:
+            d["array"] = base64.b64encode(np.asarray(self.array, np.float32).tobytes()).decode()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AudioRef":
+        data = base64.b64decode(d["data"]) if d.get("data") is not None else None
+        array = np.frombuffer(base64.b64decode(d["array"]), np.float32) if d.get("array") is not None else None
+        return cls(d.get("path", ""), data, array, d.get("sample_rate", 0), d.get("start_s", 0.0), d.get("duration_s"))
+
+
+@dataclass
+class Utterance:
+    """One utterance a reader found: what the token row needs besides the codes."""
+
+    utt_id: str
+    text: str
+    audio: AudioRef
+    speaker: str = ""
+    source: str = ""
+    language: str = "en"
+    meta: dict | None = None  # the sample's other metadata keys (e.g. Emilia's `dnsmos`) -> `meta` column
+    where: str = ""  # file:line, tar member or file#row, for messages
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["audio"] = self.audio.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Utterance":
+        return cls(**{**d, "audio": AudioRef.from_dict(d["audio"])})
+
+
+@dataclass
+class ReaderOptions:
+    """Reader settings from the CLI; one object so every reader takes the same arguments."""
+
+    source: str = ""  # dataset name for rows that do not carry one
+    audio_root: str = ""  # relative audio paths resolve here (default: the manifest's folder)
+    audio_column: str = "audio"
+    text_column: str = ""  # "" = auto-detect
+    speaker_column: str = ""
+    id_column: str = ""
+    unit_bytes: int = 64 << 20  # manifests are cut into byte ranges of about this size
+    allow_outside_paths: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Record = Utterance | QuarantineRow
+Lister = Callable[[str, ReaderOptions], list[Unit]]
+Reader = Callable[[Unit, ReaderOptions], Iterator[Record]]
+_READERS: dict[str, tuple[Lister, Reader]] = {}
+
+
+def register_reader(fmt: str, lister: Lister, reader: Reader) -> None:
+    _READERS[fmt] = (lister, reader)
+
+
+def formats() -> tuple[str, ...]:
+    return ("auto", *sorted(_READERS))
+
+
+def list_units(uri: str, fmt: str, opts: ReaderOptions) -> list[Unit]:
+    """Driver side: the units of an input, indexed in listing order. Reads listings and footers only."""
+    if fmt not in _READERS:
+        raise ValueError(f"--format {fmt}: expected one of {', '.join(formats())}")
+    units = _READERS[fmt][0](uri, opts)
+    return [Unit(**{**u.to_dict(), "index": i}) for i, u in enumerate(units)]
+
+
+def read_unit(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
+    """Task side: every utterance (or quarantine row) of one unit, in a deterministic order."""
+    return _READERS[unit.fmt][1](unit, opts)
+
+
+# --- legacy layouts: one whole-file unit, parsed by tokenization.manifest inside the task ---------
+
+
+def _legacy_lister(fmt: str) -> Lister:
+    def lister(uri: str, opts: ReaderOptions) -> list[Unit]:
+        from tokenization import storage
+
+        fs, path = storage.filesystem(uri)
+        info = fs.get_file_info(path)
+        return [Unit(uri=uri, fmt=fmt, size=info.size or 0, version=str(info.mtime_ns or ""))]
+
+    return lister
+
+
+def _legacy_reader(fmt: str) -> Reader:
+    def reader(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
+        from tokenization.manifest import read_inputs
+
+        entries, bad, _ = read_inputs(unit.uri, fmt, opts.source)
+        yield from bad
+        for e in entries:
+            yield Utterance(e.utt_id, e.text, AudioRef(path=e.audio_path), e.speaker, e.source, e.language, where=e.audio_path)
+
+    return reader
+
+
+for _fmt in ("jsonl", "csv", "parquet", "ljspeech", "libritts"):
+    register_reader(_fmt, _legacy_lister(_fmt), _legacy_reader(_fmt))
