@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from tokenization.audio import read_bytes
 from tokenization.schema import QuarantineRow
+from tokenization.units import ReaderOptions, Unit
 
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "bot": "assistant"}
 TGT_KEYS = ("tgt_speech", "answer_speech", "speech_response", "tgt_audio")
@@ -188,3 +189,22 @@ def read_dialogues(manifest: str, source: str | None = None) -> tuple[list[Dialo
         seen.add(spec.dialogue_id)
         specs.append(spec)
     return specs, bad
+
+
+# --- units (tokenization/units.py): the driver lists manifest files; tasks parse them ---------------
+
+
+def list_dialogue_units(uri: str, opts: ReaderOptions) -> list[Unit]:
+    """Driver side: one whole-file unit per dialogue manifest (range readers may cut big ones)."""
+    from tokenization import storage
+
+    fs, path = storage.filesystem(uri)
+    info = fs.get_file_info(path)
+    return [Unit(uri=uri, fmt="dialogue", size=info.size or 0, version=str(info.mtime_ns or ""))]
+
+
+def read_dialogue_unit(unit: Unit, opts: ReaderOptions):
+    """Task side: `DialogueSpec`s and `QuarantineRow`s of one unit, in manifest order."""
+    specs, bad = read_dialogues(unit.uri, opts.source or None)
+    yield from bad
+    yield from specs
