@@ -15,7 +15,7 @@ Detection for `--format auto` lives here so the registry stays free of layout kn
 from __future__ import annotations
 
 from tokenization import storage
-from tokenization.readers import hf, manifests, webdataset  # noqa: F401  (register on import)
+from tokenization.readers import hf, lhotse, manifests, webdataset  # noqa: F401  (register on import)
 from tokenization.errors import UserError
 
 SUFFIX_FORMATS = ((".tar", "webdataset"), (".tar.gz", "webdataset"), (".tgz", "webdataset"),
