@@ -127,7 +127,7 @@ def utterance_table(rows: list[dict], n_codebooks: int = 8) -> pa.Table:
     schema = pa.schema(list(token_schema(n_codebooks)) + ROUTING)
     columns = {}
     for f in schema:
-        values = [r[f.name] for r in rows]
+        values = [r.get(f.name) for r in rows]  # `meta` (schema 3) is absent from legacy entries: null
         if f.name == "codes":
             missing = np.array([c is None for c in values])
             filled = [np.zeros((0, n_codebooks), np.uint16) if c is None else c for c in values]
