@@ -25,7 +25,7 @@ from filtering.dialogue_manifest import DialogueSpec
 from filtering.dialogue_schema import DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac
 from filtering.rules import Rules, decide
 from filtering.wer import score
-from tokenization.audio import BadAudio, read_validated, resample
+from tokenization.audio import BadAudio, read_ref, read_validated, resample
 from tokenization.codec import SpeechCodec, load_codec
 from tokenization.schema import sha1_hex
 from tokenization.splits import SplitConfig, assign_split
@@ -42,13 +42,14 @@ def unpack(payload: bytes) -> list[dict]:
 
 
 def load_dialogue(spec: DialogueSpec, run_id: str, max_seconds: float | None, split: SplitConfig = SplitConfig()) -> DialogueRow:
-    """Read and validate every turn's audio; FLAC-encode it at its own rate. Raises BadAudio.
+    """Read and validate every turn's audio (a file, a span of one, or embedded bytes/samples); FLAC-encode
+    it at its own rate. Raises BadAudio.
 
     The row's `split` comes from the dialogue's speaker hash (its id when it has no speaker).
     """
     turns, digests = [], []
     for t in spec.turns:
-        samples, rate = read_validated(t.audio_path, max_seconds)
+        samples, rate = read_ref(t.audio, max_seconds)
         digests.append(sha1_hex(samples.astype(np.float32).tobytes()))
         turns.append(DialogueTurn(t.role, t.text, pcm_to_flac(samples, rate), rate, len(samples) / rate))
     return DialogueRow(spec.dialogue_id, spec.source, spec.language, spec.speaker, turns,

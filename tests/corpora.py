@@ -241,3 +241,70 @@ def make_span_manifest(out: Path, cache: Path | None = None) -> Corpus:
     c.bad["seg_up"] = "escapes"
     c.input.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return c
+
+
+# --- dialogues (filter input) -----------------------------------------------------------------------
+
+
+def _audio_struct(samples: np.ndarray, rate: int, name: str) -> dict:
+    return {"bytes": encode(samples, rate, "FLAC"), "path": name}
+
+
+def make_hf_dialogues(out: Path, cache: Path | None = None) -> Corpus:
+    """Dialogue Parquet with embedded audio, under `out/`:
+
+    - `voiceassistant.parquet`: VoiceAssistant-400K columns (`split_name`, `index`, `round`, `question`,
+      `question_audio`, `answer`, `answer_snac`): no answer audio, so every row is quarantined (codec units only);
+    - `qa.parquet`: `question_audio` + `answer_audio`, no id column (ids `split_name-index-round`);
+    - `turns.parquet`: native `turns` whose `audio` is an HF struct, in two row groups.
+    `good` maps dialogue ids to the assistant text.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    clips = speech(4, cache or out / "_speech")
+    c = Corpus(out)
+    va = [{"split_name": "train", "index": i, "round": 0, "question": clips[i][0],
+           "question_audio": _audio_struct(clips[i][1], clips[i][2], f"q{i}.flac"), "answer": clips[i + 1][0],
+           "answer_snac": "<snac>1 2 3</snac>"} for i in range(2)]
+    pq.write_table(pa.Table.from_pylist(va), out / "voiceassistant.parquet")
+    for i in range(2):
+        c.bad[f"train-{i}-0"] = "only as codec units"
+    qa = [{"split_name": "test", "index": 7, "round": r, "question": clips[r][0],
+           "question_audio": _audio_struct(clips[r][1], clips[r][2], "q.flac"), "answer": clips[r + 2][0],
+           "answer_audio": _audio_struct(clips[r + 2][1], clips[r + 2][2], "a.flac")} for r in range(2)]
+    pq.write_table(pa.Table.from_pylist(qa), out / "qa.parquet")
+    c.good.update({f"test-7-{r}": clips[r + 2][0] for r in range(2)})
+    turns = []
+    for i in range(3):
+        turns.append({"id": f"t{i}", "speaker": "asst", "turns": [
+            {"role": "user", "text": clips[i][0], "audio": _audio_struct(clips[i][1], clips[i][2], "u.flac")},
+            {"role": "assistant", "text": clips[i + 1][0], "audio": _audio_struct(clips[i + 1][1], clips[i + 1][2], "a.flac")}]})
+        c.good[f"t{i}"] = clips[i + 1][0]
+    turns[2]["turns"][0]["audio"] = None  # a null struct: no audio
+    c.good.pop("t2")
+    c.bad["t2"] = "missing audio path"
+    pq.write_table(pa.Table.from_pylist(turns), out / "turns.parquet", row_group_size=2)
+    return c
+
+
+def make_instruct_s2s(out: Path, cache: Path | None = None) -> Corpus:
+    """InstructS2S JSON list (`conversation` of `{from, text, speech, unit}`) with WAVs beside it: two good
+    dialogues, one whose assistant speech is only `unit`s, one whose path climbs out of the folder."""
+    (out / "wavs").mkdir(parents=True, exist_ok=True)
+    clips = speech(3, cache or out / "_speech")
+    for i, (_, samples, rate) in enumerate(clips):
+        sf.write(out / "wavs" / f"c{i}.wav", samples, rate)
+    sf.write(out.parent / "outside.wav", clips[0][1], clips[0][2])
+    c = Corpus(out / "instruct_s2s.json")
+
+    def conv(user: int, asst: int, asst_speech: str | None, asst_path: str | None = None) -> list[dict]:
+        return [{"from": "human", "text": f"<speech>\n{clips[user][0]}", "speech": asst_path or f"wavs/c{user}.wav", "unit": None},
+                {"from": "gpt", "text": clips[asst][0], "speech": asst_speech, "unit": "12 40 40 7"}]
+
+    records = [{"id": "s2s_0", "conversation": conv(0, 1, "wavs/c1.wav")},
+               {"id": "s2s_1", "conversation": conv(1, 2, "wavs/c2.wav") + conv(2, 0, "wavs/c0.wav")},
+               {"id": "s2s_units", "conversation": conv(0, 2, None)},
+               {"id": "s2s_up", "conversation": conv(0, 1, "wavs/c1.wav", asst_path="../outside.wav")}]
+    c.good = {"s2s_0": clips[1][0], "s2s_1": clips[0][0]}
+    c.bad = {"s2s_units": "only as codec units", "s2s_up": "escapes"}
+    c.input.write_text(json.dumps(records, indent=1))
+    return c

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from tokenization import storage
 from tokenization.errors import UserError
 from tokenization.manifest import stable_utt_id
-from tokenization.paths import OutsidePath, folder_of, list_input_files, resolve_audio_path
+from tokenization.paths import InputFile, OutsidePath, folder_of, list_input_files, resolve_audio_path
 from tokenization.readers.base import bad, line_of, meta_of, source_name
 from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance, register_reader
 
@@ -39,21 +39,23 @@ def pick_column(names: list[str], option: str, candidates: tuple[str, ...], what
 
 def list_row_groups(uri: str, opts: ReaderOptions, fmt: str = "hf") -> list[Unit]:
     """Driver side: one unit per row group of every Parquet file (footers only)."""
-    units = []
-    for f in list_input_files(uri, (".parquet",)):
-        with storage.open_input(f.uri) as fh:
-            try:
-                pf = pq.ParquetFile(fh)
-            except Exception as exc:  # ArrowInvalid: not Parquet; name the file instead of a bare Arrow error
-                raise UserError(f"--input {f.uri}: not a Parquet file ({exc})") from None
-            md, names = pf.metadata, pf.schema_arrow.names
-        if fmt == "hf":  # a wrong column name fails here, on the driver, not in every task
-            pick_column(names, opts.audio_column or "audio", (), "audio", f.uri)
-            for option, what in ((opts.text_column, "text"), (opts.speaker_column, "speaker"), (opts.id_column, "id")):
-                pick_column(names, option, (), what, f.uri)
-        units += [Unit(uri=f.uri, fmt=fmt, part=rg, start=rg, stop=rg + 1, size=f.size, version=f.version)
-                  for rg in range(md.num_row_groups)]
-    return units
+    return [u for f in list_input_files(uri, (".parquet",)) for u in row_groups_of(f, opts, fmt)]
+
+
+def row_groups_of(f: InputFile, opts: ReaderOptions, fmt: str = "hf") -> list[Unit]:
+    """The row-group units of one listed Parquet file; for `hf`, the column options are checked here."""
+    with storage.open_input(f.uri) as fh:
+        try:
+            pf = pq.ParquetFile(fh)
+        except Exception as exc:  # ArrowInvalid: not Parquet; name the file instead of a bare Arrow error
+            raise UserError(f"--input {f.uri}: not a Parquet file ({exc})") from None
+        md, names = pf.metadata, pf.schema_arrow.names
+    if fmt == "hf":  # a wrong column name fails here, on the driver, not in every task
+        pick_column(names, opts.audio_column or "audio", (), "audio", f.uri)
+        for option, what in ((opts.text_column, "text"), (opts.speaker_column, "speaker"), (opts.id_column, "id")):
+            pick_column(names, option, (), what, f.uri)
+    return [Unit(uri=f.uri, fmt=fmt, part=rg, start=rg, stop=rg + 1, size=f.size, version=f.version)
+            for rg in range(md.num_row_groups)]
 
 
 def read_row_group(unit: Unit) -> tuple[list[dict], int]:

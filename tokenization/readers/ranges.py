@@ -16,23 +16,24 @@ import gzip
 from typing import Iterator
 
 from tokenization import storage
-from tokenization.paths import list_input_files
+from tokenization.paths import InputFile, list_input_files
 from tokenization.units import ReaderOptions, Unit
 
 CHUNK = 1 << 20
 
 
+def ranges_of(f: InputFile, fmt: str, opts: ReaderOptions) -> list[Unit]:
+    """The byte-range units of one listed file (one whole-file unit when gzipped or small)."""
+    step = max(int(opts.unit_bytes), 1)
+    if f.uri.lower().endswith(".gz") or f.size <= step:
+        return [Unit(uri=f.uri, fmt=fmt, size=f.size, version=f.version)]
+    return [Unit(uri=f.uri, fmt=fmt, part=k, start=a, stop=min(a + step, f.size), size=f.size, version=f.version)
+            for k, a in enumerate(range(0, f.size, step))]
+
+
 def list_ranges(uri: str, fmt: str, opts: ReaderOptions, suffixes: tuple[str, ...]) -> list[Unit]:
     """Driver side: newline-agnostic byte ranges of every matching file (sizes from the listing only)."""
-    step = max(int(opts.unit_bytes), 1)
-    units = []
-    for f in list_input_files(uri, suffixes):
-        if f.uri.lower().endswith(".gz") or f.size <= step:
-            units.append(Unit(uri=f.uri, fmt=fmt, size=f.size, version=f.version))
-            continue
-        units += [Unit(uri=f.uri, fmt=fmt, part=k, start=a, stop=min(a + step, f.size), size=f.size, version=f.version)
-                  for k, a in enumerate(range(0, f.size, step))]
-    return units
+    return [u for f in list_input_files(uri, suffixes) for u in ranges_of(f, fmt, opts)]
 
 
 def _range_bytes(f, start: int, stop: int) -> tuple[int, bytes]:
