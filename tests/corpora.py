@@ -308,3 +308,11 @@ def make_instruct_s2s(out: Path, cache: Path | None = None) -> Corpus:
     c.bad = {"s2s_units": "only as codec units", "s2s_up": "escapes"}
     c.input.write_text(json.dumps(records, indent=1))
     return c
+
+
+def upload_tree(client, bucket: str, folder: Path, prefix: str) -> str:
+    """Upload every file under `folder` (boto3 client) to `s3://bucket/prefix/...`; returns that URI."""
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            client.upload_file(str(f), bucket, f"{prefix}/{f.relative_to(folder).as_posix()}")
+    return f"s3://{bucket}/{prefix}"
