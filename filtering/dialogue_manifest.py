@@ -147,17 +147,23 @@ def _native(rec: dict, at: _Where) -> list[TurnSpec]:
     return out
 
 
-def _llama_omni(rec: dict, at: _Where) -> list[TurnSpec]:
-    convs = rec.get("conversations")
+def _conversation(rec: dict, key: str) -> Iterator[tuple[int, str, dict]]:
+    """(index, role, entry) of a `from`-keyed conversation list (LLaMA-Omni, InstructS2S)."""
+    convs = rec.get(key)
     if not isinstance(convs, list) or not convs:
-        raise BadRecord("no conversations")
-    user_audio = _as_list(rec.get("speech"))
-    tgt_audio = next((_as_list(rec[k]) for k in TGT_KEYS if k in rec), [])
-    out, n_user, n_asst = [], 0, 0
+        raise BadRecord(f"no {key}")
     for i, c in enumerate(convs):
         role = ROLES.get(str(c.get("from", "")).lower()) if isinstance(c, dict) else None
         if role is None:
             raise BadRecord(f"conversation {i}: unknown speaker {c.get('from') if isinstance(c, dict) else c!r}")
+        yield i, role, c
+
+
+def _llama_omni(rec: dict, at: _Where) -> list[TurnSpec]:
+    user_audio = _as_list(rec.get("speech"))
+    tgt_audio = next((_as_list(rec[k]) for k in TGT_KEYS if k in rec), [])
+    out, n_user, n_asst = [], 0, 0
+    for i, role, c in _conversation(rec, "conversations"):
         text = c.get("value")
         if not isinstance(text, str):
             raise BadRecord(f"conversation {i}: missing value")
@@ -180,14 +186,8 @@ def _llama_omni(rec: dict, at: _Where) -> list[TurnSpec]:
 
 def _instruct_s2s(rec: dict, at: _Where) -> list[TurnSpec]:
     """InstructS2S: `conversation` of `{from, text, speech, unit}`."""
-    convs = rec.get("conversation")
-    if not isinstance(convs, list) or not convs:
-        raise BadRecord("no conversation")
     out = []
-    for i, c in enumerate(convs):
-        role = ROLES.get(str(c.get("from", "")).lower()) if isinstance(c, dict) else None
-        if role is None:
-            raise BadRecord(f"conversation {i}: unknown speaker {c.get('from') if isinstance(c, dict) else c!r}")
+    for i, role, c in _conversation(rec, "conversation"):
         text = c.get("text", c.get("value"))
         if not isinstance(text, str):
             raise BadRecord(f"conversation {i}: missing text")

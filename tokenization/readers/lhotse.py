@@ -11,14 +11,14 @@ one unit each.
 
 from __future__ import annotations
 
-import json
 from typing import Iterator
 
 from tokenization.manifest import BadRecord, span_of
 from tokenization.paths import OutsidePath, folder_of, resolve_audio_path
 from tokenization.readers.base import bad, meta_of, source_name
-from tokenization.readers.manifests import decoded_lines
+from tokenization.readers.manifests import json_lines
 from tokenization.readers.ranges import list_ranges
+from tokenization.schema import QuarantineRow
 from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance, register_reader
 
 CUTS_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -67,14 +67,9 @@ def cut_to_utterance(cut: dict, where: str, folder: str, source: str, opts: Read
 
 def read_cuts(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
     folder, source, seen = folder_of(unit.uri), source_name(unit.uri, opts), set()
-    for where, line, why in decoded_lines(unit):
-        if line is None:
-            yield bad(unit.uri, where, why)
-            continue
-        try:
-            cut = json.loads(line)
-        except ValueError as exc:
-            yield bad(unit.uri, where, f"malformed JSON line ({exc})", line=line)
+    for where, line, cut in json_lines(unit):
+        if isinstance(cut, QuarantineRow):
+            yield cut
             continue
         try:
             u = cut_to_utterance(cut, where, folder, source, opts)

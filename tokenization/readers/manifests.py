@@ -20,6 +20,7 @@ from tokenization.paths import folder_of, list_input_files
 from tokenization.readers.base import bad, line_of
 from tokenization.readers.hf import list_row_groups, read_row_group
 from tokenization.readers.ranges import first_line, list_ranges, unit_lines
+from tokenization.schema import QuarantineRow
 from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance, register_reader
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz")
@@ -61,18 +62,22 @@ def decoded_lines(unit: Unit) -> Iterator[tuple[str, str | None, str]]:
             yield where, None, f"line is not UTF-8 ({exc.reason} at byte {exc.start})"
 
 
-def read_jsonl(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
-    records = _Records(unit, opts)
+def json_lines(unit: Unit) -> Iterator[tuple[str, str, object]]:
+    """(locator, line, parsed JSON or a QuarantineRow for a non-UTF-8 / malformed line) per line of a unit."""
     for where, line, why in decoded_lines(unit):
         if line is None:
-            yield bad(unit.uri, where, why)
+            yield where, "", bad(unit.uri, where, why)
             continue
         try:
-            record = json.loads(line)
+            yield where, line, json.loads(line)
         except ValueError as exc:
-            yield bad(unit.uri, where, f"malformed JSON line ({exc})", line=line)
-            continue
-        yield records(record, where, line)
+            yield where, line, bad(unit.uri, where, f"malformed JSON line ({exc})", line=line)
+
+
+def read_jsonl(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
+    records = _Records(unit, opts)
+    for where, line, record in json_lines(unit):
+        yield record if isinstance(record, QuarantineRow) else records(record, where, line)
 
 
 def read_csv(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
