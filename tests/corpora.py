@@ -55,7 +55,10 @@ def speech(n: int, cache: Path) -> list[tuple[str, np.ndarray, int]]:
 
 
 def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
-    """Samples -> encoded bytes (libsndfile >= 1.1 writes MP3)."""
+    """Samples -> encoded bytes. MP3 needs libsndfile >= 1.1, which soundfile >= 0.12 wheels bundle (1.2 here);
+    readers decode MP3 through the same library, so a build without it could not read Emilia either."""
+    if fmt not in sf.available_formats():
+        raise RuntimeError(f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}; install soundfile>=0.12")
     buf = io.BytesIO()
     sf.write(buf, samples, rate, format=fmt)
     return buf.getvalue()

@@ -91,3 +91,14 @@ def test_ljspeech_and_libritts_layouts_through_units(tmp_path):
     assert sorted(lt_out.kept) == ["100_7_000004", "101_7_000001", "102_7_000002", "103_7_000003"]
     assert lt_out.kept["101_7_000001"].speaker == "101"
     assert len(lt_out.quarantined) == 1 and "no transcript 100_7_000000.normalized.txt" in lt_out.quarantined[0].reason
+
+
+def test_auto_format_detection(webdataset_corpus, hf_corpus, cuts_corpus, span_corpus, tmp_path):
+    from tokenization.readers import detect_format
+
+    assert detect_format(str(webdataset_corpus.input)) == "webdataset"  # a folder of tars
+    assert detect_format(f"{webdataset_corpus.input}/*.tar") == "webdataset"
+    assert detect_format(str(hf_corpus.input)) == "hf" and detect_format(f"{hf_corpus.input}/train-*.parquet") == "hf"
+    pq.write_table(pa.Table.from_pylist([{"audio_path": "a.wav", "text": "t"}]), tmp_path / "m.parquet")
+    assert detect_format(str(tmp_path / "m.parquet")) == "parquet"
+    assert detect_format(str(span_corpus.input)) == "jsonl" and detect_format(str(cuts_corpus.input) + ".gz") == "lhotse"

@@ -143,17 +143,17 @@ def read_tar(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
             yield bad(unit.uri, unit.uri, f"not a readable tar ({exc})")
             return
         at = {"offset": 0, "key": ""}  # the member being read: where a break is reported
+        gz = " (of the uncompressed stream)" if unit.uri.lower().endswith(("gz", "tgz")) else ""
         try:
             for key, members in _samples(tf, at):
                 yield sample.record(key, members)
-            clean = _end_is_clean(tf)
-            broke = None if clean else f"ends without the end-of-archive marker after byte {tf.offset} (truncated or corrupt header)"
+            broke = None if _end_is_clean(tf) else (
+                f"ends without the end-of-archive marker after byte {tf.offset}{gz} (truncated or corrupt header)")
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-            broke = (f"truncated or corrupt at byte {at['offset']} (member {at['key']!r}: {exc or type(exc).__name__}); "
+            broke = (f"truncated or corrupt at byte {at['offset']}{gz} (member {at['key']!r}: {exc or type(exc).__name__}); "
                      "the samples before it were kept")
         if broke:
-            gz = " of the uncompressed stream" if unit.uri.lower().endswith(("gz", "tgz")) else ""
-            yield bad(unit.uri, unit.uri, broke.replace("byte ", f"byte{gz} ", 1) if gz else broke)
+            yield bad(unit.uri, unit.uri, broke)
 
 
 register_reader("webdataset", list_tars, read_tar)
