@@ -2,8 +2,9 @@
 
 Each record goes through `tokenization.manifest.record_to_utterance` (audio path resolved under
 the folder rule, `start`+`end` / `offset`+`duration` spans). The driver lists files and sizes
-only; lines are parsed in tasks. LJSpeech is one whole-file unit (its `metadata.csv` is small);
-a LibriTTS tree is one unit per chapter folder, whose transcripts are read in the task.
+only; lines are parsed in tasks (so a CSV field may not hold a newline: ranges split at line
+ends). LJSpeech is one whole-file unit (its `metadata.csv` is small); a LibriTTS tree is one
+unit per chapter folder, whose transcripts are read in the task.
 """
 
 from __future__ import annotations
