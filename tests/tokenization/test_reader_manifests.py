@@ -102,3 +102,17 @@ def test_auto_format_detection(webdataset_corpus, hf_corpus, cuts_corpus, span_c
     pq.write_table(pa.Table.from_pylist([{"audio_path": "a.wav", "text": "t"}]), tmp_path / "m.parquet")
     assert detect_format(str(tmp_path / "m.parquet")) == "parquet"
     assert detect_format(str(span_corpus.input)) == "jsonl" and detect_format(str(cuts_corpus.input) + ".gz") == "lhotse"
+
+
+def test_input_mistakes_are_user_errors_naming_the_input(tmp_path):
+    from tokenization.errors import UserError
+
+    with pytest.raises(UserError, match=f"--input {tmp_path}/nope: no such file or folder"):
+        list_units(str(tmp_path / "nope"), "webdataset", ReaderOptions())
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(UserError, match=r"--input .*: no \.tar/\.tar\.gz/\.tgz files there"):
+        list_units(str(tmp_path), "webdataset", ReaderOptions())
+    with pytest.raises(UserError, match="no .parquet files there"):
+        list_units(f"{tmp_path}/*.parquet", "hf", ReaderOptions())
+    with pytest.raises(UserError, match="--format tarball: expected one of auto, csv, hf, jsonl, lhotse, libritts, ljspeech, parquet, webdataset$"):
+        list_units(str(tmp_path), "tarball", ReaderOptions())
