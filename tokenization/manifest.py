@@ -29,7 +29,11 @@ FORMATS = ("auto", "jsonl", "csv", "parquet", "ljspeech", "libritts")
 
 @dataclass
 class ManifestEntry:
-    """One utterance to encode; `audio_path` is absolute (or a full `s3://` URI)."""
+    """One utterance to encode; `audio_path` is absolute (or a full `s3://` URI).
+
+    A segment of a longer file carries its span (`start_s`, `duration_s`): read it with
+    `tokenization.audio.read_ref(AudioRef(path=audio_path, start_s=..., duration_s=...))`.
+    """
 
     utt_id: str
     audio_path: str
@@ -37,6 +41,8 @@ class ManifestEntry:
     speaker: str = ""
     source: str = ""
     language: str = "en"
+    start_s: float = 0.0
+    duration_s: float | None = None  # None: to the end of the file
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,7 +168,8 @@ class _Builder:
         if u.utt_id in self._seen:
             return self.bad(where, f"duplicate id {u.utt_id!r} ({u.audio.path})", u.utt_id, line)
         self._seen.add(u.utt_id)
-        self.entries.append(ManifestEntry(u.utt_id, u.audio.path, u.text, u.speaker, u.source, u.language))
+        self.entries.append(ManifestEntry(u.utt_id, u.audio.path, u.text, u.speaker, u.source, u.language,
+                                          u.audio.start_s, u.audio.duration_s))
 
 
 def _read_lines(uri: str) -> list[bytes]:
@@ -260,7 +267,7 @@ def _libritts(b: _Builder, folder: str) -> None:
 
 def read_inputs(uri: str, fmt: str = "auto", source: str = "", audio_root: str = "",
                 allow_outside: bool = False) -> tuple[list[ManifestEntry], list[QuarantineRow], int]:
-    """List the input (whole file; spans are not carried: the range readers serve them).
+    """List the input on one machine (the units of `tokenization.units` spread it over tasks).
 
     Args:
         uri: a manifest file or a corpus folder, local or `s3://`.

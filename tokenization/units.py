@@ -156,7 +156,8 @@ def formats() -> tuple[str, ...]:
 def list_units(uri: str, fmt: str, opts: ReaderOptions) -> list[Unit]:
     """Driver side: the units of an input, indexed in listing order. Reads listings and footers only.
 
-    `fmt` "auto" picks the layout from the input's name (`tokenization.readers.detect_format`).
+    `fmt` "auto" picks the layout from the input's name, a folder's listing or a Parquet schema
+    (`tokenization.readers.detect_format`).
     """
     readers = _readers()
     if fmt == "auto":

@@ -116,3 +116,10 @@ def test_input_mistakes_are_user_errors_naming_the_input(tmp_path):
         list_units(f"{tmp_path}/*.parquet", "hf", ReaderOptions())
     with pytest.raises(UserError, match="--format tarball: expected one of auto, csv, hf, jsonl, lhotse, libritts, ljspeech, parquet, webdataset$"):
         list_units(str(tmp_path), "tarball", ReaderOptions())
+
+
+def test_whole_file_listing_keeps_spans(span_corpus):
+    entries, bad, n_in = read_inputs(str(span_corpus.input))
+    assert n_in == span_corpus.n_rows and len(entries) + len(bad) == n_in
+    seg1 = next(e for e in entries if e.utt_id == "seg1")
+    assert seg1.start_s > 0 and seg1.duration_s == span_corpus.durations["seg1"]
