@@ -5,7 +5,7 @@ real rejections. Sentences and voices were picked so that tiny.en transcribes th
 assistant answers exactly (both backends); the mismatches are gross, so any sane ASR rejects them:
 
     other_sentence   assistant audio speaks a different sentence      -> wer
-    truncated        assistant audio cut after 40 % of its samples    -> wer (deletions)
+    truncated        assistant audio cut after 50 % of its samples    -> wer (deletions)
     silence          1.5 s of faint noise instead of speech           -> empty_hypothesis / wer
     second_turn      multi-turn dialogue whose 2nd answer is wrong     -> wer (turn 3)
     unreadable       zero-byte user audio                              -> quarantine (load)
@@ -75,7 +75,7 @@ def _assistant_audio(out: Path, rel: str, answer: str, spec: str | None, voice: 
     if spec == "truncate":
         full = _speak(out, rel.replace(".wav", "_full.wav"), answer, voice)
         samples, rate = sf.read(out / full, dtype="float32")
-        sf.write(out / rel, samples[: int(0.4 * len(samples))], rate, subtype="PCM_16")
+        sf.write(out / rel, samples[: int(0.5 * len(samples))], rate, subtype="PCM_16")
         return rel
     if spec == "silence":
         rate = 22050
