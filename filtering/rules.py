@@ -5,6 +5,10 @@ at top level). Each rule names itself in `reject_reason` as `code: detail`, so t
 groups by the code before the colon:
 
     wer | cer | too_short | too_long | empty_hypothesis | speaking_rate | no_scored_turn
+    no_user_turn | text_too_long
+
+`prejudge` holds the rules that need no audio; the ASR step applies them first, so a dialogue
+that could never train, or a transcript no speech could match, costs no ASR.
 
     >>> decide({"turns": [{"role": "assistant", "wer": 0.5, "cer": 0.3, "duration_s": 2.0,
     ...                    "n_ref_words": 6, "n_del": 3, "n_ins": 0}]}, Rules())
@@ -17,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-REASONS = ("no_scored_turn", "too_short", "too_long", "empty_hypothesis", "wer", "cer", "speaking_rate")
+REASONS = ("no_user_turn", "text_too_long", "no_scored_turn", "too_short", "too_long", "empty_hypothesis", "wer", "cer", "speaking_rate")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class Rules:
     min_words_per_s: float | None = 0.5
     max_words_per_s: float | None = 6.0
     score_roles: tuple[str, ...] = ("assistant",)  # which dialogue turns are transcribed and judged
+    require_user_turn: bool = True  # stage 3 trains on user -> assistant exchanges; none means nothing to learn
+    max_text_chars: int | None = 4000  # per transcript; ~10 min of speech, far beyond any clip we keep
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -81,6 +87,24 @@ def _judge(t: dict, r: Rules, where: str) -> str:
     return ""
 
 
+def prejudge(row: dict, rules: Rules) -> str:
+    """The reject reason from text and roles alone ("" if none): checked before ASR runs.
+
+    Args:
+        row: a dialogue row with `turns` (each with `role` and `text`) or a flat row with `text`.
+    """
+    turns = row["turns"] if "turns" in row else [row]
+    where = (lambda i: f" (turn {i})") if "turns" in row else (lambda i: "")
+    if rules.max_text_chars is not None:
+        for i, t in enumerate(turns):
+            n = len(t.get("text") or "")
+            if n > rules.max_text_chars:
+                return f"text_too_long: {n} chars > {rules.max_text_chars}{where(i)}"
+    if "turns" in row and rules.require_user_turn and not any(t.get("role") == "user" for t in turns):
+        return f"no_user_turn: roles {sorted({str(t.get('role')) for t in turns})}, no user turn to answer"
+    return ""
+
+
 def decide(row: dict, rules: Rules) -> tuple[bool, str]:
     """(keep, reject_reason) for one scored row; the first failing rule of the first failing turn wins.
 
@@ -90,12 +114,15 @@ def decide(row: dict, rules: Rules) -> tuple[bool, str]:
     Returns:
         (True, "") or (False, "code: detail").
     """
+    reason = prejudge(row, rules)
+    if reason:
+        return False, reason
     if "turns" not in row:
         reason = _judge(row, rules, "")
         return reason == "", reason
     scored = [(i, t) for i, t in enumerate(row["turns"]) if t.get("wer") is not None]
     if not scored:
-        return False, "no_scored_turn: no turn of a scored role"
+        return False, f"no_scored_turn: no turn of a scored role {list(rules.score_roles)}"
     for i, t in scored:
         reason = _judge(t, rules, f" (turn {i})")
         if reason:

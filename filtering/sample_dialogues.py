@@ -5,7 +5,7 @@ real rejections. Sentences and voices were picked so that tiny.en transcribes th
 assistant answers exactly (both backends); the mismatches are gross, so any sane ASR rejects them:
 
     other_sentence   assistant audio speaks a different sentence      -> wer
-    truncated        assistant audio cut after 40 % of its samples    -> wer (deletions)
+    truncated        assistant audio cut after 50 % of its samples    -> wer (deletions)
     silence          1.5 s of faint noise instead of speech           -> empty_hypothesis / wer
     second_turn      multi-turn dialogue whose 2nd answer is wrong     -> wer (turn 3)
     unreadable       zero-byte user audio                              -> quarantine (load)
@@ -39,14 +39,14 @@ DIALOGUES = [
     ("d05", "asst_m", [("How do I get to the station?", "Walk straight ahead and turn left at the bank.", None)]),
     ("d06", "asst_f", [("Is it going to rain tomorrow?", "No, the sky will be clear tomorrow.", None)]),
     ("d07", "asst_f", [("How old is the house?", "The house is about one hundred years old.", None)]),
-    ("d08", "asst_m", [("When does the store open?", "The store opens at eight o'clock.", None)]),
+    ("d08", "asst_m", [("When does the store open?", "It is open from Monday to Friday.", None)]),
     ("d09", "asst_f", [("Who wrote this letter?", "My brother wrote it last week.", None),
                        ("Where is the nearest library?", "The library is next to the post office.", None)]),
     ("m01_other_sentence", "asst_m", [("What is the capital of France?", "The capital of France is Paris.",
                                        "say:My brother wrote it last week.")]),
     ("m02_truncated", "asst_f", [("Where is the nearest library?", "The library is next to the post office.", "truncate")]),
     ("m03_silence", "asst_m", [("Can I have some water?", "Of course, here is a glass of water.", "silence")]),
-    ("m04_second_turn", "asst_m", [("When does the store open?", "The store opens at eight o'clock.", None),
+    ("m04_second_turn", "asst_m", [("When does the store open?", "It is open from Monday to Friday.", None),
                                    ("How old is the house?", "The house is about one hundred years old.",
                                     "say:There are seven days in a week.")]),
 ]
@@ -75,7 +75,7 @@ def _assistant_audio(out: Path, rel: str, answer: str, spec: str | None, voice: 
     if spec == "truncate":
         full = _speak(out, rel.replace(".wav", "_full.wav"), answer, voice)
         samples, rate = sf.read(out / full, dtype="float32")
-        sf.write(out / rel, samples[: int(0.4 * len(samples))], rate, subtype="PCM_16")
+        sf.write(out / rel, samples[: int(0.5 * len(samples))], rate, subtype="PCM_16")
         return rel
     if spec == "silence":
         rate = 22050

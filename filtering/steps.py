@@ -23,7 +23,7 @@ import numpy as np
 from filtering.asr import SAMPLE_RATE, AsrBackend, load_asr
 from filtering.dialogue_manifest import DialogueSpec
 from filtering.dialogue_schema import DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac
-from filtering.rules import Rules, decide
+from filtering.rules import Rules, decide, prejudge
 from filtering.wer import score
 from tokenization.audio import BadAudio, read_ref, read_validated, resample
 from tokenization.codec import SpeechCodec, load_codec
@@ -116,6 +116,8 @@ class ScoreBatch:
                 continue
             row = rec["row"]
             if isinstance(row, DialogueRow):
+                if prejudge({"turns": [{"role": t.role, "text": t.text} for t in row.turns]}, self.rules):
+                    continue  # rejected on text/roles alone (decide names why): no ASR spent on it
                 clips += [(rec, t, t.text, row.language) for t in row.turns if t.role in self.rules.score_roles]
             else:
                 clips.append((rec, row, row["text"], row.get("language") or "en"))

@@ -1,7 +1,8 @@
 """The bundled sample corpus: real speech with known transcripts, made with espeak-ng.
 
 Deterministic (fixed sentences, voices and speaking rates), so tests and the demo see the
-same audio on every machine with the same espeak-ng. Several voices stand in for speakers.
+same audio on every machine with the same espeak-ng (the program, or the library the
+`espeakng-loader` wheel ships when the program is absent). Several voices stand in for speakers.
 
     >>> manifest = make_tts_sample("out/sample")      # JSONL manifest + wavs/<speaker>/*.wav
     >>> make_ljspeech_layout("out/lj")                 # metadata.csv + wavs/
@@ -11,10 +12,10 @@ same audio on every machine with the same espeak-ng. Several voices stand in for
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from importlib import resources
 from pathlib import Path
+
+from tokenization.espeak import espeak_to_wav  # the espeak-ng program, or its library from the espeakng-loader wheel
 
 # espeak-ng voice (+variant) per speaker; words per minute varies per speaker as real speakers do.
 VOICES = {
@@ -28,16 +29,6 @@ VOICES = {
 def sentences() -> list[str]:
     text = resources.files("tokenization.sample").joinpath("sentences.txt").read_text("utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def espeak_to_wav(text: str, wav_path: str | Path, voice: str = "en-us", wpm: int = 160) -> Path:
-    """Speak `text` into a 22.05 kHz mono WAV with espeak-ng."""
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is not installed (apt-get install -y espeak-ng)")
-    wav_path = Path(wav_path)
-    wav_path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(wav_path), text], check=True, capture_output=True)
-    return wav_path
 
 
 def _utterances(n: int | None):

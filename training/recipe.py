@@ -194,6 +194,7 @@ class StageRecipe:
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Module, optimizer and LR scheduler from DeepSpeed; step, reader position and RNG from ours."""
+        ckpt.verify_checkpoint(checkpoint_dir)  # before DeepSpeed unpickles anything in it
         load_path, _ = self.engine.load_checkpoint(checkpoint_dir)
         if load_path is None:
             raise RuntimeError(f"no DeepSpeed checkpoint in {checkpoint_dir}")
@@ -277,6 +278,7 @@ class StageRecipe:
                                                      "world_size": self.world_size, "stage": self.cfg.stage})
             if final:
                 self.export(os.path.join(tmp, ckpt.MODEL_DIR))
+            ckpt.seal_checkpoint(tmp, self.rank)  # checksums of all this rank wrote, checked at resume
             dist.barrier()
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 

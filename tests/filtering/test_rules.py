@@ -62,3 +62,54 @@ def test_rules_config_roundtrip(tmp_path):
     assert Rules.load(y).max_cer == 0.3
     with pytest.raises(ValueError, match="unknown rule"):
         Rules.from_dict({"max_werr": 0.1})
+
+
+def test_dialogue_without_user_turn_or_with_absurd_text_is_rejected_with_a_reason():
+    only_assistant = {"turns": [turn()]}
+    assert decide(only_assistant, Rules()) == (False, "no_user_turn: roles ['assistant'], no user turn to answer")
+    assert decide(only_assistant, Rules(require_user_turn=False)) == (True, "")
+    only_unscored = {"turns": [{"role": "user", "wer": None, "text": "hi"}, {"role": "assistant", "wer": None, "text": "hello"}]}
+    assert decide(only_unscored, Rules())[1] == "no_scored_turn: no turn of a scored role ['assistant']"
+    huge = dialogue(turn(text="word " * 1000))
+    assert decide(huge, Rules()) == (False, "text_too_long: 5000 chars > 4000 (turn 1)")
+    assert decide(huge, Rules(max_text_chars=None)) == (True, "")
+    assert decide(turn(text="x" * 4001), Rules())[1] == "text_too_long: 4001 chars > 4000"  # flat rows too
+    assert decide(dialogue(turn(text="x" * 4000)), Rules()) == (True, "")
+    # rules with no audio come first: an absurd text is named even when its WER would also fail
+    assert reason_code(decide(dialogue(turn(wer=0.9, text="y" * 5000)), Rules())[1]) == "text_too_long"
+    assert Rules.from_dict({"max_text_chars": 100, "require_user_turn": False}).max_text_chars == 100
+
+
+class CountingAsr:
+    """The real tiny.en backend, counting the clips it is asked to transcribe."""
+
+    def __init__(self, asr):
+        self.asr, self.name, self.clips = asr, asr.name, 0
+
+    def transcribe(self, audios):
+        self.clips += len(audios)
+        return self.asr.transcribe(audios)
+
+
+def test_score_batch_rejects_text_and_role_problems_before_asr(faster_asr):
+    import numpy as np
+
+    from filtering.dialogue_schema import DialogueRow, DialogueTurn, pcm_to_flac
+    from filtering.steps import ScoreBatch
+
+    tone = pcm_to_flac(0.1 * np.sin(np.linspace(0, 440 * 2 * np.pi, 16000)).astype(np.float32), 16000)
+
+    def row(did, *turns):
+        return {"shard": 0, "pos": 0, "status": "ok", "stage": "", "reason": "", "file": "",
+                "row": DialogueRow(did, "src", "en", "", [DialogueTurn(r, t, tone, 16000, 1.0) for r, t in turns],
+                                   audio_sha1="", run_id="r", split="train")}
+
+    asr = CountingAsr(faster_asr)
+    records = [row("ok", ("user", "Hi there."), ("assistant", "Hello.")),
+               row("no_user", ("assistant", "Hello.")),
+               row("absurd", ("user", "Hi."), ("assistant", "la " * 2000))]
+    out = ScoreBatch(asr, Rules()).score(records)
+    assert asr.clips == 1  # only the well-formed dialogue's assistant turn was transcribed
+    reasons = {r["row"].dialogue_id: r["row"].reject_reason for r in out}
+    assert reasons["no_user"].startswith("no_user_turn:") and reasons["absurd"] == "text_too_long: 6000 chars > 4000 (turn 1)"
+    assert [t.wer for t in out[2]["row"].turns] == [None, None] and out[0]["row"].turns[1].wer is not None

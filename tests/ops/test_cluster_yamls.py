@@ -210,3 +210,218 @@ def test_kuberay_manifests():
         images = {c["image"] for g in [spec["headGroupSpec"], *groups] for c in g["template"]["spec"]["containers"]}
         assert len(images) == 1, (name, images)
     assert len(cluster_specs()) == 1 + 2 + 3  # the RayCluster, tokenize + filter, three training stages
+
+
+# ---- KubeRay: what the API server and the operator accept (KubeRay v1.7.0) -------------------
+KUBERAY_SCHEMA = Path(__file__).with_name("kuberay_schema.json")  # regenerate: tests/ops/make_kuberay_schema.py
+OBJECT_META = {"type": "object", "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
+                                                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                                "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}
+MAX_NAME = {"RayCluster": 53, "RayJob": 53 - 6}  # ray-operator utils/constant.go: Max{RayCluster,RayJob}NameLength
+DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?$")
+GROUP_RESOURCE_PARAMS = ("num-cpus", "num-gpus", "memory", "resources")  # validateRayGroupResources
+
+
+def strict(node):
+    """The CRD schema as `kubectl apply` (strict field validation) reads it: unknown fields are errors
+    wherever the schema lists properties and does not keep unknown fields."""
+    if isinstance(node, dict):
+        out = {k: strict(v) for k, v in node.items()}
+        if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [strict(v) for v in node]
+    return node
+
+
+def kuberay_validator(kind: str):
+    import jsonschema
+
+    stored = json.loads(KUBERAY_SCHEMA.read_text())
+    assert stored["kuberay_version"] == "v1.7.0"
+    schema = strict({**stored["kinds"][kind], "$defs": stored["$defs"]})
+    schema["properties"]["metadata"] = strict(OBJECT_META)
+    schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
+    return jsonschema.Draft202012Validator(schema)
+
+
+def operator_problems(doc: dict) -> list[str]:
+    """The ray-operator v1.7.0 checks (controllers/ray/utils/validation.go) that can reject our manifests,
+    plus Kubernetes' own pod rules that volume names are unique and a mount names a volume of its pod."""
+    kind, spec, name = doc["kind"], doc["spec"], doc["metadata"]["name"]
+    problems = []
+    if len(name) > MAX_NAME[kind] or not DNS1035.match(name):
+        problems.append(f"name {name!r}: a DNS-1035 label of at most {MAX_NAME[kind]} characters")
+    cluster = spec if kind == "RayCluster" else spec.get("rayClusterSpec")
+    if kind == "RayJob":
+        if not spec.get("shutdownAfterJobFinishes") and spec.get("ttlSecondsAfterFinished", 0) > 0:
+            problems.append("ttlSecondsAfterFinished needs shutdownAfterJobFinishes: true")
+        if spec.get("ttlSecondsAfterFinished", 0) < 0 or spec.get("backoffLimit", 0) < 0:
+            problems.append("ttlSecondsAfterFinished and backoffLimit must be non-negative")
+        if spec.get("suspend") and not spec.get("shutdownAfterJobFinishes"):
+            problems.append("suspend needs shutdownAfterJobFinishes: true")
+        selector = spec.get("clusterSelector")
+        if cluster is None and not selector:
+            problems.append("one of rayClusterSpec or clusterSelector must be set")
+        if selector:
+            if not selector.get("ray.io/cluster"):
+                problems.append("clusterSelector needs ray.io/cluster")
+            if spec.get("backoffLimit", 0) > 0:
+                problems.append("backoffLimit is incompatible with clusterSelector")
+        for key in ("activeDeadlineSeconds", "preRunningDeadlineSeconds"):
+            if key in spec and spec[key] <= 0:
+                problems.append(f"{key} must be positive")
+        try:
+            yaml.safe_load(spec.get("runtimeEnvYAML", ""))
+        except yaml.YAMLError as exc:
+            problems.append(f"runtimeEnvYAML is not YAML: {exc}")
+    if cluster is None:
+        return problems
+    autoscaling = bool(cluster.get("enableInTreeAutoscaling"))
+    groups = [("head", cluster["headGroupSpec"])] + [(g["groupName"], g) for g in cluster.get("workerGroupSpecs", [])]
+    for gname, group in groups:
+        pod = group["template"]["spec"]
+        if not pod.get("containers"):
+            problems.append(f"{gname}: at least one container")
+        if group.get("resources") and any(k in group.get("rayStartParams", {}) for k in GROUP_RESOURCE_PARAMS):
+            problems.append(f"{gname}: resources in both rayStartParams and resources")
+        if "labels" in group.get("rayStartParams", {}):
+            problems.append(f"{gname}: rayStartParams['labels'] is not supported")
+        names = [v["name"] for v in pod.get("volumes", [])]
+        volumes = set(names)
+        if len(volumes) < len(names):
+            problems.append(f"{gname}: duplicate volume names {sorted(n for n in volumes if names.count(n) > 1)}")
+        for c in pod.get("containers", []):
+            for m in c.get("volumeMounts", []):
+                if m["name"] not in volumes:
+                    problems.append(f"{gname}: container {c['name']} mounts volume {m['name']!r}, which its pod does not define")
+        if gname != "head":
+            lo, hi = group.get("minReplicas"), group.get("maxReplicas")
+            if not autoscaling and (lo is None or hi is None):
+                problems.append(f"{gname}: minReplicas and maxReplicas are required without autoscaling")
+            if (lo is not None and lo < 0) or (hi is not None and hi < 0) or (None not in (lo, hi) and lo > hi):
+                problems.append(f"{gname}: 0 <= minReplicas <= maxReplicas")
+    if cluster.get("authOptions", {}).get("mode") == "token":
+        version = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)\.(\d+)", cluster.get("rayVersion", "0.0.0")).groups())
+        if version < (2, 52, 0):
+            problems.append("authOptions.mode token needs rayVersion >= 2.52.0")
+    return problems
+
+
+def test_kuberay_manifests_pass_the_crd_schema_strictly_and_the_operator_rules():
+    validators = {kind: kuberay_validator(kind) for kind in ("RayJob", "RayCluster")}
+    found = []
+    for path in KUBERAY:
+        for d in docs(path):
+            errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validators[d["kind"]].iter_errors(d)]
+            found += [f"{path.name}: {e}" for e in errors + operator_problems(d)]
+    assert not found, "\n".join(found)
+
+
+def test_kuberay_checks_catch_what_the_operator_and_api_server_reject():
+    """The checks above can fail: each broken copy of a shipped manifest is caught, with a reason."""
+    import copy
+
+    audit, = docs(CLUSTERS / "kuberay" / "rayjob-audit.yaml")
+    tokenize, = docs(CLUSTERS / "kuberay" / "rayjob-tokenize.yaml")
+    job_schema = kuberay_validator("RayJob")
+
+    def errors(doc):
+        return [e.message for e in job_schema.iter_errors(doc)] + operator_problems(doc)
+
+    assert errors(audit) == [] and errors(tokenize) == []
+    ttl_only = copy.deepcopy(audit)
+    ttl_only["spec"]["ttlSecondsAfterFinished"] = 3600  # what main shipped
+    assert errors(ttl_only) == ["ttlSecondsAfterFinished needs shutdownAfterJobFinishes: true"]
+    typo = copy.deepcopy(tokenize)
+    typo["spec"]["shutdownAfterJobFinish"] = True
+    typo["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    assert sorted(m.split("(")[1].split(" ")[0] for m in errors(typo)) == ["'shutdownAfterJobFinish'", "'volumeMount'"]
+    wrong_type = copy.deepcopy(tokenize)
+    wrong_type["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] = "8"
+    assert errors(wrong_type) == ["'8' is not of type 'integer'"]
+    unmounted = copy.deepcopy(tokenize)
+    unmounted["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["volumes"] = []
+    unmounted["spec"]["clusterSelector"] = {"ray.io/cluster": "vocalnet"}
+    twice = copy.deepcopy(tokenize)
+    pod = twice["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    pod["volumes"] *= 2
+    assert errors(twice) == ["head: duplicate volume names ['models']"]
+    assert errors(unmounted) == ["backoffLimit is incompatible with clusterSelector",
+                                 "cpu-workers: container ray-worker mounts volume 'models', which its pod does not define"]
+
+
+def local_paths(text: str) -> list[str]:
+    """Absolute local paths in a command line or config value: `/models/x`, `--codec=/m`, `faster-whisper:/m`;
+    URIs (`s3://...`) are not local."""
+    out = []
+    for token in shlex.split(text):
+        for part in re.split(r"[=,\[\]\s]", token):
+            if "://" in part:
+                continue
+            if ":/" in part:
+                part = part.split(":", 1)[1]
+            if part.startswith("/"):
+                out.append(part)
+    return out
+
+
+def mounted_everywhere(spec: dict, path: str) -> list[str]:
+    """The groups (head first) of a cluster spec on whose pods `path` is not under a mounted volume."""
+    groups = [("head", spec["headGroupSpec"])] + [(g["groupName"], g) for g in spec.get("workerGroupSpecs", [])]
+    missing = []
+    for gname, group in groups:
+        pod = group["template"]["spec"]
+        volumes = {v["name"] for v in pod.get("volumes", [])}
+        mounts = [m["mountPath"].rstrip("/") + "/" for c in pod["containers"] for m in c.get("volumeMounts", [])
+                  if m["name"] in volumes]
+        if not any((path.rstrip("/") + "/").startswith(m) for m in mounts):
+            missing.append(gname)
+    return missing
+
+
+def test_kuberay_jobs_read_only_mounted_paths_or_s3_and_training_reads_what_data_jobs_write():
+    from filtering.shards import KEPT
+    from tokenization.shards import SHARDS
+    from training.stage_config import load_config
+
+    outputs, problems, train_data = {}, [], {}
+    shared = {d["metadata"]["name"]: d["spec"] for p in KUBERAY for d in docs(p) if d["kind"] == "RayCluster"}
+    for path in KUBERAY:
+        for d in docs(path):
+            if d["kind"] != "RayJob":
+                continue
+            spec = d["spec"]
+            cluster = spec.get("rayClusterSpec") or shared[spec["clusterSelector"]["ray.io/cluster"]]
+            args = shlex.split(spec["entrypoint"])
+            module = args[2]
+            paths = local_paths(spec["entrypoint"])
+            if module == "pipelines.train":
+                stage, config = int(args[args.index("--stage") + 1]), args[args.index("--config") + 1]
+                cfg = load_config(str(ROOT / config), [a for a in args if "=" in a and not a.startswith("-")], stage=stage)
+                # paths inside the repo are the job's working_dir (/app in the image), not a mount
+                values = [v for v in strings(cfg.to_dict()) if not v.startswith((str(ROOT), "training/", "clusters/"))]
+                paths += [p for v in values for p in local_paths(v)]
+                train_data[stage] = cfg.data.path
+            if module in ("pipelines.tokenize", "pipelines.filter"):
+                outputs[module] = args[args.index("--output") + 1]
+            for p in paths:
+                where = mounted_everywhere(cluster, p)
+                if where:
+                    problems.append(f"{path.name}: {p} is read locally but not mounted on {where}")
+    assert not problems, "\n".join(problems)
+    assert all(o.startswith("s3://") for o in outputs.values()), outputs
+    assert train_data == {1: f"{outputs['pipelines.tokenize']}/{SHARDS}",
+                          2: f"{outputs['pipelines.filter']}/{KEPT}", 3: f"{outputs['pipelines.filter']}/{KEPT}"}
+
+
+def test_path_rule_catches_a_path_only_the_workers_mount():
+    tokenize, = docs(CLUSTERS / "kuberay" / "rayjob-tokenize.yaml")
+    spec = tokenize["spec"]["rayClusterSpec"]
+    assert local_paths(tokenize["spec"]["entrypoint"]) == ["/models/mimi"]
+    assert local_paths("--asr faster-whisper:/models/w --x=/data/a s3://b/c init_from=[/e/x]") == ["/models/w", "/data/a", "/e/x"]
+    assert mounted_everywhere(spec, "/models/mimi") == []
+    assert mounted_everywhere(spec, "/data/tokens") == ["head", "cpu-workers"]
+    spec["headGroupSpec"]["template"]["spec"].pop("volumes")  # as main shipped it: workers only
+    assert mounted_everywhere(spec, "/models/mimi") == ["head"]
