@@ -90,7 +90,7 @@ def _source_paths(kind: str, manifest: str | None) -> dict[str, list[str]]:
     return {e.utt_id: [e.audio_path] for e in entries}
 
 
-class _Audio:
+class ClipAudio:
     """Turns one clip into samples by the first route that works; remembers why one failed."""
 
     def __init__(self, opts: ListenOptions, sources: dict[str, list[str]]):
@@ -141,7 +141,7 @@ def listen_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks:
     for _, f in picked:
         wanted.setdefault(f.path, []).append(f.index)
     rows = fetch_rows(wanted)
-    audio = _Audio(opts, _source_paths(kind, opts.audio_manifest))
+    audio = ClipAudio(opts, _source_paths(kind, opts.audio_manifest))
     uris: dict[str, str] = {}
     total, skipped, examples, notes = 0, 0, [], []
     for label, f in picked:

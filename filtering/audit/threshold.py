@@ -26,7 +26,7 @@ def _counts(facts: list[RowFact], thresholds: list[float]) -> list[dict]:
     ok = [f for f in facts if f.eligible and f.wer is not None]
     wer = np.asarray([f.wer for f in ok], np.float32)
     sec = np.asarray([f.seconds for f in ok], np.float64)
-    unscored = [f for f in facts if f.eligible and f.wer is None]  # kept without a score (e.g. a tokenize run)
+    unscored = [f for f in facts if f.status == "kept" and f.wer is None]  # kept without a score: kept at any threshold
     base_rows, base_s = len(unscored), sum(f.seconds for f in unscored)
     out = []
     for t in thresholds:
