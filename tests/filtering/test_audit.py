@@ -308,9 +308,9 @@ def _check_page(driver, a):
     from selenium.webdriver.common.by import By
 
     cells = driver.find_elements(By.CSS_SELECTOR, "[data-key]")
-    for cell in cells:  # every number on the page is the one in audit.json
+    for cell in cells:  # every number on the page is the one in audit.json (textContent: also in closed <details>)
         key = cell.get_attribute("data-key")
-        assert cell.text.strip() == _fmt(_lookup(a, key)), key
+        assert cell.get_attribute("textContent").strip() == _fmt(_lookup(a, key)), key
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] if hasattr(driver, "get_log") else []
     assert not errors, errors
     return cells
