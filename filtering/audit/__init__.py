@@ -18,7 +18,7 @@ from filtering.audit.compare import compare_runs, read_facts
 from filtering.audit.lint import LintCollector, LintConfig, lint_data
 from filtering.audit.listen import ListenOptions, listen_examples
 from filtering.audit.quality import quality_meta
-from filtering.audit.read import FactCollector, detect_kind, quarantine_facts, read_manifest, read_quarantine, run_rules
+from filtering.audit.read import FactCollector, detect_kind, quarantine_facts, read_manifest, run_rules
 from filtering.audit.report import write_report
 from filtering.audit.stats import collect
 from filtering.audit.threshold import threshold_curve
@@ -44,7 +44,7 @@ def audit(folder: str, report_dir: str, lint_cfg: LintConfig | None = None, opti
     results = lint_data(lint_rows.rows, lint_rows.clips, lint_rows.frame_rate, lint_cfg or LintConfig())
     checks = [r.to_dict() for r in results]
     figures["lint"] = {"passed": all(r.passed for r in results), "failed": [r.name for r in results if not r.passed], "checks": checks}
-    all_facts = facts.facts + quarantine_facts(read_quarantine(folder))
+    all_facts = facts.facts + quarantine_facts(figures["_quarantine"])
     figures["_facts"] = all_facts
     if kind != "tokenize":
         figures["threshold_curve"] = threshold_curve(facts.facts, facts.rules.max_wer if facts.rules else None)

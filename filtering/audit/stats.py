@@ -190,7 +190,7 @@ def collect(folder: str, visitors: Sequence[Visitor] = (), kind: str | None = No
     diffs = [(i, n, e) for i, n, e in acc.frames]
     bad_frames = [{"id": i, "n_frames": n, "expected": round(e, 2)} for i, n, e in diffs if abs(n - math.ceil(e - 1e-6)) > 1]
     return {
-        "folder": folder, "kind": kind, "run_id": manifest.get("run_id", ""), "_manifest": manifest, "_meta": acc.meta,
+        "folder": folder, "kind": kind, "run_id": manifest.get("run_id", ""), "_manifest": manifest, "_meta": acc.meta, "_quarantine": quarantine,
         "codec": {k: acc.meta.get(k) for k in ("codec_name", "codec_version", "frame_rate", "n_codebooks", "codebook_size")},
         "asr": manifest.get("asr", acc.meta.get("asr", "")),
         "stages": [stage],
