@@ -3,7 +3,9 @@
 Writes a synthetic filter output with the filter's own shard writer (rows scored with the real
 rules, codes from the tiny codec's code range), then builds the full report: stats, lint,
 threshold curve, quality metadata and audio players (clips decoded from codes with the tiny
-codec). Prints one JSON object: build seconds, report/audio bytes against the cap, the CPU.
+codec), then again without a codec (clips not decoded) to show the codec's share. Prints one
+JSON object: build seconds (wall and CPU), report/audio bytes against the cap, the CPU and the
+load average (the box may be shared: CPU seconds are the load-independent figure).
 
     PYTHONPATH=. python benchmarks/audit_report.py [--rows 20000]
 """
@@ -86,13 +88,18 @@ def main() -> None:
         write_run(run, args.rows)
         t1 = time.perf_counter()
         opts = ListenOptions(codec="tiny")
+        c1 = time.process_time()
         a = audit(run, report, options=AuditOptions(opts))
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         html_bytes = os.path.getsize(os.path.join(report, "index.html"))
         json_bytes = os.path.getsize(os.path.join(report, "audit.json"))
+        audit(run, report + "_silent", options=AuditOptions(ListenOptions(codec=None)))  # clips from codes not decoded
+        t3, c3 = time.perf_counter(), time.process_time()
     print(json.dumps({
         "rows": args.rows, "kept": a["stages"][0]["kept"], "rejected": a["stages"][0]["rejected"],
         "write_run_s": round(t1 - t0, 2), "build_s": round(t2 - t1, 2), "rows_per_s": round(args.rows / (t2 - t1), 1),
+        "build_cpu_s": round(c2 - c1, 2), "build_without_codec_s": round(t3 - t2, 2), "build_without_codec_cpu_s": round(c3 - c2, 2),
+        "codec_share_of_build_cpu": round(1 - (c3 - c2) / (c2 - c1), 3),
         "html_bytes": html_bytes, "audit_json_bytes": json_bytes, "audio_bytes": a["listen"]["bytes"],
         "audio_cap_bytes": opts.max_bytes, "audio_under_cap": a["listen"]["bytes"] <= opts.max_bytes,
         "clips": a["listen"]["n_clips"], "html_bytes_per_row": round(html_bytes / args.rows, 2), "cpu": cpu(),

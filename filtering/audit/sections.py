@@ -59,9 +59,13 @@ def threshold_html(curve: dict | None, img: str) -> str:
             f"{_curve_table(curve['rows'], 'threshold_curve.rows', 'threshold')}<details><summary>per source</summary>{per_source}</details>")
 
 
+def _status(status: str, reason: str) -> str:
+    return html.escape(f"{status}: {reason}" if reason else status)
+
+
 def _moved_table(rows: list[dict], table_id: str) -> str:
-    body = "".join(f'<tr><td class="l"><code>{html.escape(r["id"])}</code></td><td class="l">{r["status_a"]}: {html.escape(r["reason_a"])}</td>'
-                   f'<td class="l">{r["status_b"]}: {html.escape(r["reason_b"])}</td><td>{"" if r["wer_a"] is None else r["wer_a"]}</td>'
+    body = "".join(f'<tr><td class="l"><code>{html.escape(r["id"])}</code></td><td class="l">{_status(r["status_a"], r["reason_a"])}</td>'
+                   f'<td class="l">{_status(r["status_b"], r["reason_b"])}</td><td>{"" if r["wer_a"] is None else r["wer_a"]}</td>'
                    f'<td>{"" if r["wer_b"] is None else r["wer_b"]}</td></tr>' for r in rows[:MAX_LISTED])
     more = f"<p>{len(rows) - MAX_LISTED} more in audit.json.</p>" if len(rows) > MAX_LISTED else ""
     return (f'<table id="{table_id}"><tr><th class=l>id</th><th class=l>run A</th><th class=l>run B</th><th>WER A</th><th>WER B</th></tr>'
