@@ -23,10 +23,9 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from filtering.audit.read import scan
 from filtering.normalize import normalize
-from tokenization import storage
 
 N_EXAMPLES = 5
 WHISPER_WINDOW_S = 30.0  # the Whisper encoder sees 30 s of audio (3000 mel frames); the rest is cut off
@@ -252,23 +251,32 @@ def check_frames_per_second(clips: list[Clip], frame_rate: float, cfg: LintConfi
 
 
 # ---- reading --------------------------------------------------------------------------------
+@dataclass
+class LintCollector:
+    """Visitor of the audit's single read (`filtering.audit.read.scan`): rows and clips of the kept tables."""
+
+    rows: list[Row] = field(default_factory=list)
+    clips: list[Clip] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, status: str, path: str, table: pa.Table, meta: dict[str, str]) -> None:
+        if status != "kept":
+            return
+        self.meta = self.meta or meta
+        names = table.column_names
+        split = table.column("split").to_pylist() if "split" in names else ["train"] * table.num_rows
+        (_dialogues if "turns" in names else _utterances)(table, split, self.rows, self.clips)
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.meta.get("frame_rate", 12.5))
+
+
 def read_kept(folder: str) -> tuple[list[Row], list[Clip], dict[str, str]]:
     """Rows and clips of what a tokenize (`shards/`) or filter (`kept/`) output keeps; file metadata."""
-    files = storage.list_files(storage.join(folder, "shards"), ".parquet") or storage.list_files(storage.join(folder, "kept"), ".parquet")
-    rows, clips, meta = [], [], {}
-    for path in files:
-        with storage.open_input(path) as f:
-            pf = pq.ParquetFile(f)
-            names = pf.schema_arrow.names
-            wanted = [n for n in names if n not in ("codes", "asr_hyp")]
-            table = pf.read(columns=wanted)
-            meta = meta or {k.decode(): v.decode() for k, v in (pf.schema_arrow.metadata or {}).items() if not k.startswith(b"ARROW:")}
-        split = table.column("split").to_pylist() if "split" in names else ["train"] * table.num_rows
-        if "turns" in names:
-            _dialogues(table, split, rows, clips)
-        else:
-            _utterances(table, split, rows, clips)
-    return rows, clips, meta
+    c = LintCollector()
+    scan(folder, [c])
+    return c.rows, c.clips, c.meta
 
 
 def _utterances(table: pa.Table, split: list[str], rows: list[Row], clips: list[Clip]) -> None:

@@ -11,29 +11,23 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from tokenization import storage  # noqa: E402
+from filtering.audit.cells import diff_html as _diff_html, num as _num
+from filtering.audit.compare import plot_wer_change
+from filtering.audit.figure import plt, png as _png
+from filtering.audit.quality import plot_name, plot_quality
+from filtering.audit.sections import compare_html, listen_html, quality_html, threshold_html
+from filtering.audit.threshold import plot_curve
+from tokenization import storage
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.3em 0}
 .sub{background:#ffe08a}.del{background:#f8b4b4;text-decoration:line-through}.ins{background:#b4f8c8}
-.ok{color:#0a0}.bad{color:#c00;font-weight:bold}code{font-size:90%}"""
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+.note{background:#fff6d5;padding:4px}tr.run{background:#e8f0ff;font-weight:bold}.ok{color:#0a0}.bad{color:#c00;font-weight:bold}code{font-size:90%}"""
 
 
 def _hist(series: dict[str, list], title: str, xlabel: str) -> bytes:
@@ -43,12 +37,12 @@ def _hist(series: dict[str, list], title: str, xlabel: str) -> bytes:
     if data:
         allv = np.concatenate([np.asarray(v, float) for v in data.values()])
         bins = np.linspace(allv.min(), allv.max() if allv.max() > allv.min() else allv.min() + 1, 30)
-        for k, v in data.items():
-            ax.hist(v, bins=bins, alpha=0.6, label=f"{k} (n={len(v)})")
+        for k, v in data.items():  # one patch per series (ax.hist draws one per bar: slow with many speakers)
+            ax.stairs(np.histogram(v, bins=bins)[0], bins, fill=True, alpha=0.6, label=f"{k} (n={len(v)})")
         for p in (50, 90):
             ax.axvline(np.percentile(allv, p), color="k", ls="--", lw=0.8)
             ax.text(np.percentile(allv, p), ax.get_ylim()[1] * 0.9, f" p{p}", fontsize=7)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right", ncol=1 + len(data) // 12)
     else:
         ax.text(0.5, 0.5, "no data", ha="center")
     ax.set_title(title, fontsize=10)
@@ -86,12 +80,13 @@ def make_plots(audit: dict) -> dict[str, bytes]:
             ax.tick_params(labelsize=6)
         fig.suptitle("Code usage per codebook (count per code index)", fontsize=10)
         plots["code_usage"] = _png(fig)
+    if audit.get("threshold_curve"):
+        plots["threshold_curve"] = plot_curve(audit["threshold_curve"])
+    if audit.get("compare") and (img := plot_wer_change(audit["compare"])):
+        plots["compare_wer"] = img
+    if audit.get("quality_meta", {}).get("keys"):
+        plots.update(plot_quality(audit["_facts"]))
     return plots
-
-
-def _num(value, key: str) -> str:
-    text = "" if value is None else (f"{value:g}" if isinstance(value, float) else str(value))
-    return f'<td data-key="{html.escape(key)}">{html.escape(text)}</td>'
 
 
 def _summary_table(groups: dict, key: str, title: str) -> str:
@@ -101,21 +96,6 @@ def _summary_table(groups: dict, key: str, title: str) -> str:
         for name, s in groups.items()
     )
     return f"<h3>{html.escape(title)}</h3><table><tr><th class=l></th>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{rows}</table>"
-
-
-def _diff_html(ops: list[dict]) -> str:
-    out = []
-    for op in ops:
-        r, h = html.escape(op["ref"]), html.escape(op["hyp"])
-        if op["op"] == "equal":
-            out.append(r)
-        elif op["op"] == "substitute":
-            out.append(f'<span class="sub"><s>{r}</s> &rarr; {h}</span>')
-        elif op["op"] == "delete":
-            out.append(f'<span class="del">{r}</span>')
-        else:
-            out.append(f'<span class="ins">{h}</span>')
-    return " ".join(out)
 
 
 def _lint_html(lint: dict | None) -> str:
@@ -169,6 +149,7 @@ def render_html(audit: dict, plots: dict[str, bytes]) -> str:
 <p>Folder <code>{html.escape(audit['folder'])}</code>, kind <b>{audit['kind']}</b>, run <code>{html.escape(audit['run_id'])}</code>,
 ASR <code>{html.escape(str(audit['asr']))}</code>, codec <code>{html.escape(str(audit['codec'].get('codec_name')))}</code>.</p>
 {_lint_html(audit.get("lint"))}
+{compare_html(audit.get("compare"), img("compare_wer"))}
 <h2>Counts per stage</h2>
 <table id="stages"><tr><th class=l>stage</th>{''.join(f'<th>{c}</th>' for c in stage_cols)}<th>in = kept + rejected + quarantined</th></tr>{stage_rows}</table>
 <h2>Rejections</h2>
@@ -178,6 +159,9 @@ ASR <code>{html.escape(str(audit['asr']))}</code>, codec <code>{html.escape(str(
 <h2>Quarantine (unreadable input)</h2>
 <table id="quarantine"><tr><th class=l>stage</th><th>rows</th></tr>{q_rows}</table>
 <table><tr><th class=l>id</th><th class=l>stage</th><th class=l>reason</th></tr>{q_ex}</table>
+{listen_html(audit.get("listen"), audit.get("_audio", {}))}
+{threshold_html(audit.get("threshold_curve"), img("threshold_curve"))}
+{quality_html(audit.get("quality_meta"), {k: img(plot_name(k)) for k in audit.get("quality_meta", {}).get("keys", {})})}
 <h2>WER</h2>{img('wer_hist')}{img('wer_by_speaker')}
 {_summary_table({'all': audit['wer']['all']}, 'wer', 'All scored items')}
 {_summary_table(audit['wer']['by_source'], 'wer.by_source', 'Per source')}

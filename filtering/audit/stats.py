@@ -11,39 +11,20 @@ Folder kinds:
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
+from typing import Sequence
 
 import jiwer
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from filtering.audit.read import Visitor, detect_kind, read_manifest, read_quarantine, scan
 from filtering.normalize import normalize
 from filtering.rules import reason_code
-from tokenization import storage
 
 PERCENTILES = (5, 25, 50, 75, 90, 95, 99)
 N_EXAMPLES = 5
-
-
-def detect_kind(folder: str) -> str:
-    if storage.list_files(storage.join(folder, "shards"), ".parquet"):
-        return "tokenize"
-    files = storage.list_files(storage.join(folder, "kept"), ".parquet") + storage.list_files(storage.join(folder, "rejects"), ".parquet")
-    if not files:
-        raise SystemExit(f"{folder}: no shards/, kept/ or rejects/ Parquet files: not a tokenize or filter output")
-    with storage.open_input(files[0]) as f:
-        names = pq.read_schema(f).names
-    return "filter-dialogue" if "turns" in names else "filter-tts"
-
-
-def _read(path: str) -> tuple[pa.Table, dict[str, str]]:
-    with storage.open_input(path) as f:
-        table = pq.read_table(f)
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if not k.startswith(b"ARROW:")}
-    return table, meta
 
 
 def summary(values) -> dict:
@@ -162,25 +143,22 @@ def _groups(items: list[dict], key: str, field: str) -> dict:
     return {k: summary(v) for k, v in sorted(by.items())}
 
 
-def collect(folder: str) -> dict:
-    """All audit figures of one output folder (see module docstring)."""
-    kind = detect_kind(folder)
-    manifest_path = storage.join(folder, "_manifest.json")
-    manifest = json.loads(storage.read_text(manifest_path)) if storage.exists(manifest_path) else {}
+def collect(folder: str, visitors: Sequence[Visitor] = (), kind: str | None = None) -> dict:
+    """All audit figures of one output folder (see module docstring).
+
+    Args:
+        visitors: more consumers of the same single read (lint rows, per-row facts).
+    """
+    kind = kind or detect_kind(folder)
+    manifest = read_manifest(folder)
     acc = _Acc()
-    subdirs = [("shards", "kept")] if kind == "tokenize" else [("kept", "kept"), ("rejects", "rejected")]
-    for sub, status in subdirs:
-        for path in storage.list_files(storage.join(folder, sub), ".parquet"):
-            table, meta = _read(path)
-            acc.meta = acc.meta or meta
-            if kind == "filter-dialogue":
-                _dialogue_table(acc, table, status, meta)
-            else:
-                _token_table(acc, table, status, meta)
-    quarantine = []
-    for path in storage.list_files(storage.join(folder, "quarantine"), ".parquet"):
-        with storage.open_input(path) as fh:
-            quarantine += pq.read_table(fh).to_pylist()
+
+    def visit(status: str, path: str, table: pa.Table, meta: dict) -> None:
+        acc.meta = acc.meta or meta
+        (_dialogue_table if kind == "filter-dialogue" else _token_table)(acc, table, status, meta)
+
+    scan(folder, [visit, *visitors], kind)
+    quarantine = read_quarantine(folder)
 
     n_kept = sum(r["status"] == "kept" for r in acc.rows)
     n_rej = sum(r["status"] == "rejected" for r in acc.rows)
@@ -212,7 +190,7 @@ def collect(folder: str) -> dict:
     diffs = [(i, n, e) for i, n, e in acc.frames]
     bad_frames = [{"id": i, "n_frames": n, "expected": round(e, 2)} for i, n, e in diffs if abs(n - math.ceil(e - 1e-6)) > 1]
     return {
-        "folder": folder, "kind": kind, "run_id": manifest.get("run_id", ""),
+        "folder": folder, "kind": kind, "run_id": manifest.get("run_id", ""), "_manifest": manifest, "_meta": acc.meta, "_quarantine": quarantine,
         "codec": {k: acc.meta.get(k) for k in ("codec_name", "codec_version", "frame_rate", "n_codebooks", "codebook_size")},
         "asr": manifest.get("asr", acc.meta.get("asr", "")),
         "stages": [stage],

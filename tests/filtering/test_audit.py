@@ -1,5 +1,6 @@
 """The audit report on filter and tokenize folders (local and s3://), checked in headless Chromium."""
 
+import html
 import json
 import os
 import shutil
@@ -9,8 +10,8 @@ import sys
 
 import pytest
 
-from filtering.audit import audit
-from tests.filtering.conftest import JOB_ENV, ROOT
+from filtering.audit import AuditOptions, ListenOptions, audit
+from tests.filtering.conftest import FILTER_ARGS, JOB_ENV, ROOT, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 def filter_report(filter_out, tmp_path_factory):
     out, _ = filter_out
     report = tmp_path_factory.mktemp("report")
-    return audit(str(out), str(report)), report
+    return audit(str(out), str(report), options=AuditOptions(ListenOptions(codec="tiny"))), report
 
 
 def test_filter_audit_figures(filter_report, filter_out):
@@ -38,7 +39,8 @@ def test_filter_audit_figures(filter_report, filter_out):
     assert {"p50", "p90", "p99"} <= set(a["duration"]["all"]) and a["speaking_rate"]["all"]["n"] == 16
     assert len(a["codes"]["per_codebook"]) == 8 and all(c["used"] + c["dead"] == a["codes"]["codebook_size"] for c in a["codes"]["per_codebook"])
     assert a["frames"]["n_checked"] == 11 and a["frames"]["n_inconsistent"] == 0  # assistant turns of kept dialogues
-    assert set(a["plots"]) == {"wer_hist", "wer_by_speaker", "duration_hist", "speaking_rate_hist", "frames_vs_duration", "code_usage"}
+    assert set(a["plots"]) == {"wer_hist", "wer_by_speaker", "duration_hist", "speaking_rate_hist", "frames_vs_duration", "code_usage",
+                               "threshold_curve"}
     for rel in a["plots"].values():
         assert (report / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((report / "audit.json").read_text())["stages"] == a["stages"]
@@ -53,6 +55,185 @@ def test_tokenize_audit(tokenize_out, tmp_path):
     assert len(a["codes"]["per_codebook"]) == 8 and a["codes"]["n_frames_total"] > 0
     assert a["wer"]["all"] == {"n": 0} and a["duration"]["all"]["n"] == 7
     assert (tmp_path / "report" / "index.html").exists()
+
+
+def test_threshold_curve_reproduces_the_run(filter_report, filter_out):
+    a, _ = filter_report
+    m = json.loads((filter_out[0] / "_manifest.json").read_text())
+    curve = a["threshold_curve"]
+    (own,) = [r for r in curve["rows"] if r["run"]]
+    assert own["max_wer"] == m["rules"]["max_wer"] == curve["run_max_wer"]
+    assert own["kept"] == m["counts"]["kept"] and own["hours_kept"] == pytest.approx(m["counts"]["hours_kept"], abs=1e-5)
+    kept = [r["kept"] for r in curve["rows"]]
+    assert kept == sorted(kept) and curve["n_unscored_rejects"] == 0 and curve["note"] == ""
+    assert sum(rows[-1]["kept"] for rows in curve["by_source"].values()) == curve["rows"][-1]["kept"]
+    # rows rejected by a rule other than WER stay rejected whatever the threshold
+    assert curve["rows"][-1]["kept"] < m["counts"]["kept"] + m["counts"]["rejected"]
+
+
+def test_listen_players_data(filter_report):
+    a, report = filter_report
+    listen = a["listen"]
+    groups = {e["group"] for e in listen["examples"]}
+    assert {"rejected: wer", "lint: duplicate_audio"} <= groups and len(listen["examples"]) <= 20
+    for e in listen["examples"]:
+        assert [c["role"] for c in e["clips"]][:2] == ["user", "assistant"]
+        for c in e["clips"]:
+            assert c["from"] == "shard FLAC" and c["seconds"] > 0 and c["bytes"] > 0
+            assert ("diff" in c) == (c["role"] == "assistant") and c["text"]
+    assert listen["n_clips"] == sum(len(e["clips"]) for e in listen["examples"])
+    assert listen["bytes"] == sum(c["bytes"] for e in listen["examples"] for c in e["clips"])
+    assert "data:audio/" not in (report / "audit.json").read_text()  # the audio lives in the page only
+
+
+def test_audio_caps_say_so(filter_out, tmp_path):
+    a = audit(str(filter_out[0]), str(tmp_path / "r"), options=AuditOptions(ListenOptions(max_examples=2, max_bytes=12_000)))
+    listen = a["listen"]
+    assert len(listen["examples"]) == 2 and 0 < listen["bytes"] <= 12_000
+    assert any("size cap" in n for n in listen["notes"]) and any("--max-audio-examples 2" in n for n in listen["notes"])
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert page.count("<audio ") == listen["n_clips"] and "not embedded: audio size cap reached" in page
+
+
+def test_clip_from_codes_with_the_run_codec(filter_out):
+    import pyarrow.parquet as pq
+
+    from filtering.audit.listen import ClipAudio
+
+    row = pq.read_table(sorted((filter_out[0] / "kept").glob("*.parquet"))[0]).slice(0, 1).to_pylist()[0]
+    turn = {**row["turns"][1], "audio_flac": None}  # an assistant turn stored as codes only
+    samples, rate, route = ClipAudio(ListenOptions(codec="tiny"), {}).get(row["dialogue_id"], 1, turn)
+    assert route.startswith("decoded with codec") and rate == 24000
+    assert len(samples) == turn["n_frames"] * rate / 12.5 and float(abs(samples).max()) > 0
+    none, _, why = ClipAudio(ListenOptions(), {}).get(row["dialogue_id"], 1, turn)
+    assert none is None and "--codec" in why
+
+
+def _kept_ids(folder) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    out = {}
+    for sub in ("kept", "rejects"):
+        for f in (folder / sub).glob("*.parquet"):
+            t = pq.read_table(f, columns=["dialogue_id", "reject_reason", "wer"]).to_pylist()
+            out.update({r["dialogue_id"]: (sub, r["reject_reason"], r["wer"]) for r in t})
+    return out
+
+
+@pytest.fixture(scope="module")
+def second_run(filter_out, dialogue_sample, tmp_path_factory):
+    """The same sample filtered again with a looser --max-wer (the one extra filter job of this module)."""
+    out = tmp_path_factory.mktemp("filter_b")
+    run_module("pipelines.filter", "--input", str(dialogue_sample), "--output", str(out), "--max-wer", "1.0", *FILTER_ARGS)
+    report = tmp_path_factory.mktemp("compare_report")
+    summary = run_module("pipelines.audit", str(out), "--compare", str(filter_out[0]), "--report", str(report),
+                         "--audio-manifest", str(dialogue_sample))
+    return out, report, summary
+
+
+def test_compare_lists_exactly_the_rows_that_moved(second_run, filter_out, filter_report):
+    out_b, report, summary = second_run
+    a_rows, b_rows = _kept_ids(filter_out[0]), _kept_ids(out_b)
+    cmp = json.loads((report / "audit.json").read_text())["compare"]
+    kept_a = {i for i, r in a_rows.items() if r[0] == "kept"}
+    kept_b = {i for i, r in b_rows.items() if r[0] == "kept"}
+    assert kept_b - kept_a, "a looser threshold must let some rejected row in"
+    assert sorted(r["id"] for r in cmp["newly_kept"]) == sorted(kept_b - kept_a)
+    assert sorted(r["id"] for r in cmp["newly_rejected"]) == sorted(kept_a - kept_b)
+    for r in cmp["newly_kept"]:
+        assert (r["reason_a"], r["reason_b"]) == (a_rows[r["id"]][1], "") and r["status_a"] == "rejected"
+    assert cmp["kept_in_both"] == len(kept_a & kept_b) and (cmp["shared"], cmp["only_in_a"], cmp["only_in_b"]) == (15, 0, 0)
+    both = [i for i in a_rows.keys() & b_rows.keys() if a_rows[i][2] is not None and b_rows[i][2] is not None]
+    changed = [i for i in both if abs(a_rows[i][2] - b_rows[i][2]) > 1e-6]
+    assert cmp["wer_change"]["n_changed"] == len(changed) and cmp["wer_change"]["n"] == len(both) > 0
+    ma, mb = (json.loads((f / "_manifest.json").read_text())["counts"] for f in (filter_out[0], out_b))
+    assert cmp["counts"]["delta"]["kept"] == mb["kept"] - ma["kept"] == summary["compare"]["delta"]["kept"]
+    assert cmp["counts"]["delta"]["hours_kept"] == pytest.approx(mb["hours_kept"] - ma["hours_kept"], abs=2e-5)
+    # run A's what-if at run B's threshold predicted run B
+    (at_b,) = [r for r in filter_report[0]["threshold_curve"]["rows"] if r["max_wer"] == 1.0]
+    assert at_b["kept"] == mb["kept"] and at_b["hours_kept"] == pytest.approx(mb["hours_kept"], abs=1e-5)
+    page = (report / "index.html").read_text()
+    assert all(f"<code>{r['id']}</code>" in page for r in cmp["newly_kept"])
+    clips = [c for e in json.loads((report / "audit.json").read_text())["listen"]["examples"] for c in e["clips"]]
+    assert {c["from"] for c in clips if c["role"] == "assistant"} == {"source file"}
+
+
+def test_compare_counts_rows_not_shared(filter_out):
+    from filtering.audit.compare import compare_runs, read_facts
+
+    facts = read_facts(str(filter_out[0]))
+    c = compare_runs(facts[2:], facts, "a", "b")
+    assert (c["shared"], c["only_in_a"], c["only_in_b"]) == (len(facts) - 2, 0, 2) and "2 only in run B" in c["note"]
+    assert not c["newly_kept"] and not c["newly_rejected"] and c["counts"]["delta"]["kept"] == sum(
+        f.status == "kept" for f in facts[:2])
+
+
+def _copy_with(folder, tmp_path, edit):
+    """A copy of a filter output whose kept/rejects tables went through `edit(table) -> table`."""
+    import pyarrow.parquet as pq
+
+    dst = tmp_path / "copy"
+    shutil.copytree(folder, dst)
+    for f in list((dst / "kept").glob("*.parquet")) + list((dst / "rejects").glob("*.parquet")):
+        t = pq.read_table(f)
+        pq.write_table(edit(t).replace_schema_metadata(t.schema.metadata), f)
+    return dst
+
+
+def test_threshold_note_for_rejects_without_scores(filter_out, tmp_path):
+    import pyarrow as pa
+
+    def drop_scores(t):
+        if t.column("keep")[0].as_py():
+            return t
+        return t.set_column(t.schema.get_field_index("wer"), "wer", pa.nulls(t.num_rows, pa.float32()))
+
+    m = json.loads((filter_out[0] / "_manifest.json").read_text())
+    a = audit(str(_copy_with(filter_out[0], tmp_path, drop_scores)), str(tmp_path / "r"), options=AuditOptions(ListenOptions(max_examples=0)))
+    curve = a["threshold_curve"]
+    assert curve["n_unscored_rejects"] == m["counts"]["rejected"] - m["reject_reasons"].get("no_scored_turn", 0)
+    assert "without WER scores" in curve["note"] and html.escape(curve["note"]) in (tmp_path / "r" / "index.html").read_text()
+    assert all(r["kept"] == m["counts"]["kept"] for r in curve["rows"])
+
+
+def test_quality_metadata_per_source_and_against_wer(filter_out, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    values = {}
+
+    def add_meta(t):
+        ids = t.column("dialogue_id").to_pylist()
+        metas = []
+        for i, did in enumerate(ids):
+            if did.endswith("duplicate"):
+                metas.append(None)  # nullable: rows without metadata
+                continue
+            values[did] = round(2.5 + (sum(map(ord, did)) % 20) / 10, 2)
+            metas.append(json.dumps({"dnsmos": values[did], "lang_id": "en"}))
+        return t.append_column("meta", pa.array(metas, pa.string()))
+
+    a = audit(str(_copy_with(filter_out[0], tmp_path, add_meta)), str(tmp_path / "r"), options=AuditOptions(ListenOptions(max_examples=0)))
+    q = a["quality_meta"]
+    assert q["n_rows_with_meta"] == len(values) and list(q["keys"]) == ["dnsmos"]
+    (src,) = q["keys"]["dnsmos"]["by_source"].values()
+    v = np.asarray(list(values.values()))
+    assert src["n"] == len(v) and src["mean"] == pytest.approx(v.mean(), abs=1e-3) and src["p50"] == pytest.approx(np.median(v), abs=1e-3)
+    wer = {i: r[2] for i, r in _kept_ids(filter_out[0]).items()}
+    pairs = np.asarray([(values[i], wer[i]) for i in values if wer.get(i) is not None])
+    assert q["keys"]["dnsmos"]["n_with_wer"] == len(pairs)
+    assert q["keys"]["dnsmos"]["wer_pearson"] == pytest.approx(np.corrcoef(pairs.T)[0, 1], abs=1e-3)
+    assert (tmp_path / "r" / a["plots"]["meta_dnsmos"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_meta_names_file_and_row(filter_out, tmp_path):
+    import pyarrow as pa
+
+    from tokenization.errors import UserError
+
+    folder = _copy_with(filter_out[0], tmp_path, lambda t: t.append_column("meta", pa.array(["{oops"] * t.num_rows, pa.string())))
+    with pytest.raises(UserError, match=r"\.parquet: row \S+: `meta` is not JSON"):
+        audit(str(folder), str(tmp_path / "r"))
 
 
 def _free_port() -> int:
@@ -100,21 +281,46 @@ def _fmt(v) -> str:
     return "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
 
 
-def test_report_renders_in_headless_chromium(filter_report, tmp_path):
+def _chrome(tmp_path):
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
-    a, report = filter_report
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium")
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                  f"--user-data-dir={tmp_path / 'chrome-profile'}"):
         opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+
+
+# Resolves with the clip's duration once the browser decoded its header (-1 on a decode error).
+DURATION_JS = """const a = arguments[0], done = arguments[arguments.length - 1];
+if (a.readyState >= 1) { done(a.duration); return; }
+a.addEventListener('loadedmetadata', () => done(a.duration));
+a.addEventListener('error', () => done(-1));
+a.load();"""
+
+
+def _check_page(driver, a):
+    from selenium.webdriver.common.by import By
+
+    cells = driver.find_elements(By.CSS_SELECTOR, "[data-key]")
+    for cell in cells:  # every number on the page is the one in audit.json (textContent: also in closed <details>)
+        key = cell.get_attribute("data-key")
+        assert cell.get_attribute("textContent").strip() == _fmt(_lookup(a, key)), key
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] if hasattr(driver, "get_log") else []
+    assert not errors, errors
+    return cells
+
+
+def test_report_renders_in_headless_chromium(filter_report, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    a, report = filter_report
+    driver = _chrome(tmp_path)
     try:
         driver.get((report / "index.html").as_uri())
         assert driver.title.startswith("Data audit")
@@ -123,15 +329,35 @@ def test_report_renders_in_headless_chromium(filter_report, tmp_path):
         for img in images:  # every plot decoded and laid out
             assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img), img.get_attribute("alt")
             assert img.size["width"] > 100
-        cells = driver.find_elements(By.CSS_SELECTOR, "[data-key]")
-        assert len(cells) > 50
-        for cell in cells:  # every number on the page is the one in audit.json
-            key = cell.get_attribute("data-key")
-            assert cell.text.strip() == _fmt(_lookup(a, key)), key
+        assert len(_check_page(driver, a)) > 50
+        players = driver.find_elements(By.CSS_SELECTOR, "#listen audio")
+        assert len(players) == a["listen"]["n_clips"] > 0
+        assert all(p.get_attribute("src").startswith("data:audio/ogg;base64,") for p in players)
+        clips = {f"{e['id']}#{c['turn']}": c for e in a["listen"]["examples"] for c in e["clips"]}
+        driver.set_script_timeout(30)
+        for p in players[:3]:  # the browser decodes the clip and knows how long it is
+            duration = driver.execute_async_script(DURATION_JS, p)
+            assert duration == pytest.approx(clips[p.get_attribute("data-clip")]["seconds"], abs=0.1)
+        assert "(this run)" in driver.find_element(By.CSS_SELECTOR, "#threshold tr.run").text
         stages = driver.find_element(By.ID, "stages").text
         assert "adds up" in stages and "MISMATCH" not in stages
         assert driver.find_elements(By.CSS_SELECTOR, "#examples .del, #examples .sub, #examples .ins")
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] if hasattr(driver, "get_log") else []
-        assert not errors, errors
+        assert driver.find_elements(By.CSS_SELECTOR, "#listen .del, #listen .sub, #listen .ins")
+    finally:
+        driver.quit()
+
+
+def test_compare_report_renders_in_headless_chromium(second_run, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    _, report, _ = second_run
+    a = json.loads((report / "audit.json").read_text())
+    driver = _chrome(tmp_path)
+    try:
+        driver.get((report / "index.html").as_uri())
+        _check_page(driver, a)
+        moved = driver.find_element(By.ID, "newly-kept").text
+        assert all(r["id"] in moved for r in a["compare"]["newly_kept"])
+        assert driver.find_element(By.ID, "plot-compare_wer").get_attribute("src").startswith("data:image/png")
     finally:
         driver.quit()

@@ -1,0 +1,176 @@
+"""Audio players for the report's example rows: hear why a row was rejected or flagged.
+
+A WER number does not say whether the TTS voice mumbled, the ASR misheard or the transcript
+is wrong; the clip does. For the example rows the report shows (rejects per reason, the
+worst kept rows, lint examples) each turn gets its audio as an Ogg/Opus data URI, so the page
+stays one self-contained file:
+
+    user turn               the shard's FLAC bytes
+    assistant / TTS clip    its source file when reachable (`audio_manifest`), else the shard's
+                            FLAC bytes, else decoded from its codes with the run's codec (`codec`)
+
+At most `max_examples` rows and `max_bytes` of audio in all; the report says when a cap was hit.
+
+    >>> part, uris = listen_examples(kind, facts, figures, lint_checks, ListenOptions(codec="tiny"))
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from filtering.audit.read import RowFact, fetch_rows
+from filtering.audit.stats import N_EXAMPLES, diff_ops
+from filtering.dialogue_schema import flac_to_pcm
+from filtering.normalize import normalize
+from tokenization.audio import decode_audio, read_bytes, resample
+from tokenization.schema import codes_to_numpy
+
+CLIP_RATE = 16000  # Opus takes 8/12/16/24/48 kHz; 16 kHz is what the ASR heard
+MIME = "audio/ogg"
+
+
+@dataclass
+class ListenOptions:
+    """How the report embeds audio. `codec`: `tiny` or a checkpoint path, as the filter took it."""
+
+    codec: str | None = None
+    max_examples: int = 20
+    max_bytes: int = 8 * 2**20
+    audio_manifest: str | None = None
+
+
+def encode_clip(samples: np.ndarray, rate: int) -> bytes:
+    """Mono float32 [S] -> Ogg/Opus bytes at 16 kHz (about 6x smaller than FLAC for speech)."""
+    buf = io.BytesIO()
+    x = np.clip(resample(np.asarray(samples, np.float32), rate, CLIP_RATE), -1.0, 1.0)
+    sf.write(buf, x, CLIP_RATE, format="OGG", subtype="OPUS")
+    return buf.getvalue()
+
+
+def pick_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks: list[dict], limit: int) -> list[tuple[str, RowFact]]:
+    """(group label, row) of the rows to play: rejects per reason in turn, worst kept rows, lint examples."""
+    by_id = {f.id: f for f in facts if f.path}
+    groups: list[tuple[str, list[str]]] = []
+    for code, exs in figures["rejections"]["examples"].items():
+        groups.append((f"rejected: {code}", [e["id"] for e in exs]))
+    worst = sorted((f for f in facts if f.status == "kept" and f.wer is not None and f.wer > 0), key=lambda f: (-f.wer, f.id))
+    groups.append(("worst kept", [f.id for f in worst[:N_EXAMPLES]]))
+    for c in lint_checks:
+        if not c["passed"]:
+            ids = [e.get("id") or (e.get("ids") or [None])[0] or (e.get("train") or [None])[0] for e in c["examples"]]
+            groups.append((f"lint: {c['name']}", [str(i).split("#")[0] for i in ids if i]))
+    picked: list[tuple[str, RowFact]] = []
+    seen: set[str] = set()
+    depth = max((len(ids) for _, ids in groups), default=0)
+    for k in range(depth):  # round robin, so every group gets heard before the cap
+        for label, ids in groups:
+            if k < len(ids) and ids[k] in by_id and ids[k] not in seen and len(picked) < limit:
+                seen.add(ids[k])
+                picked.append((label, by_id[ids[k]]))
+    return picked
+
+
+def _source_paths(kind: str, manifest: str | None) -> dict[str, list[str]]:
+    """{row id: source audio path per scored clip} from the run's input manifest, when given."""
+    if not manifest:
+        return {}
+    if kind == "filter-dialogue":
+        from filtering.dialogue_manifest import read_dialogues
+
+        specs, _ = read_dialogues(manifest)
+        return {s.dialogue_id: [t.audio_path for t in s.turns] for s in specs}
+    from tokenization.manifest import read_inputs
+
+    entries, _, _ = read_inputs(manifest)
+    return {e.utt_id: [e.audio_path] for e in entries}
+
+
+class ClipAudio:
+    """Turns one clip into samples by the first route that works; remembers why one failed."""
+
+    def __init__(self, opts: ListenOptions, sources: dict[str, list[str]]):
+        self.opts, self.sources, self._codec = opts, sources, None
+
+    def codec(self):
+        if self._codec is None:
+            from tokenization.codec import load_codec
+
+            self._codec = load_codec(self.opts.codec)
+        return self._codec
+
+    def get(self, row_id: str, turn: int, clip: dict) -> tuple[np.ndarray | None, int, str]:
+        paths = self.sources.get(row_id, [])
+        if clip["role"] != "user" and turn < len(paths):
+            try:
+                samples, rate = decode_audio(read_bytes(paths[turn]), paths[turn])
+                return samples, rate, "source file"
+            except (OSError, ValueError):
+                pass  # unreachable from here: the shard or the codes still speak
+        if clip.get("audio_flac"):
+            samples, rate = flac_to_pcm(clip["audio_flac"])
+            return samples, rate, "shard FLAC"
+        if clip.get("codes"):
+            if not self.opts.codec:
+                return None, 0, "codes only: pass --codec (tiny or the run's checkpoint) to decode them"
+            c = self.codec()
+            return c.decode([codes_to_numpy(clip["codes"])])[0], c.sample_rate, f"decoded with codec {c.name}"
+        return None, 0, "no audio stored for this clip"
+
+
+def _clips(kind: str, row: dict) -> list[dict]:
+    if kind == "filter-dialogue":
+        return row["turns"]
+    return [{**row, "role": "tts"}]
+
+
+def listen_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks: list[dict],
+                    opts: ListenOptions) -> tuple[dict, dict[str, str]]:
+    """The `listen` part of audit.json and the data URIs keyed `row_id#turn` (kept out of the JSON).
+
+    Returns:
+        ({"examples": [{"group", "id", "status", "reason", "wer", "clips": [{"turn", "role", "text", "asr_hyp",
+          "wer", "diff", "from", "seconds", "bytes"}]}], "n_clips", "bytes", "notes"}, {key: data URI}).
+    """
+    picked = pick_examples(kind, facts, figures, lint_checks, opts.max_examples)
+    wanted: dict[str, list[int]] = {}
+    for _, f in picked:
+        wanted.setdefault(f.path, []).append(f.index)
+    rows = fetch_rows(wanted)
+    audio = ClipAudio(opts, _source_paths(kind, opts.audio_manifest))
+    uris: dict[str, str] = {}
+    total, skipped, examples, notes = 0, 0, [], []
+    for label, f in picked:
+        row = rows[(f.path, f.index)]
+        lang = row.get("language") or "en"
+        clips = []
+        for j, clip in enumerate(_clips(kind, row)):
+            samples, rate, route = audio.get(f.id, j, clip)
+            info = {"turn": j, "role": clip["role"], "text": clip.get("text") or "", "asr_hyp": clip.get("asr_hyp"),
+                    "wer": None if clip.get("wer") is None else round(float(clip["wer"]), 4), "from": route,
+                    "seconds": None, "bytes": 0}
+            if clip.get("asr_hyp") is not None:
+                info["diff"] = diff_ops(clip.get("text_ref_norm") or "", normalize(clip["asr_hyp"], lang))
+            if samples is not None and len(samples):
+                data = encode_clip(samples, rate)
+                if total + len(data) > opts.max_bytes:
+                    skipped += 1
+                    info["from"] = "not embedded: audio size cap reached"
+                else:
+                    total += len(data)
+                    uris[f"{f.id}#{j}"] = f"data:{MIME};base64,{base64.b64encode(data).decode()}"
+                    info.update(seconds=round(len(samples) / rate, 3), bytes=len(data))
+            clips.append(info)
+        examples.append({"group": label, "id": f.id, "status": f.status, "reason": f.reason,
+                         "wer": None if f.wer is None else round(float(f.wer), 4), "clips": clips})
+    if skipped:
+        notes.append(f"Audio size cap of {opts.max_bytes / 2**20:g} MB reached: {skipped} clips not embedded "
+                     "(raise --max-audio-mb).")
+    n_candidates = len(pick_examples(kind, facts, figures, lint_checks, 10**9))
+    if n_candidates > len(picked):
+        notes.append(f"{n_candidates - len(picked)} more example rows not played (--max-audio-examples {opts.max_examples}).")
+    return {"examples": examples, "n_clips": len(uris), "bytes": total, "notes": notes}, uris

@@ -1,0 +1,110 @@
+"""HTML of the auditor's-workflow sections: listen, threshold what-if, compare runs, quality metadata.
+
+Each takes its part of audit.json (and, for listening, the data URIs kept out of it) and
+returns an HTML fragment; numbers carry `data-key` like the rest of the page.
+"""
+
+from __future__ import annotations
+
+import html
+
+from filtering.audit.cells import diff_html, num
+
+MAX_LISTED = 100  # moved rows listed in the page (audit.json has them all)
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>' if text else ""
+
+
+def listen_html(part: dict | None, uris: dict[str, str]) -> str:
+    if not part or not part["examples"]:
+        return ""
+    rows = []
+    for i, ex in enumerate(part["examples"]):
+        for j, c in enumerate(ex["clips"]):
+            key = f"{ex['id']}#{c['turn']}"
+            player = (f'<audio controls preload="metadata" data-clip="{html.escape(key)}" src="{uris[key]}"></audio>'
+                      if key in uris else "")
+            head = (f'<td class="l" rowspan="{len(ex["clips"])}">{html.escape(ex["group"])}<br><code>{html.escape(ex["id"])}</code>'
+                    f'<br><small>{html.escape(ex["reason"] or ex["status"])}</small></td>') if j == 0 else ""
+            rows.append(f'<tr>{head}<td class="l">{html.escape(c["role"])}</td><td class="l">{player}<br><small>{html.escape(c["from"])}</small></td>'
+                        f'<td class="l">{html.escape(c["text"])}</td><td class="l">{html.escape(c["asr_hyp"] or "")}</td>'
+                        f'<td class="l diff">{diff_html(c.get("diff") or [])}</td>{num(c["wer"], f"listen.examples.{i}.clips.{j}.wer")}</tr>')
+    notes = "".join(_note(n) for n in part["notes"])
+    return (f'<h2>Listen to the examples</h2><p>Clips: <span data-key="listen.n_clips">{part["n_clips"]}</span>, '
+            f'<span data-key="listen.bytes">{part["bytes"]}</span> bytes of audio.</p>{notes}'
+            '<table id="listen"><tr><th class=l>row</th><th class=l>role</th><th class=l>audio</th><th class=l>transcript</th>'
+            f'<th class=l>ASR hypothesis</th><th class=l>diff</th><th>WER</th></tr>{"".join(rows)}</table>')
+
+
+def _threshold_label(r: dict) -> str:
+    return ("off" if r["max_wer"] is None else f"{r['max_wer']:g}") + (" (this run)" if r["run"] else "")
+
+
+def _curve_table(rows: list[dict], key: str, table_id: str) -> str:
+    body = "".join(
+        f'<tr class="{"run" if r["run"] else ""}"><td class="l">{_threshold_label(r)}</td>{num(r["kept"], f"{key}.{i}.kept")}{num(r["hours_kept"], f"{key}.{i}.hours_kept")}</tr>'
+        for i, r in enumerate(rows))
+    return f'<table id="{table_id}"><tr><th class=l>max_wer</th><th>kept rows</th><th>kept hours</th></tr>{body}</table>'
+
+
+def threshold_html(curve: dict | None, img: str) -> str:
+    if not curve:
+        return ""
+    per_source = "".join(f"<h3>Source {html.escape(s)}</h3>{_curve_table(rows, f'threshold_curve.by_source.{s}', f'threshold-{i}')}"
+                         for i, (s, rows) in enumerate(curve["by_source"].items()))
+    return (f"<h2>Threshold what-if</h2><p>Rows and hours the run would keep at each <code>max_wer</code>, every other rule "
+            f"unchanged (this run: {curve['run_max_wer']}).</p>{_note(curve['note'])}{img}"
+            f"{_curve_table(curve['rows'], 'threshold_curve.rows', 'threshold')}<details><summary>per source</summary>{per_source}</details>")
+
+
+def _status(status: str, reason: str) -> str:
+    return html.escape(f"{status}: {reason}" if reason else status)
+
+
+def _moved_table(rows: list[dict], table_id: str) -> str:
+    body = "".join(f'<tr><td class="l"><code>{html.escape(r["id"])}</code></td><td class="l">{_status(r["status_a"], r["reason_a"])}</td>'
+                   f'<td class="l">{_status(r["status_b"], r["reason_b"])}</td><td>{"" if r["wer_a"] is None else r["wer_a"]}</td>'
+                   f'<td>{"" if r["wer_b"] is None else r["wer_b"]}</td></tr>' for r in rows[:MAX_LISTED])
+    more = f"<p>{len(rows) - MAX_LISTED} more in audit.json.</p>" if len(rows) > MAX_LISTED else ""
+    return (f'<table id="{table_id}"><tr><th class=l>id</th><th class=l>run A</th><th class=l>run B</th><th>WER A</th><th>WER B</th></tr>'
+            f"{body}</table>{more}")
+
+
+def compare_html(cmp: dict | None, img: str) -> str:
+    if not cmp:
+        return ""
+    cols = ["kept", "rejected", "quarantined", "hours_kept"]
+    counts = "".join(f'<tr><td class="l">{name}</td>' + "".join(num(cmp["counts"][k][c], f"compare.counts.{k}.{c}") for c in cols) + "</tr>"
+                     for k, name in (("a", "run A"), ("b", "run B"), ("delta", "B - A")))
+    w = cmp["wer_change"]
+    changed = "".join(f'<tr><td class="l"><code>{html.escape(r["id"])}</code></td><td>{r["wer_a"]:g}</td><td>{r["wer_b"]:g}</td>'
+                      f'<td>{r["delta"]:+g}</td></tr>' for r in w["rows"][:MAX_LISTED] if r["delta"])
+    return (f"<h2>Compare runs</h2><p>Run A <code>{html.escape(cmp['run_a'])}</code>, run B <code>{html.escape(cmp['run_b'])}</code>. "
+            f'Shared rows <span data-key="compare.shared">{cmp["shared"]}</span>, only in A <span data-key="compare.only_in_a">{cmp["only_in_a"]}</span>, '
+            f'only in B <span data-key="compare.only_in_b">{cmp["only_in_b"]}</span>; kept in both '
+            f'<span data-key="compare.kept_in_both">{cmp["kept_in_both"]}</span>, rejected in both '
+            f'<span data-key="compare.rejected_in_both">{cmp["rejected_in_both"]}</span>.</p>{_note(cmp["note"])}'
+            f'<table id="compare-counts"><tr><th class=l></th>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{counts}</table>'
+            f"<h3>Newly kept ({len(cmp['newly_kept'])})</h3>{_moved_table(cmp['newly_kept'], 'newly-kept')}"
+            f"<h3>Newly rejected ({len(cmp['newly_rejected'])})</h3>{_moved_table(cmp['newly_rejected'], 'newly-rejected')}"
+            + (f"<h3>Other moves ({len(cmp['other_moves'])})</h3>{_moved_table(cmp['other_moves'], 'other-moves')}" if cmp["other_moves"] else "")
+            + f'<h3>WER change per shared row</h3><p>Scored in both: <span data-key="compare.wer_change.n">{w["n"]}</span>, changed: '
+            f'<span data-key="compare.wer_change.n_changed">{w["n_changed"]}</span>.</p>{img}'
+            f'<table id="wer-change"><tr><th class=l>id</th><th>WER A</th><th>WER B</th><th>change</th></tr>{changed}</table>')
+
+
+def quality_html(q: dict | None, imgs: dict[str, str]) -> str:
+    if not q or not q["keys"]:
+        return ""
+    cols = ["n", "mean", "p5", "p50", "p95"]
+    parts = []
+    for k, info in q["keys"].items():
+        body = "".join(f'<tr><td class="l">{html.escape(s)}</td>' + "".join(num(st.get(c), f"quality_meta.keys.{k}.by_source.{s}.{c}") for c in cols) + "</tr>"
+                       for s, st in info["by_source"].items())
+        parts.append(f"<h3><code>{html.escape(k)}</code> (Pearson r with WER: "
+                     f'{num(info["wer_pearson"], f"quality_meta.keys.{k}.wer_pearson", "span")})</h3>'
+                     f"{imgs.get(k, '')}<table><tr><th class=l>source</th>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{body}</table>")
+    return (f'<h2>Quality metadata</h2><p>Rows with a <code>meta</code> value: <span data-key="quality_meta.n_rows_with_meta">'
+            f'{q["n_rows_with_meta"]}</span>.</p>{"".join(parts)}')
