@@ -7,6 +7,7 @@ import os
 import pytest
 
 from pipelines import train as train_cli
+from tokenization.errors import UserError
 from training.stage_config import CONFIG_DIR, load_config
 
 
@@ -27,7 +28,7 @@ def test_trainer_wiring(tmp_path):
     assert trainer.scaling_config.num_workers == 4
     loop_config = trainer.train_loop_config
     assert loop_config["deepspeed"]["train_micro_batch_size_per_gpu"] == cfg.data.micro_batch_size
-    assert loop_config["stage"]["stage"] == 3
+    assert loop_config["stage"] is cfg and loop_config["stage"].stage == 3  # typed config travels to the workers
 
 
 def test_gpu_workers_get_no_cpu_accelerator(tmp_path):
@@ -53,6 +54,6 @@ def test_multi_node_on_node_local_storage_fails_early(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ray, "remote", lambda **kw: FakeRemote)
     monkeypatch.setattr(ray, "get", lambda ref, timeout=None: ref)
-    with pytest.raises(SystemExit, match="node-local"):
+    with pytest.raises(UserError, match="node-local"):
         train_cli.check_shared_storage(str(tmp_path / "ckpts"))
     train_cli.check_shared_storage("s3://bucket/ckpts")  # remote storage: nothing to check
