@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 
 import pytest
 
@@ -93,8 +94,10 @@ def test_bad_config_fails_on_the_driver_in_one_line_exit_2(capsys):
 
     path = os.path.join(CONFIG_DIR, "stage1_tiny.yaml")
     for override, key in [("zero_stage=7", "zero_stage"), ("optim.lrr=1", "optim.lrr")]:
+        t0 = time.perf_counter()
         with pytest.raises(SystemExit) as exit_:
             run(main, ["--stage", "1", "--config", path, override])
+        assert time.perf_counter() - t0 < 5  # config only: no model, no data, no Ray
         err = capsys.readouterr().err.strip()
         assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
         assert err.startswith("error: ") and key in err and path in err, err
@@ -115,6 +118,17 @@ def test_data_path_problems_name_the_file(tmp_path, capsys):
             run(main, ["--stage", "1", "--config", path, f"data.path={data}", f"checkpoint.storage_path={tmp_path}/ck"])
         err = capsys.readouterr().err.strip()
         assert exit_.value.code == 2 and len(err.splitlines()) == 1 and named in err, err
+
+
+def test_one_loader_for_stage_model_and_rule_configs():
+    """Filter rules and checkpoint model configs go through the same strict loader: same one-line errors."""
+    from filtering.rules import Rules
+
+    with pytest.raises(UserError, match=r"rules.yaml: max_wer: expected a number"):
+        Rules.from_dict({"max_wer": "ten"}, where="rules.yaml")
+    assert Rules.from_dict({"score_roles": ["user"]}).score_roles == ("user",)
+    with pytest.raises(UserError, match=r"config.json: talker.n_mtp: expected a whole number"):
+        VocalNetConfig.from_dict({"talker": {"n_mtp": 1.5}}, where="config.json")
 
 
 def test_tokenizer_spec():
