@@ -106,7 +106,7 @@ def test_dry_run_paper_preset_on_the_meta_device(tmp_path, capsys):
     z = plan["zero_memory"]
     assert 0 < z["all_params"]["zero3_gb_per_gpu"] < z["all_params"]["zero2_gb_per_gpu"]
     assert plan["data"]["splits"]["train"]["rows"] == 6 and plan["data"]["splits"]["valid"]["rows"] == 2
-    assert plan["data"]["splits"]["train"]["hours"] == pytest.approx(6 * 2.0 / 3600, rel=1e-3)
+    assert plan["data"]["splits"]["train"]["hours"] == pytest.approx(6 * 2.0 / 3600, abs=1e-6)
     assert plan["steps_per_epoch"] == 3  # 6 train examples / (2 workers x 1 x 1)
     assert plan["tokens_per_step"] == 2 * 25 * 8  # 2 examples of 25 frames x 8 codebooks
     assert seconds < 60, seconds
@@ -123,3 +123,32 @@ def test_dry_run_warns_about_what_is_only_on_the_cluster(capsys):
     assert plan["parameters"]["thinker"] == pytest.approx(8.19e9, rel=0.02)
     text = " ".join(plan["warnings"])
     assert "/models/Qwen3-8B/config.json" in text and "data.path /data/tokens/shards" in text and "steps per epoch" in text
+
+
+def test_dry_run_counts_dialogue_pairs_without_reading_audio_or_codes(tmp_path, capsys):
+    """Stage 3 on dialogue shards (filtering.dialogue_schema): examples are (user, assistant-with-codes) pairs."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from filtering.dialogue_schema import DialogueRow, DialogueTurn, dialogue_schema
+    from pipelines.cli import run
+
+    def turn(role, seconds, frames):
+        return DialogueTurn(role, "hello there", b"", 16000, seconds, np.zeros((frames, 8), np.uint16) if frames else None, frames)
+
+    rows = [DialogueRow(f"d{i}", "t", "en", "s", [turn("user", 3.0, 0), turn("assistant", 2.0, 25 if i else 0)], split=split)
+            for i, split in enumerate(["train", "train", "train", "valid"])]
+    (tmp_path / "kept").mkdir()
+    pq.write_table(pa.Table.from_pylist([r.to_dict() for r in rows], schema=dialogue_schema()), tmp_path / "kept" / "part-0.parquet")
+    run(train_cli.main, ["--stage", "3", "--config", os.path.join(CONFIG_DIR, "stage3_tiny.yaml"), "--dry-run", "--json",
+                         f"data.path={tmp_path / 'kept'}", f"checkpoint.init_from=[{tmp_path}/no-export]",
+                         "scaling.num_workers=1", "data.micro_batch_size=1"])
+    plan = json.loads(capsys.readouterr().out)
+    train = plan["data"]["splits"]["train"]
+    assert train["rows"] == 3 and train["examples"] == 2  # the first reply has no codes: not a stage-3 example
+    assert train["hours"] == pytest.approx(3 * 5.0 / 3600, abs=1e-6)
+    assert plan["steps_per_epoch"] == 2
+    assert "parameters" not in plan and any("no-export" in w and "not computed" in w for w in plan["warnings"])
