@@ -223,13 +223,13 @@ def run_torchrun(cfg: StageConfig) -> None:
     """The same recipe under plain torchrun (one process per rank; no Ray, no retries)."""
     from training.local_launch import run_local
 
+    if ckpt.is_remote_uri(cfg.checkpoint.storage_path):
+        raise UserError(f"{cfg.source}: checkpoint.storage_path {cfg.checkpoint.storage_path}: --torchrun writes checkpoints "
+                        "to a local or shared folder; use Ray Train (no --torchrun) for object storage")
     cfg = resolve_paths(cfg)
     if not cfg.scaling.use_gpu:
         os.environ.update(CPU_ENV)
-    try:
-        _, reporter, export = run_local(cfg)
-    except ValueError as exc:  # e.g. an s3:// storage_path, which this launcher cannot write
-        raise UserError(str(exc)) from None
+    _, reporter, export = run_local(cfg)
     if reporter.rank == 0:
         print(f"stage {cfg.stage}: exported model -> {export}")
 

@@ -121,7 +121,8 @@ def test_stage3_from_stage2_then_speaks(stage2_run, dialogue_shards, tiny_codec,
     _, storage2 = stage2_run
     cfg = tiny_config(3, dialogue_shards, tmp_path, [
         "max_steps=8", "log_every=1", "checkpoint.every_steps=8", "optim.lr=3e-3", "optim.schedule=constant",
-        "data.micro_batch_size=2", "data.buffer_size=6", "zero_stage=2", f"checkpoint.init_from=[{storage2}/stage2/export]"])
+        # one in-process rank x 4 = the 4 examples per step of the two-worker runs above
+        "data.micro_batch_size=4", "data.buffer_size=8", "zero_stage=2", f"checkpoint.init_from=[{storage2}/stage2/export]"])
     try:
         run_local(cfg, echo=False)
     finally:
