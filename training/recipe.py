@@ -170,8 +170,8 @@ class StageRecipe:
         dist.all_gather_object(placement, self.ctx.node_id)
         if self.rank == 0:
             self.writer = MetricsWriter(self.tensorboard_dir())
-            self.writer.write_json("placement.json", {"nodes_by_rank": placement, "zero_stage": self.zero_stage,
-                                                      "optimizer_state_bytes_rank0": optimizer_state_bytes(self.engine)})
+            self.placement = {"nodes_by_rank": placement, "zero_stage": self.zero_stage}
+            self.writer.write_json("placement.json", self.placement)
             log.info("stage %d: %d trainable params, ZeRO-%d, %d ranks, from step %d",
                      cfg.stage, sum(getattr(p, "ds_numel", p.numel()) for p in params), self.zero_stage, self.world_size, self.step)
 
@@ -239,7 +239,8 @@ class StageRecipe:
             else:
                 self.ctx.report(metrics, None)  # same number of reports on every rank: decided by step only
         batches.close()
-        if self.writer:
+        if self.writer:  # Adam's moments exist only after a step: measured now
+            self.writer.write_json("placement.json", {**self.placement, "optimizer_state_bytes_rank0": optimizer_state_bytes(self.engine)})
             self.writer.close()
 
     def validation_loss(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -40,6 +41,9 @@ def test_recipe_steps_checkpoints_and_resumes_without_ray(handful_token_shards, 
     assert len(ckpts) == 2 and latest_checkpoint(str(run_dir)).endswith(ckpts[-1])
     assert {"latest", "trainer_state_rank0.json", "model", ".complete"} <= set(os.listdir(run_dir / ckpts[-1]))
     assert VocalNetM2.from_pretrained(export).cfg.talker.n_mtp == 2
+    placement = json.loads((run_dir / "tensorboard" / "placement.json").read_text())
+    n_trainable = sum(p.numel() for p in recipe.model.trainable_parameters())
+    assert placement["optimizer_state_bytes_rank0"] == pytest.approx(12 * n_trainable, rel=1e-3)  # fp32 master + 2 Adam moments
     assert ("ray" in sys.modules) == ray_loaded  # nothing on this path imports Ray
 
     # a rerun with more steps resumes from the step-2 checkpoint: only step 3 runs
