@@ -229,7 +229,13 @@ def run_torchrun(cfg: StageConfig) -> None:
     cfg = resolve_paths(cfg)
     if not cfg.scaling.use_gpu:
         os.environ.update(CPU_ENV)
-    _, reporter, export = run_local(cfg)
+    import torch.distributed as dist
+
+    try:
+        _, reporter, export = run_local(cfg)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()  # a clean exit on every rank (no teardown race at interpreter exit)
     if reporter.rank == 0:
         print(f"stage {cfg.stage}: exported model -> {export}")
 
