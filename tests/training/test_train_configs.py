@@ -149,3 +149,20 @@ def test_shared_storage_decision():
     assert shared_storage_problem("/nfs/x", {"a": True, "b": True}, "m") is None
     msg = shared_storage_problem("/local/x", {"node-a": True, "node-b": False}, "/local/x/m")
     assert "node-local" in msg and "s3://" in msg and "1 of 2 nodes" in msg
+
+
+def test_checkpoint_config_json_sets_sizes_and_a_missing_size_is_named(tmp_path):
+    import json
+
+    qwen = {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+            "intermediate_size": 256, "vocab_size": 60000}
+    (tmp_path / "qwen").mkdir()
+    (tmp_path / "qwen" / "config.json").write_text(json.dumps(qwen))
+    path = os.path.join(CONFIG_DIR, "stage1_tiny.yaml")
+    cfg = load_config(path, [f"model.thinker.path={tmp_path}/qwen"])
+    assert (cfg.model.thinker.d_model, cfg.model.thinker.n_layers, cfg.model.thinker.vocab_size) == (128, 3, 60000)
+    assert any("config.json" in n for n in cfg.notes)
+    del qwen["num_hidden_layers"]
+    (tmp_path / "qwen" / "config.json").write_text(json.dumps(qwen))
+    with pytest.raises(UserError, match=r"qwen/config.json: num_hidden_layers: missing \(needed for model.thinker.n_layers"):
+        load_config(path, [f"model.thinker.path={tmp_path}/qwen"])
