@@ -18,8 +18,10 @@ that could never train, or a transcript no speech could match, costs no ASR.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from tokenization.strict_config import load_dataclass
 
 REASONS = ("no_user_turn", "text_too_long", "no_scored_turn", "too_short", "too_long", "empty_hypothesis", "wer", "cer", "speaking_rate")
 
@@ -45,15 +47,9 @@ class Rules:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Rules":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown rule(s): {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        if "score_roles" in d:
-            d["score_roles"] = tuple(d["score_roles"])
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "rules") -> "Rules":
+        """Strictly (`tokenization.strict_config`): an unknown or mistyped rule names itself and `where`."""
+        return load_dataclass(cls, d, where=where, noun="rule")
 
     @classmethod
     def load(cls, path: str | Path) -> "Rules":
@@ -62,8 +58,8 @@ class Rules:
         if str(path).endswith((".yaml", ".yml")):
             import yaml
 
-            return cls.from_dict(yaml.safe_load(text) or {})
-        return cls.from_dict(json.loads(text))
+            return cls.from_dict(yaml.safe_load(text) or {}, where=str(path))
+        return cls.from_dict(json.loads(text), where=str(path))
 
 
 def _judge(t: dict, r: Rules, where: str) -> str:

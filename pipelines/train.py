@@ -2,6 +2,14 @@
 
     python -m pipelines.train --stage 1 --config training/configs/stage1_tiny.yaml [key=value ...]
     ray job submit --working-dir . -- python -m pipelines.train --stage 2 --config training/configs/stage2.yaml
+    python -m pipelines.train --stage 1 --config training/configs/stage1.yaml --dry-run [--json]
+    torchrun --nproc_per_node=2 -m pipelines.train --stage 1 --config training/configs/stage1_tiny.yaml --torchrun
+
+`--dry-run` loads no weights and starts no Ray: it checks the config and prints what the run
+would be (parameters per part, ZeRO memory per GPU, tokens per step, data rows and hours per
+split, steps per epoch). `--torchrun` runs the same recipe under plain torchrun, without Ray.
+Config and input mistakes stop here, before Ray starts, as one line (exit 2; `--debug` shows
+the traceback).
 
 Locally this starts an embedded Ray; with RAY_ADDRESS set (or under `ray job submit`) it joins
 that cluster. Rerunning with the same `checkpoint.storage_path` + `checkpoint.run_name`
@@ -15,17 +23,19 @@ This is the only module that knows TorchTrainer, ScalingConfig and the DeepSpeed
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-import sys
 import time
 import uuid
 
+from pipelines.cli import run as run_cli
 from pipelines.ray_setup import init_ray
 from tokenization import storage
+from tokenization.errors import UserError
 from training import checkpointing as ckpt
 from training.metrics import format_progress
-from training.stage_config import StageConfig, load_config
+from training.stage_config import StageConfig, load_config, resolve_init_model
 
 log = logging.getLogger("pipelines.train")
 
@@ -70,7 +80,7 @@ def check_shared_storage(storage_path: str) -> None:
         os.remove(marker)
     problem = ckpt.shared_storage_problem(storage_path, views, marker)
     if problem:
-        raise SystemExit(f"error: {problem}")
+        raise UserError(problem)
 
 
 def make_progress_callback(cfg: StageConfig):
@@ -109,14 +119,12 @@ def build_trainer(cfg: StageConfig):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from training.recipe import train_loop_per_worker
-
     s, c = cfg.scaling, cfg.checkpoint
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
     storage_path, storage_fs = run_storage(c.storage_path)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"stage": cfg.to_dict(), "deepspeed": cfg.deepspeed_config()},
+        train_loop_config={"stage": cfg, "deepspeed": cfg.deepspeed_config()},
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources,
                                      placement_strategy=s.placement_strategy),
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
@@ -150,9 +158,31 @@ def export_final(result, cfg: StageConfig) -> str | None:
     return dst
 
 
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's worker entry: the recipe with Ray's report/checkpoint/context wired in."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from training.recipe import WorkerContext, run_worker
+
+    def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+    rt = ray.train.get_context()
+    ctx = WorkerContext(rt.get_world_rank(), rt.get_world_size(), ray.train.torch.get_device(), report,
+                        node_id=ray.get_runtime_context().get_node_id())
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            run_worker(config["stage"], config["deepspeed"], ctx, d)
+    else:
+        run_worker(config["stage"], config["deepspeed"], ctx)
+
+
 def resolve_paths(cfg: StageConfig) -> StageConfig:
-    """Make local paths absolute (workers run in other folders) and fail fast on missing inputs."""
-    from training.data.readers import list_units
+    """Make local paths absolute (workers run in other folders) and fail fast, before Ray, on missing inputs."""
+    from training.data.units import list_units
 
     def local_abs(p: str) -> str:
         return p if ckpt.is_remote_uri(p) or not p else os.path.abspath(p)
@@ -163,10 +193,13 @@ def resolve_paths(cfg: StageConfig) -> StageConfig:
     cfg.tensorboard_dir = local_abs(cfg.tensorboard_dir)
     if os.path.exists(cfg.tokenizer):
         cfg.tokenizer = os.path.abspath(cfg.tokenizer)
-    list_units(cfg.data.path)  # raises FileNotFoundError: no shards there (footers only are read)
+    list_units(cfg.data.path)  # UserError: no shards there, or a file that is not Parquet (footers only are read)
     for p in cfg.checkpoint.init_from:
         if not storage.exists(p):
-            raise FileNotFoundError(f"checkpoint.init_from: {p} does not exist (train the previous stage first)")
+            raise UserError(f"{cfg.source}: checkpoint.init_from: {p} does not exist (train the previous stage first)")
+    problem = resolve_init_model(cfg)  # the model config travels typed to the workers
+    if problem:
+        raise UserError(f"{cfg.source}: {problem}")
     return cfg
 
 
@@ -186,17 +219,50 @@ def run(cfg: StageConfig):
     return result
 
 
+def run_torchrun(cfg: StageConfig) -> None:
+    """The same recipe under plain torchrun (one process per rank; no Ray, no retries)."""
+    from training.local_launch import run_local
+
+    if ckpt.is_remote_uri(cfg.checkpoint.storage_path):
+        raise UserError(f"{cfg.source}: checkpoint.storage_path {cfg.checkpoint.storage_path}: --torchrun writes checkpoints "
+                        "to a local or shared folder; use Ray Train (no --torchrun) for object storage")
+    cfg = resolve_paths(cfg)
+    if not cfg.scaling.use_gpu:
+        os.environ.update(CPU_ENV)
+    import torch.distributed as dist
+
+    try:
+        _, reporter, export = run_local(cfg)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()  # a clean exit on every rank (no teardown race at interpreter exit)
+    if reporter.rank == 0:
+        print(f"stage {cfg.stage}: exported model -> {export}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", type=int, required=True, choices=[1, 2, 3])
     p.add_argument("--config", required=True, help="stage YAML, e.g. training/configs/stage1_tiny.yaml")
+    p.add_argument("--dry-run", action="store_true", help="check the config and print the plan; no weights, no Ray")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as one JSON object")
+    p.add_argument("--torchrun", action="store_true", help="run under torchrun (its env names rank/world) instead of Ray Train")
     p.add_argument("overrides", nargs="*", help="key=value overrides with dotted keys, e.g. optim.lr=1e-4 scaling.num_workers=4")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load_config(args.config, args.overrides, stage=args.stage)
+    if args.dry_run:
+        from training.dry_run import format_plan, plan
+
+        result = plan(cfg)
+        print(json.dumps(result, indent=1) if args.json else format_plan(result))
+        return 0
+    if args.torchrun:
+        run_torchrun(cfg)
+        return 0
     run(cfg)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

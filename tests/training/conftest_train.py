@@ -168,7 +168,7 @@ def tiny_config(stage: int, data: Path, storage: Path, overrides: list[str] = ()
 
 def first_user_audio(dialogue_dir: Path) -> np.ndarray:
     """The first dialogue's user turn as float32 16 kHz samples."""
-    from training.data.readers import DialogueSource
+    from training.data.sources import DialogueSource
 
     source = DialogueSource(str(dialogue_dir), with_codes=False)
     row = pq.read_table(source.units[0].path).slice(0, 1).to_pylist()[0]

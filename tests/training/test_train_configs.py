@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 
 import pytest
 
 from training.checkpointing import shared_storage_problem
 from training.recipe import lr_lambda
+from tokenization.errors import UserError
+from training.model.config import VocalNetConfig
 from training.stage_config import CONFIG_DIR, load_config, resolve_tokenizer
 
 YAMLS = sorted(glob.glob(os.path.join(CONFIG_DIR, "stage*.yaml")))
@@ -35,22 +38,97 @@ def test_every_yaml_loads(path):
 
 
 def test_overrides_and_zero3():
-    cfg = load_config(os.path.join(CONFIG_DIR, "stage1_tiny.yaml"),
-                      ["max_steps=7", "optim.lr=1e-2", "zero_stage=3", "checkpoint.init_from=[a, b]", "scaling.use_gpu=true"], stage=1)
+    cfg = load_config(os.path.join(CONFIG_DIR, "stage2_tiny.yaml"),
+                      ["max_steps=7", "optim.lr=1e-2", "zero_stage=3", "checkpoint.init_from=[a, b]", "scaling.use_gpu=true"], stage=2)
     assert cfg.max_steps == 7 and cfg.optim.lr == 1e-2 and cfg.checkpoint.init_from == ["a", "b"]
+    assert cfg.model is None  # comes from the export, read on the driver by resolve_init_model
     ds = cfg.deepspeed_config()
     assert ds["zero_optimization"]["stage"] == 3
     assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     assert ds["bf16"]["enabled"] is True
 
 
-def test_bad_configs_fail_clearly(tmp_path):
-    with pytest.raises(ValueError, match="stage-1 config"):
-        load_config(os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), stage=2)
-    with pytest.raises(ValueError, match="unknown OptimConfig keys"):
-        load_config(os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), ["optim.learning_rate=1"])
-    with pytest.raises(ValueError, match="key=value"):
-        load_config(os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), ["max_steps"])
+def test_model_is_typed_from_a_preset():
+    cfg = load_config(os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), ["model.talker.n_mtp=3", "model.talker.chunk_causal_prob=0"])
+    assert isinstance(cfg.model, VocalNetConfig)
+    assert cfg.model.talker.n_mtp == 3 and cfg.model.talker.chunk_causal_prob == 0.0
+    assert cfg.model.thinker.d_model == VocalNetConfig.tiny().thinker.d_model
+    paper = load_config(os.path.join(CONFIG_DIR, "stage1.yaml")).model
+    assert paper.thinker.path == "/models/Qwen3-8B" and paper.talker.n_mtp == 4
+
+
+BAD = [  # (override, the dotted key the message must name)
+    (["optim.lrr=1"], "optim.lrr"),  # unknown key
+    (["zero_stag=2"], "zero_stag"),  # a typo in zero_stage
+    (["zero_stage=7"], "zero_stage"),  # a stage DeepSpeed rejects only on the workers
+    (["checkpoint.init_from=[x]"], "model"),  # dead `model:` section
+    (["model.n_mtp=3"], "model.n_mtp"),  # one n_mtp: model.talker.n_mtp
+    (["model.preset=null"], "model.preset"),  # sizes never from dataclass defaults
+    (["data.micro_batch_size=0"], "data.micro_batch_size"),
+    (["data.micro_batch_size=two"], "data.micro_batch_size"),
+    (["optim.schedule=cosin"], "optim.schedule"),
+    (["scaling.num_workers=0"], "scaling.num_workers"),
+    (["scaling.use_gpu=true", "scaling.gpus_per_worker=1.5"], "scaling.gpus_per_worker"),
+    (["scaling.placement_strategy=pack"], "scaling.placement_strategy"),
+    (["checkpoint.num_to_keep=0"], "checkpoint.num_to_keep"),
+    (["deepspeed=missing.json"], "deepspeed"),
+    (["max_steps"], "max_steps"),
+]
+
+
+@pytest.mark.parametrize("overrides,key", BAD, ids=[b[1] + ":" + b[0][-1] for b in BAD])
+def test_bad_configs_name_key_and_file(overrides, key):
+    path = os.path.join(CONFIG_DIR, "stage1_tiny.yaml")
+    with pytest.raises(UserError) as err:
+        load_config(path, overrides)
+    msg = str(err.value)
+    assert msg.startswith(path) and key in msg, msg
+
+
+def test_bad_config_fails_on_the_driver_in_one_line_exit_2(capsys):
+    """Through the entry point: exit 2, one line naming key and file, before any Ray session exists."""
+    import ray
+
+    from pipelines.cli import run
+    from pipelines.train import main
+
+    path = os.path.join(CONFIG_DIR, "stage1_tiny.yaml")
+    for override, key in [("zero_stage=7", "zero_stage"), ("optim.lrr=1", "optim.lrr")]:
+        t0 = time.perf_counter()
+        with pytest.raises(SystemExit) as exit_:
+            run(main, ["--stage", "1", "--config", path, override])
+        assert time.perf_counter() - t0 < 5  # config only: no model, no data, no Ray
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith("error: ") and key in err and path in err, err
+    with pytest.raises(SystemExit):
+        run(main, ["--stage", "2", "--config", path])  # a stage-1 YAML
+    assert "stage-1 config" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_data_path_problems_name_the_file(tmp_path, capsys):
+    from pipelines.cli import run
+    from pipelines.train import main
+
+    (tmp_path / "good.parquet").write_bytes(b"not parquet at all")
+    path = os.path.join(CONFIG_DIR, "stage1_tiny.yaml")
+    for data, named in [(tmp_path, str(tmp_path / "good.parquet")), (tmp_path / "empty", str(tmp_path / "empty"))]:
+        with pytest.raises(SystemExit) as exit_:
+            run(main, ["--stage", "1", "--config", path, f"data.path={data}", f"checkpoint.storage_path={tmp_path}/ck"])
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1 and named in err, err
+
+
+def test_one_loader_for_stage_model_and_rule_configs():
+    """Filter rules and checkpoint model configs go through the same strict loader: same one-line errors."""
+    from filtering.rules import Rules
+
+    with pytest.raises(UserError, match=r"rules.yaml: max_wer: expected a number"):
+        Rules.from_dict({"max_wer": "ten"}, where="rules.yaml")
+    assert Rules.from_dict({"score_roles": ["user"]}).score_roles == ("user",)
+    with pytest.raises(UserError, match=r"config.json: talker.n_mtp: expected a whole number"):
+        VocalNetConfig.from_dict({"talker": {"n_mtp": 1.5}}, where="config.json")
 
 
 def test_tokenizer_spec():
@@ -71,3 +149,20 @@ def test_shared_storage_decision():
     assert shared_storage_problem("/nfs/x", {"a": True, "b": True}, "m") is None
     msg = shared_storage_problem("/local/x", {"node-a": True, "node-b": False}, "/local/x/m")
     assert "node-local" in msg and "s3://" in msg and "1 of 2 nodes" in msg
+
+
+def test_checkpoint_config_json_sets_sizes_and_a_missing_size_is_named(tmp_path):
+    import json
+
+    qwen = {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+            "intermediate_size": 256, "vocab_size": 60000}
+    (tmp_path / "qwen").mkdir()
+    (tmp_path / "qwen" / "config.json").write_text(json.dumps(qwen))
+    path = os.path.join(CONFIG_DIR, "stage1_tiny.yaml")
+    cfg = load_config(path, [f"model.thinker.path={tmp_path}/qwen"])
+    assert (cfg.model.thinker.d_model, cfg.model.thinker.n_layers, cfg.model.thinker.vocab_size) == (128, 3, 60000)
+    assert any("config.json" in n for n in cfg.notes)
+    del qwen["num_hidden_layers"]
+    (tmp_path / "qwen" / "config.json").write_text(json.dumps(qwen))
+    with pytest.raises(UserError, match=r"qwen/config.json: num_hidden_layers: missing \(needed for model.thinker.n_layers"):
+        load_config(path, [f"model.thinker.path={tmp_path}/qwen"])

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from tests.training.conftest_train import *  # noqa: F401,F403
-from training.data.readers import BatchStream, DialogueSource, TokenShardSource, fixed_batches, list_units, loader_shard, shard_rows
+from training.data.sources import DialogueSource, TokenShardSource
+from training.data.stream import BatchStream, fixed_batches
+from training.data.units import list_units, loader_shard, shard_rows
 
 
 def _ids(stream: BatchStream, epoch: int) -> list[str]:
@@ -101,7 +103,7 @@ def test_reads_s3(token_shards, monkeypatch):
 
 
 def test_prefetcher_reports_the_state_of_the_batch_in_hand(token_shards):
-    from training.data.readers import Prefetcher
+    from training.data.stream import Prefetcher
 
     source = TokenShardSource(str(token_shards))
     plain = BatchStream(source, 0, 1, batch_size=4, buffer_size=8, seed=2)
@@ -120,7 +122,7 @@ def test_prefetcher_reports_the_state_of_the_batch_in_hand(token_shards):
 
 
 def test_prefetcher_raises_collate_errors(token_shards):
-    from training.data.readers import Prefetcher
+    from training.data.stream import Prefetcher
 
     def bad(rows):
         raise RuntimeError("boom")

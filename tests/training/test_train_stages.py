@@ -2,7 +2,8 @@
 
 Stage 1 overfits a handful of utterances (ZeRO-2); a run whose worker dies mid-way resumes
 from its checkpoint and matches the uninterrupted loss; stage 2 (ZeRO-3) and stage 3 (ZeRO-2)
-chain from the previous exports; the final model loads into the streaming generator and speaks.
+chain from the previous exports (stage 3 in-process, without Ray); the final model loads into the
+streaming generator and speaks.
 """
 
 from __future__ import annotations
@@ -107,18 +108,25 @@ def test_stage2_zero3_from_stage1_loss_falls(stage1_run, stage2_run):
 
 
 def test_stage3_from_stage2_then_speaks(stage2_run, dialogue_shards, tiny_codec, tmp_path):
+    """Stage 3 runs in-process through the Ray-free launcher (what torchrun runs): the recipe is the same,
+    Ray is not the point here, and it saves a Ray Train start-up."""
     import numpy as np
+    import torch.distributed as dist
 
-    from pipelines.train import run
     from tests.training.conftest_train import first_user_audio
+    from training.local_launch import run_local
     from training.inference import GenerationConfig, StreamingGenerator
     from training.model.vocalnet import VocalNetM2
 
     _, storage2 = stage2_run
     cfg = tiny_config(3, dialogue_shards, tmp_path, [
         "max_steps=8", "log_every=1", "checkpoint.every_steps=8", "optim.lr=3e-3", "optim.schedule=constant",
-        "data.micro_batch_size=2", "data.buffer_size=6", "zero_stage=2", f"checkpoint.init_from=[{storage2}/stage2/export]"])
-    run(cfg)
+        # one in-process rank x 4 = the 4 examples per step of the two-worker runs above
+        "data.micro_batch_size=4", "data.buffer_size=8", "zero_stage=2", f"checkpoint.init_from=[{storage2}/stage2/export]"])
+    try:
+        run_local(cfg, echo=False)
+    finally:
+        dist.destroy_process_group()
     rows = read_jsonl(str(tmp_path / "stage3" / "tensorboard"))
     first, last = _falls(rows)
     assert last < first, (first, last)

@@ -1,7 +1,7 @@
 """Evaluation examples from dialogue shards (the filter job's `kept/`) or token shards.
 
 A dialogue row gives one example per (user turn, next assistant turn) pair, exactly as stage 3
-reads it (`training.data.readers.DialogueSource`): the model hears the user audio and must say
+reads it (`training.data.sources.DialogueSource`): the model hears the user audio and must say
 the reply. A token-shard row gives one TTS example (the model speaks the row's text).
 
 Rows are picked by their `split` column (`train` | `valid` | `test`); `split="all"` takes every
@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tokenization import storage
-from training.data.readers import DialogueSource, Source, TokenShardSource, read_unit
+from training.data.sources import DialogueSource, Source, TokenShardSource
+from training.data.units import read_unit
 
 SPLITS = ("train", "valid", "test")
 ALL = "all"

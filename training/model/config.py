@@ -2,14 +2,20 @@
 
 `VocalNetConfig.tiny()` builds random-init tiny versions of the real classes (CPU tests);
 `VocalNetConfig.paper(whisper_path, qwen_path)` points at local Whisper-large-v3 and
-Qwen3-8B checkpoints. `to_dict`/`from_dict` round-trip through JSON/YAML.
+Qwen3-8B checkpoints. `to_dict`/`from_dict` round-trip through JSON; a stage YAML's `model:`
+section goes through `from_section` (a named preset is required, so no size ever falls back
+to a dataclass default silently).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from tokenization.strict_config import config_error, load_dataclass
 
 
 @dataclass
@@ -124,13 +130,16 @@ class VocalNetConfig:
         return cls(talker=TalkerConfig(n_mtp=n_mtp, **talker_overrides))
 
     @classmethod
-    def paper(cls, whisper_path: str, qwen_path: str, n_mtp: int = 4) -> "VocalNetConfig":
-        """Whisper-large-v3 + Qwen3-8B from local folders; Talker sizes as a ~0.5B AR LM."""
+    def paper(cls, whisper_path: str | None = None, qwen_path: str | None = None, n_mtp: int = 4) -> "VocalNetConfig":
+        """Whisper-large-v3 + Qwen3-8B (published sizes; local checkpoints' `config.json` wins, see
+        `read_checkpoint_sizes`); Talker sizes as a ~0.5B AR LM."""
         return cls(
-            audio=AudioEncoderConfig(path=whisper_path, n_mels=128, max_source_positions=1500, dtype="bfloat16"),
+            audio=AudioEncoderConfig(path=whisper_path, n_mels=128, d_model=1280, n_layers=32, n_heads=20, ffn_dim=5120,
+                                     max_source_positions=1500, dtype="bfloat16"),
             adaptor=AdaptorConfig(k=4, hidden=4096),
             thinker=ThinkerConfig(
-                path=qwen_path, lora_rank=32, lora_alpha=64, lora_dropout=0.05,
+                path=qwen_path, d_model=4096, n_layers=36, n_heads=32, n_kv_heads=8, head_dim=128, ffn_dim=12288,
+                vocab_size=151_936, lora_rank=32, lora_alpha=64, lora_dropout=0.05,
                 lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                 eos_token="<|im_end|>", max_text_len=2048,
             ),
@@ -144,23 +153,67 @@ class VocalNetConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VocalNetConfig":
-        """Build from a (possibly partial) nested dict, e.g. a YAML `model:` section."""
-        parts = {"audio": AudioEncoderConfig, "adaptor": AdaptorConfig, "thinker": ThinkerConfig,
-                 "fusion": FusionConfig, "talker": TalkerConfig}
-        kwargs: dict[str, Any] = {}
-        for key, value in d.items():
-            if key in parts:
-                known = {f.name for f in dataclasses.fields(parts[key])}
-                unknown = set(value) - known
-                if unknown:
-                    raise ValueError(f"unknown {key} config keys: {sorted(unknown)}")
-                kwargs[key] = parts[key](**value)
-            elif key in ("device", "dtype"):
-                kwargs[key] = value
-            else:
-                raise ValueError(f"unknown model config key: {key}")
-        return cls(**kwargs)
+    def from_dict(cls, d: dict[str, Any], where: str = "", prefix: str = "") -> "VocalNetConfig":
+        """Strictly from a nested dict (a checkpoint's `config.json`): unknown or mistyped keys name
+        themselves and `where`. Missing keys keep the defaults; YAML goes through `from_section`."""
+        return load_dataclass(cls, d, where=where, prefix=prefix)
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any], where: str = "", prefix: str = "model") -> tuple["VocalNetConfig", list[str]]:
+        """From a stage YAML's `model:` section: `preset: tiny|paper` plus nested overrides.
+
+        Sizes never come from the dataclass defaults: `preset` is required, and where
+        `audio.path` / `thinker.path` name local checkpoints their `config.json` sets the
+        encoder's / LLM's sizes. Returns (config, notes on where sizes came from).
+        """
+        if not isinstance(section, dict):
+            raise config_error(where, prefix, f"expected a mapping with `preset: {' | '.join(PRESETS)}`, got {section!r}")
+        section = dict(section)
+        preset = section.pop("preset", None)
+        if preset not in PRESETS:
+            problem = "missing" if preset is None else f"unknown preset {preset!r}"
+            raise config_error(where, f"{prefix}.preset", f"{problem}: every size comes from a preset ({' | '.join(PRESETS)}) "
+                                                          "or a checkpoint's config.json")
+        base = getattr(cls, preset)().to_dict()
+        for key, value in section.items():  # nested overrides on top of the preset
+            base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        cfg = cls.from_dict(base, where, prefix)
+        notes = read_checkpoint_sizes(cfg, where, prefix)
+        return cfg, notes
+
+
+PRESETS = ("tiny", "paper")
+
+# config.json key of the local checkpoint -> our field, per part
+_WHISPER_SIZES = {"num_mel_bins": "n_mels", "d_model": "d_model", "encoder_layers": "n_layers",
+                  "encoder_attention_heads": "n_heads", "encoder_ffn_dim": "ffn_dim", "max_source_positions": "max_source_positions"}
+_QWEN_SIZES = {"hidden_size": "d_model", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+               "num_key_value_heads": "n_kv_heads", "head_dim": "head_dim", "intermediate_size": "ffn_dim", "vocab_size": "vocab_size"}
+
+
+def read_checkpoint_sizes(cfg: VocalNetConfig, where: str = "", prefix: str = "model") -> list[str]:
+    """Copy the encoder's and the LLM's sizes from their local checkpoints' `config.json`, in place.
+
+    A path that is not here (it may exist only on the cluster) keeps the preset's sizes and
+    says so in the returned notes; a `config.json` without a size key is an error naming it.
+    """
+    notes = []
+    for part, sizes in (("audio", _WHISPER_SIZES), ("thinker", _QWEN_SIZES)):
+        sub = getattr(cfg, part)
+        if not sub.path:
+            continue
+        path = os.path.join(sub.path, "config.json")
+        if not os.path.isfile(path):
+            notes.append(f"{prefix}.{part}.path: {path} not found here: {part} sizes from the preset")
+            continue
+        with open(path) as f:
+            found = json.load(f)
+        for theirs, ours in sizes.items():
+            if theirs not in found:
+                raise config_error(path, theirs, f"missing (needed for {prefix}.{part}.{ours}, named by {where or 'the config'})")
+            setattr(sub, ours, int(found[theirs]))
+        notes.append(f"{prefix}.{part}: sizes from {path}")
+    return notes
 
 
 def torch_dtype(name: str):

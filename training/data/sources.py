@@ -1,0 +1,118 @@
+"""Stage sources: how the rows of each stage's shards become training examples.
+
+Stage 1 reads token shards (`TokenShardSource`); stages 2 and 3 read dialogue shards
+(`DialogueSource`: speech->text pairs, plus reply codes in stage 3). A Source reads one
+split (`train` by default; `valid` for the validation loss) one row group at a time, only
+the columns it needs.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pyarrow.compute as pc
+
+from tokenization.audio import decode_audio, resample
+from tokenization.schema import codes_to_numpy
+from training.data.units import TRAIN, Unit, list_units, read_unit
+
+WHISPER_SAMPLE_RATE = 16_000
+
+
+class Source:
+    """A data set of Parquet shards and how its rows become training examples.
+
+    Subclasses name the columns they need and turn one Arrow row into zero or more
+    examples (dicts the stage's collator takes), each with a bucketing `length`.
+    """
+
+    columns: list[str] | None = None
+
+    def __init__(self, uri: str, split: str | None = TRAIN):
+        self.uri, self.split = uri, split  # split None: every row
+        self.units = list_units(uri, split)
+
+    def read(self, unit: Unit, rows: list[int] | None) -> list[dict]:
+        """The rows of one unit (or the given ones) that belong to this source's split."""
+        if not unit.has_split or self.split is None:
+            return read_unit(unit, self.columns, rows).to_pylist()
+        columns = None if self.columns is None else [*self.columns, "split"]
+        table = read_unit(unit, columns, rows)
+        return table.filter(pc.equal(table.column("split"), self.split)).to_pylist()
+
+    def examples(self, row: dict) -> Iterator[dict]:
+        raise NotImplementedError
+
+    @staticmethod
+    def length(example: dict) -> int:
+        raise NotImplementedError
+
+
+class TokenShardSource(Source):
+    """Stage 1: token shards (`text`, `codes` [T, K], `n_frames`) -> TTS examples."""
+
+    columns = ["utt_id", "text", "codes", "n_frames"]
+
+    def __init__(self, uri: str, max_frames: int = 0, split: str | None = TRAIN):
+        super().__init__(uri, split)
+        self.max_frames = max_frames
+
+    def examples(self, row: dict) -> Iterator[dict]:
+        codes = codes_to_numpy(row["codes"])  # [T, K] uint16
+        if self.max_frames and len(codes) > self.max_frames:
+            return
+        yield {"id": row["utt_id"], "text": row["text"], "codes": codes, "n_frames": len(codes)}
+
+    @staticmethod
+    def length(example: dict) -> int:
+        return example["n_frames"]
+
+
+class DialogueSource(Source):
+    """Stages 2 and 3: dialogue shards -> one example per (user turn, next assistant turn).
+
+    Stage 2 examples: `user_audio` (float32, 16 kHz) and `assistant_text`.
+    Stage 3 examples: the same plus `assistant_codes` [T, K] (pairs whose assistant turn
+    has no codes are skipped).
+    """
+
+    columns = ["dialogue_id", "turns"]
+
+    def __init__(self, uri: str, with_codes: bool, max_audio_s: float = 0.0, max_frames: int = 0, split: str | None = TRAIN):
+        super().__init__(uri, split)
+        self.with_codes = with_codes
+        self.max_audio_s = max_audio_s
+        self.max_frames = max_frames
+
+    def examples(self, row: dict) -> Iterator[dict]:
+        turns = row["turns"] or []
+        for i, (user, reply) in enumerate(zip(turns, turns[1:])):
+            if user["role"] != "user" or reply["role"] != "assistant" or not user.get("audio_flac"):
+                continue
+            if self.max_audio_s and (user.get("duration_s") or 0) > self.max_audio_s:
+                continue
+            ex = {"id": f"{row['dialogue_id']}/{i}", "assistant_text": reply["text"]}
+            if self.with_codes:
+                if reply.get("codes") is None:
+                    continue
+                ex["assistant_codes"] = codes_to_numpy(reply["codes"])
+                if self.max_frames and len(ex["assistant_codes"]) > self.max_frames:
+                    continue
+                ex["n_frames"] = len(ex["assistant_codes"])
+            samples, rate = decode_audio(user["audio_flac"], ex["id"])
+            ex["user_audio"] = resample(samples, rate, WHISPER_SAMPLE_RATE)
+            yield ex
+
+    @staticmethod
+    def length(example: dict) -> int:
+        # audio in 80 ms steps (the codec frame rate) plus reply frames: similar lengths pad little
+        return len(example["user_audio"]) // 1280 + example.get("n_frames", 0)
+
+
+def make_source(stage: int, uri: str, max_frames: int = 0, max_audio_s: float = 0.0, split: str = TRAIN) -> Source:
+    """The Source a stage reads: 1 -> token shards, 2 -> speech->text pairs, 3 -> dialogue pairs with codes."""
+    if stage == 1:
+        return TokenShardSource(uri, max_frames=max_frames, split=split)
+    if stage in (2, 3):
+        return DialogueSource(uri, with_codes=stage == 3, max_audio_s=max_audio_s, max_frames=max_frames, split=split)
+    raise ValueError(f"stage must be 1, 2 or 3, not {stage}")

@@ -1,0 +1,234 @@
+"""What a stage run would be, computed on the driver in seconds: no weights, no Ray, no GPU.
+
+For the engineer about to book a cluster (`python -m pipelines.train ... --dry-run [--json]`):
+parameters per part and how many this stage trains (the model is built on the meta device
+from its sizes: a preset, the local checkpoints' `config.json`, or the `init_from` export's),
+DeepSpeed's own ZeRO-2/ZeRO-3 memory estimate per GPU for `scaling`, tokens per optimizer
+step, rows/hours/examples per split under `data.path` (small columns only, never `codes`),
+and steps per epoch. What cannot be computed here (a path only on the cluster, a missing
+tokenizer, an unreachable s3:// folder) is a warning naming what is missing, not a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections import defaultdict
+
+import pyarrow.parquet as pq
+import torch
+
+from tokenization import storage
+from training.model.config import VocalNetConfig
+from training.stage_config import StageConfig, resolve_init_model, resolve_tokenizer
+
+GB = 1024**3
+PARTS = ("audio_encoder", "adaptor", "thinker", "lora", "fusion", "talker", "mtp")
+TEXT_SAMPLE = 256  # texts tokenized to estimate text tokens per example
+
+
+def meta_model(model_cfg: VocalNetConfig):
+    """The real VocalNetM2 classes on the meta device (no memory, no weights) from the config's sizes."""
+    from training.model.vocalnet import VocalNetM2
+
+    cfg = VocalNetConfig.from_dict(model_cfg.to_dict())
+    cfg.audio.path = cfg.thinker.path = None  # sizes are in the config; build, do not load
+    cfg.device = "meta"
+    with torch.device("meta"):
+        return VocalNetM2(cfg)
+
+
+def count_parts(model) -> dict[str, dict[str, int]]:
+    """{"parameters": {part: n}, "trainable": {part: n}}: Thinker without its LoRA, Talker without its MTP modules."""
+    groups = {
+        "audio_encoder": list(model.audio_encoder.parameters()),
+        "adaptor": list(model.adaptor.parameters()),
+        "thinker": [p for n, p in model.thinker.named_parameters() if "lora_" not in n],
+        "lora": model.thinker.lora_parameters(),
+        "fusion": list(model.fusion.parameters()),
+        "talker": [p for n, p in model.talker.named_parameters() if not n.startswith("mtp.")],
+        "mtp": list(model.talker.mtp.parameters()),
+    }
+    return {"parameters": {k: sum(p.numel() for p in ps) for k, ps in groups.items()},
+            "trainable": {k: sum(p.numel() for p in ps if p.requires_grad) for k, ps in groups.items()}}
+
+
+def zero_estimates(model, n_gpus: int, trainable: int) -> dict:
+    """DeepSpeed's ZeRO-2/3 model-state estimates (no offload) in GB per GPU.
+
+    `all_params`: DeepSpeed's `*_all_live(model)` convention (every parameter trained).
+    `this_stage`: the estimator fed this stage's trainable count, plus the frozen weights in
+    bf16 (ZeRO-2 keeps them whole on every GPU; ZeRO-3 partitions them).
+    The `_all_live` helpers only print and count by `data_ptr` (0 for every meta tensor), so the
+    counts are made here the way they make them and passed to the estimators that return.
+    """
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed logs its accelerator choice to stdout: keep --json clean
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    total = sum(p.numel() for p in model.parameters())
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    frozen = total - trainable
+
+    def z2(n: int) -> float:
+        return estimate_zero2_model_states_mem_needs(n, num_gpus_per_node=n_gpus, num_nodes=1, cpu_offload=False)[1] / GB
+
+    def z3(n: int, largest_layer: int) -> float:
+        return estimate_zero3_model_states_mem_needs(n, largest_layer, num_gpus_per_node=n_gpus, num_nodes=1,
+                                                     cpu_offload=False)[1] / GB
+
+    return {
+        "gpus": n_gpus,
+        "all_params": {"zero2_gb_per_gpu": round(z2(total), 2), "zero3_gb_per_gpu": round(z3(total, largest), 2)},
+        "this_stage": {"zero2_gb_per_gpu": round(z2(trainable) + 2 * frozen / GB, 2),
+                       "zero3_gb_per_gpu": round(z3(trainable, largest) + 2 * frozen / n_gpus / GB, 2)},
+        "estimator": "deepspeed.runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs / "
+                     "stage3.estimate_zero3_model_states_mem_needs (cpu_offload=False)",
+    }
+
+
+def _leaf(pf: pq.ParquetFile, top: str, name: str) -> str | None:
+    """Parquet column path of a nested leaf, e.g. turns.list.element.role (writers name the list item differently)."""
+    for i in range(len(pf.schema)):
+        path = pf.schema.column(i).path
+        if path.startswith(top + ".") and path.endswith("." + name):
+            return path
+    return None
+
+
+def scan_data(cfg: StageConfig, stage: int, max_frames: int) -> dict:
+    """Rows, hours and stage examples per split, from small columns only (never `codes` or audio)."""
+    files = [cfg.data.path] if cfg.data.path.endswith(".parquet") else storage.list_files(cfg.data.path, ".parquet")
+    if not files:
+        raise FileNotFoundError(f"no .parquet files under {cfg.data.path}")
+    splits: dict[str, dict] = defaultdict(lambda: {"rows": 0, "hours": 0.0, "examples": 0, "frames": 0})
+    texts: list[str] = []
+    for path in files:
+        with storage.open_input(path) as f:
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            dialogue = "turns" in names
+            if dialogue:
+                cols = {k: _leaf(pf, "turns", k) for k in ("role", "duration_s", "n_frames", "text")}
+                cols = {k: v for k, v in cols.items() if v}
+            else:
+                cols = {k: k for k in ("duration_s", "n_frames", "text") if k in names}
+            has_split = "split" in names
+            table = pf.read(columns=[*cols.values(), *(["split"] if has_split else [])])
+        rows = table.to_pylist()
+        for row in rows:
+            split = (row.get("split") or "train") if has_split else "train"
+            s = splits[split]
+            s["rows"] += 1
+            if dialogue:
+                turns = row["turns"] or []
+                s["hours"] += sum(t.get("duration_s") or 0 for t in turns) / 3600
+                for user, reply in zip(turns, turns[1:]):
+                    if user.get("role") != "user" or reply.get("role") != "assistant":
+                        continue
+                    frames = reply.get("n_frames")
+                    if (stage == 3 and not frames) or (max_frames and (frames or 0) > max_frames):
+                        continue
+                    s["examples"] += 1
+                    s["frames"] += frames or 0
+                    if len(texts) < TEXT_SAMPLE and reply.get("text"):
+                        texts.append(reply["text"])
+            else:
+                s["hours"] += (row.get("duration_s") or 0) / 3600
+                frames = row.get("n_frames") or 0
+                if max_frames and frames > max_frames:
+                    continue
+                s["examples"] += 1
+                s["frames"] += frames
+                if len(texts) < TEXT_SAMPLE and row.get("text"):
+                    texts.append(row["text"])
+    out = {k: {"rows": v["rows"], "hours": round(v["hours"], 6), "examples": v["examples"],
+               "mean_frames": round(v["frames"] / v["examples"], 2) if v["examples"] else 0.0} for k, v in sorted(splits.items())}
+    return {"files": len(files), "splits": out, "text_sample": texts}
+
+
+def mean_text_tokens(tokenizer_spec: str, texts: list[str]) -> float:
+    """Tokens per reply text (+1 for the end token) over a sample, with the run's own tokenizer."""
+    from tokenizers import Tokenizer
+
+    path = resolve_tokenizer(tokenizer_spec)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"tokenizer {tokenizer_spec}: no tokenizer.json at {path}")
+    tok = Tokenizer.from_file(path)
+    return sum(len(tok.encode(t).ids) + 1 for t in texts) / max(1, len(texts))
+
+
+def plan(cfg: StageConfig) -> dict:
+    """Everything `--dry-run` reports, as a JSON-able dict (see the module docstring)."""
+    t0 = time.perf_counter()
+    warnings: list[str] = [n for n in cfg.notes if "not found" in n]
+    out: dict = {"stage": cfg.stage, "config": cfg.source, "sizes_from": [n for n in cfg.notes if "not found" not in n]}
+    if cfg.model is None:
+        problem = resolve_init_model(cfg)
+        if problem:
+            warnings.append(f"{problem}: parameters and ZeRO memory not computed")
+        else:
+            out["sizes_from"] = [n for n in cfg.notes if "not found" not in n]
+    ds = cfg.deepspeed_config()
+    n_gpus = cfg.scaling.num_workers
+    per_step = cfg.data.micro_batch_size * cfg.optim.grad_accum * n_gpus
+    out["zero_stage"] = ds["zero_optimization"].get("stage")
+    out["batch"] = {"micro_batch_size": cfg.data.micro_batch_size, "grad_accum": cfg.optim.grad_accum,
+                    "num_workers": n_gpus, "examples_per_step": per_step}
+    n_codebooks = cfg.model.talker.n_codebooks if cfg.model else None
+    if cfg.model is not None:
+        model = meta_model(cfg.model)
+        model.set_stage(cfg.stage)
+        counts = count_parts(model)
+        out["parameters"] = counts["parameters"]
+        out["trainable"] = counts["trainable"]
+        out["parameters_total"] = sum(counts["parameters"].values())
+        out["trainable_total"] = sum(counts["trainable"].values())
+        out["zero_memory"] = zero_estimates(model, n_gpus, out["trainable_total"])
+    try:
+        data = scan_data(cfg, cfg.stage, cfg.data.max_frames)
+    except Exception as exc:  # noqa: BLE001 - a path only on the cluster, an unreachable s3://: say what is missing
+        warnings.append(f"data.path {cfg.data.path}: not readable here ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}): "
+                        "rows, hours, tokens per step and steps per epoch not computed")
+        data = None
+    if data is not None:
+        texts = data.pop("text_sample")
+        out["data"] = {"path": cfg.data.path, **data}
+        train = data["splits"].get("train", {"examples": 0, "mean_frames": 0.0})
+        out["steps_per_epoch"] = train["examples"] // per_step
+        tokens = 0.0
+        if cfg.stage in (1, 3) and n_codebooks:
+            tokens += train["mean_frames"] * n_codebooks  # speech targets: frames x codebooks
+        if cfg.stage in (2, 3):
+            try:
+                tokens += mean_text_tokens(cfg.tokenizer, texts)
+            except Exception as exc:  # noqa: BLE001
+                warnings.append(f"tokenizer: {' '.join(str(exc).split())}: text tokens left out of tokens_per_step")
+        out["tokens_per_step"] = round(tokens * per_step)
+    out["warnings"] = warnings
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def format_plan(p: dict) -> str:
+    """The plan for a terminal."""
+    lines = [f"stage {p['stage']} dry run ({p['config']}): ZeRO-{p['zero_stage']}, {p['batch']['num_workers']} workers x "
+             f"micro-batch {p['batch']['micro_batch_size']} x accum {p['batch']['grad_accum']} = {p['batch']['examples_per_step']} examples/step"]
+    lines += [f"  sizes: {s}" for s in p["sizes_from"]]
+    if "parameters" in p:
+        lines.append(f"  {'part':<14}{'parameters':>16}{'trainable':>16}")
+        for part in PARTS:
+            lines.append(f"  {part:<14}{p['parameters'][part]:>16,}{p['trainable'][part]:>16,}")
+        lines.append(f"  {'total':<14}{p['parameters_total']:>16,}{p['trainable_total']:>16,}")
+        z = p["zero_memory"]
+        lines.append(f"  model states per GPU ({z['gpus']} GPUs, DeepSpeed estimate): this stage ZeRO-2 "
+                     f"{z['this_stage']['zero2_gb_per_gpu']} GB, ZeRO-3 {z['this_stage']['zero3_gb_per_gpu']} GB; "
+                     f"all params trained ZeRO-2 {z['all_params']['zero2_gb_per_gpu']} GB, ZeRO-3 {z['all_params']['zero3_gb_per_gpu']} GB")
+    if "data" in p:
+        for split, s in p["data"]["splits"].items():
+            lines.append(f"  data {split}: {s['rows']:,} rows, {s['hours']:.2f} h, {s['examples']:,} examples")
+        lines.append(f"  tokens per optimizer step: {p['tokens_per_step']:,}; steps per epoch: {p['steps_per_epoch']:,}")
+    lines += [f"  warning: {w}" for w in p["warnings"]]
+    return "\n".join(lines)
