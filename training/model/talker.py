@@ -34,6 +34,29 @@ from training.model.codebook_layout import IGNORE, SpecialTokens, chunk_text_vis
 from training.model.config import TalkerConfig
 
 
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear`; at CPU fp32 inference, oneDNN's kernel instead of MKL's sgemm.
+
+    Why: an MTP forward runs N+1 = 5 positions, and for so few rows MKL's sgemm costs ~3x a
+    one-row GEMV of the same weight (it repacks the whole weight per call), oneDNN ~1.3x, so
+    the forward follows its weight bytes. Same results within fp32 rounding; training
+    (autograd on) keeps `F.linear`.
+    """
+    if _ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (same parameters and names) through `linear` above."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
 def _cat(past: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
     return new if past is None else torch.cat([past, new], dim=2)
 
@@ -76,9 +99,9 @@ class Attention(nn.Module):
     def __init__(self, d: int, n_heads: int, dropout: float):
         super().__init__()
         self.h = n_heads
-        self.q = nn.Linear(d, d, bias=False)
-        self.kv = nn.Linear(d, 2 * d, bias=False)
-        self.o = nn.Linear(d, d, bias=False)
+        self.q = Linear(d, d, bias=False)
+        self.kv = Linear(d, 2 * d, bias=False)
+        self.o = Linear(d, d, bias=False)
         self.dropout = dropout
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +143,7 @@ class Block(nn.Module):
         self.ln1, self.ln2, self.ln3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.self_attn = Attention(d, cfg.n_heads, cfg.dropout)
         self.cross_attn = Attention(d, cfg.n_heads, cfg.dropout)
-        self.mlp = nn.Sequential(nn.Linear(d, cfg.ffn_mult * d), nn.GELU(), nn.Linear(cfg.ffn_mult * d, d))
+        self.mlp = nn.Sequential(Linear(d, cfg.ffn_mult * d), nn.GELU(), Linear(cfg.ffn_mult * d, d))
 
     def forward(self, x, memory, self_mask, cross_mask, cache: LayerCache | None = None):
         """x: [B, n, D]; memory: [B, R, D]; self_mask: [n, T_past + n]; cross_mask: [B, 1, n, R]."""
@@ -147,7 +170,7 @@ class CodebookHeads(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """[B, n, D] -> [B, n, K, V]."""
         K, V, D = self.weight.shape
-        return F.linear(h, self.weight.view(K * V, D)).unflatten(-1, (K, V))
+        return linear(h, self.weight.view(K * V, D)).unflatten(-1, (K, V))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _stack_legacy_rows(state_dict, prefix, self.weight.shape[0])
@@ -179,7 +202,7 @@ class MTPModule(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.norm_h, self.norm_e = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.proj = nn.Linear(2 * d, d, bias=False)
+        self.proj = Linear(2 * d, d, bias=False)
         self.block = Block(cfg)
         self.norm = nn.LayerNorm(d)
         self.heads = CodebookHeads(cfg.n_codebooks, d, cfg.vocab)
