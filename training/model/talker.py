@@ -152,47 +152,39 @@ class Block(nn.Module):
         return x + self.mlp(self.ln3(x))
 
 
-def _stack_legacy_rows(state_dict: dict, prefix: str, n: int) -> None:
-    """Checkpoints before the batched layout held one `{prefix}{k}.weight` [V, D] per codebook;
-    stack them into `{prefix}weight` [K, V, D] so old state dicts still load."""
-    old = [f"{prefix}{k}.weight" for k in range(n)]
-    if f"{prefix}weight" not in state_dict and all(key in state_dict for key in old):
-        state_dict[f"{prefix}weight"] = torch.stack([state_dict.pop(key) for key in old])
+class PerCodebookWeight(nn.Module):
+    """A [K, V, D] weight, one [V, D] slice per codebook track, kept as one tensor so the K
+    tracks cost one matmul or lookup. Checkpoints from before held one `{prefix}{k}.weight`
+    per codebook (an `nn.ModuleList`); they are stacked on load, so old state dicts still load."""
 
-
-class CodebookHeads(nn.Module):
-    """K linear heads (no bias) on the same hidden state, as one matmul over a [K, V, D] weight."""
-
-    def __init__(self, n_codebooks: int, d: int, vocab: int):
+    def __init__(self, n_codebooks: int, vocab: int, d: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_codebooks, vocab, d).normal_(std=0.02))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = [f"{prefix}{k}.weight" for k in range(self.weight.shape[0])]
+        if f"{prefix}weight" not in state_dict and all(key in state_dict for key in old):
+            state_dict[f"{prefix}weight"] = torch.stack([state_dict.pop(key) for key in old])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class CodebookHeads(PerCodebookWeight):
+    """K linear heads (no bias) on the same hidden state, as one matmul."""
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """[B, n, D] -> [B, n, K, V]."""
         K, V, D = self.weight.shape
         return linear(h, self.weight.view(K * V, D)).unflatten(-1, (K, V))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        _stack_legacy_rows(state_dict, prefix, self.weight.shape[0])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-
-class CodebookEmbedding(nn.Module):
-    """Sum of one embedding per codebook track, as one lookup in a [K, V, D] table."""
-
-    def __init__(self, n_codebooks: int, vocab: int, d: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_codebooks, vocab, d).normal_(std=0.02))
+class CodebookEmbedding(PerCodebookWeight):
+    """Sum of one embedding per codebook track, as one lookup."""
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """[B, n, K] ids -> [B, n, D]."""
         K, V, D = self.weight.shape
         offsets = torch.arange(K, device=codes.device) * V  # track k's rows start at k * V
         return F.embedding(codes + offsets, self.weight.view(K * V, D)).sum(dim=-2)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        _stack_legacy_rows(state_dict, prefix, self.weight.shape[0])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class MTPModule(nn.Module):
@@ -205,7 +197,7 @@ class MTPModule(nn.Module):
         self.proj = Linear(2 * d, d, bias=False)
         self.block = Block(cfg)
         self.norm = nn.LayerNorm(d)
-        self.heads = CodebookHeads(cfg.n_codebooks, d, cfg.vocab)
+        self.heads = CodebookHeads(cfg.n_codebooks, cfg.vocab, d)
 
     def forward(self, h_prev, emb, memory, self_mask, cross_mask, cache=None):
         """h_prev, emb: [B, n, D] -> hidden [B, n, D] (logits via `logits`)."""
@@ -255,7 +247,7 @@ class Talker(nn.Module):
         self.cond_pad = nn.Parameter(torch.zeros(d))  # condition for frames past the text
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d)
-        self.heads = CodebookHeads(cfg.n_codebooks, d, cfg.vocab)
+        self.heads = CodebookHeads(cfg.n_codebooks, cfg.vocab, d)
         self.mtp = nn.ModuleList(MTPModule(cfg) for _ in range(cfg.n_mtp))
         self.apply(self._init)
 
