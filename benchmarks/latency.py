@@ -20,7 +20,9 @@ Scales:
   0.5 B LM); the full-size Mimi decoder (`MimiConfig()` defaults). All random init, nothing
   downloaded: costs do not depend on the weights' values.
 
-Keys: `first_chunk_mtp4_vs_mtp0` (paper 350/725 = 0.48), `talker_forwards_mtp0_vs_mtp4` (5.0),
+Keys: `first_chunk_mtp4_vs_mtp0` (paper 350/725 = 0.48; `first_chunk_talker_mtp4_vs_mtp0` is the
+Talker's own share of it, without the Thinker's first text chunk, which is the same work in both),
+`talker_forwards_mtp0_vs_mtp4` (5.0),
 `talker_forward_cost_mtp4_vs_mtp0` (time per Talker forward) beside
 `talker_forward_weight_bytes_mtp4_vs_mtp0`, the bound a weight-bound forward would reach (bytes
 of the weights one forward reads: blocks, norms, MTP projections and heads; embedding tables
@@ -178,6 +180,8 @@ def main() -> None:
     tc = mtp4.cfg.talker
     print(json.dumps({
         "first_chunk_mtp4_vs_mtp0": r4["first_chunk_latency_s"] / r0["first_chunk_latency_s"],
+        # The Talker's own part of the first chunk (the Thinker's first text chunk is the same work in both).
+        "first_chunk_talker_mtp4_vs_mtp0": r4["first_chunk_breakdown"]["talker"] / r0["first_chunk_breakdown"]["talker"],
         "talker_forward_cost_mtp4_vs_mtp0": r4["talker_s_per_forward"] / r0["talker_s_per_forward"],
         "talker_forward_weight_bytes_mtp4_vs_mtp0": r4["talker_forward_weight_mb"] / r0["talker_forward_weight_mb"],
         "talker_forwards_mtp0_vs_mtp4": r0["talker_forwards"] / r4["talker_forwards"],
