@@ -372,7 +372,8 @@ class Talker(nn.Module):
 
         Args:
             codes_in: [B, n, K] frames pos-1 .. pos+n-2 (the previous forward's output, or `start`).
-            cond_text, memory: [B, R, D] text seen so far; n_text: [B] its length.
+            cond_text, memory: [B, R, D] text seen so far; n_text: [B] its length. The memory may only
+                grow by appending between calls on one cache: its K/V are cached per text position.
             sample: [B, K, V] logits -> [B, K] ids.
         Returns:
             [B, N+1, K] frames pos+n-1 .. pos+n-1+N (delayed layout).
