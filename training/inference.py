@@ -10,8 +10,9 @@ Fusion condition is appended to the Talker's text memory. A Talker forward needs
 the chunk its newest frame falls in ((k + 1) * chunk_text tokens, or the whole reply once the
 Thinker stopped), so speech starts after the first text chunk. Each forward emits N+1 frames
 (backbone + N MTP modules, all with KV caches). A speech chunk (chunk_frames frames, undelayed)
-is decoded by the codec as soon as it is complete: Mimi is causal, so decoding the chunk with
-its left context and keeping the chunk's samples equals the full decode.
+is decoded by the codec as soon as it is complete: with Mimi through its streaming state
+(`MimiStreamDecoder`: transformer KV cache, bounded conv context), so a chunk costs the same at
+minute one as at second one and equals the full decode.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 
 from tokenization.codec import SpeechCodec
+from tokenization.mimi_codec import MimiCodec
+from tokenization.mimi_stream import MimiStreamDecoder
 from training.data.collate import encode_prompt, eos_id
 from training.model.adaptor import n_adapted_frames
 from training.model.audio_encoder import build_feature_extractor, n_encoder_frames
@@ -40,8 +43,10 @@ class GenerationConfig:
     top_k: int = 0
     ignore_eos: bool = False  # never stop on end tokens: fixed lengths for benchmarks/tests
     streaming: bool = True  # False: whole reply first, then speech with full text context
-    codec_context_frames: int | None = None  # left context per chunk decode; None = all previous frames
+    codec_streaming: bool = True  # decode chunks with the codec's streaming state (Mimi), flat per-chunk cost
+    codec_context_frames: int | None = None  # otherwise: left context per chunk re-decode; None = all previous frames
     seed: int = 0
+    clock: str = "wall"  # "cpu": process CPU time, for benchmarks on a shared machine (one torch thread)
 
 
 @dataclass
@@ -96,15 +101,27 @@ def make_sampler(temperature: float, top_k: int, generator: torch.Generator, ban
 
 
 class ChunkDecoder:
-    """Decode frames [a, b) with the codec, given all frames so far; equal to the full decode
-    for a causal codec when the left context covers the receptive field (None = everything)."""
+    """Decode frames [a, b) with the codec, given all frames so far.
 
-    def __init__(self, codec: SpeechCodec, context_frames: int | None = None):
+    A Mimi codec with `streaming` carries its decoder state from chunk to chunk, so the cost of a
+    chunk does not grow with the reply and the output equals the full decode. Otherwise each chunk
+    is re-decoded with `context_frames` of left context: equal to the full decode for a causal
+    codec when that covers the receptive field (None = the whole prefix, cost grows with a).
+    """
+
+    def __init__(self, codec: SpeechCodec, context_frames: int | None = None, streaming: bool = True):
         self.codec = codec
         self.context = context_frames
+        self.stream = MimiStreamDecoder(codec.model) if streaming and isinstance(codec, MimiCodec) else None
 
     def __call__(self, codes: np.ndarray, a: int, b: int) -> np.ndarray:
         """codes: [>= b, K] -> waveform of frames a..b-1: [(b - a) * samples_per_frame]."""
+        if self.stream is not None:
+            if a != self.stream.frames:  # not the next chunk (e.g. a new reply): replay frames 0..a-1 once
+                self.stream.reset()
+                if a:
+                    self.stream.decode(codes[:a])
+            return self.stream.decode(codes[a:b])
         lo = 0 if self.context is None else max(0, a - self.context)
         wav = self.codec.decode([codes[lo:b]])[0]
         spf = self.codec.samples_per_frame
@@ -121,7 +138,7 @@ class StreamingGenerator:
         self.gen = gen or GenerationConfig()
         self.cfg = model.cfg
         self.feature_extractor = build_feature_extractor(self.cfg.audio)
-        self.decoder = ChunkDecoder(codec, self.gen.codec_context_frames)
+        self.decoder = ChunkDecoder(codec, self.gen.codec_context_frames, self.gen.codec_streaming)
         self.report = LatencyReport()
         if codec.n_codebooks != self.cfg.talker.n_codebooks:
             raise ValueError(f"codec has {codec.n_codebooks} codebooks, Talker {self.cfg.talker.n_codebooks}")
@@ -158,7 +175,7 @@ class StreamingGenerator:
         """
         m, tc, g = self.model, self.cfg.talker, self.gen
         rep = self.report = LatencyReport(n_mtp=tc.n_mtp)
-        clock = _Clock()
+        clock = _Clock(g.clock)
         gen_t = torch.Generator().manual_seed(g.seed)
         eos = eos_id(self.tokenizer, self.cfg)
         sp = m.special
@@ -276,15 +293,22 @@ class StreamingGenerator:
 
 
 class _Clock:
-    """Wall time per component, excluding time the consumer holds a yielded chunk."""
+    """Time per component, excluding time the consumer holds a yielded chunk.
 
-    def __init__(self):
-        self.t0 = time.perf_counter()
+    Wall time by default; "cpu" counts this process's CPU time, which on a machine shared with
+    other jobs measures the work without the time spent waiting for a core.
+    """
+
+    def __init__(self, kind: str = "wall"):
+        if kind not in ("wall", "cpu"):
+            raise ValueError(f"clock must be 'wall' or 'cpu', got {kind!r}")
+        self.timer = time.perf_counter if kind == "wall" else time.process_time
+        self.t0 = self.timer()
         self.pause = 0.0
         self.parts: dict[str, float] = {}
 
     def now(self) -> float:
-        return time.perf_counter() - self.t0 - self.pause
+        return self.timer() - self.t0 - self.pause
 
     def part(self, name: str):
         return _Timed(self, name)
@@ -298,10 +322,10 @@ class _Timed:
         self.clock, self.name = clock, name
 
     def __enter__(self):
-        self.t = time.perf_counter()
+        self.t = self.clock.timer()
 
     def __exit__(self, *exc):
-        self.clock.parts[self.name] = self.clock.parts.get(self.name, 0.0) + time.perf_counter() - self.t
+        self.clock.parts[self.name] = self.clock.parts.get(self.name, 0.0) + self.clock.timer() - self.t
 
 
 class _Paused:
@@ -309,10 +333,10 @@ class _Paused:
         self.clock = clock
 
     def __enter__(self):
-        self.t = time.perf_counter()
+        self.t = self.clock.timer()
 
     def __exit__(self, *exc):
-        self.clock.pause += time.perf_counter() - self.t
+        self.clock.pause += self.clock.timer() - self.t
 
 
 __all__ = ["Chunk", "ChunkDecoder", "GenerationConfig", "LatencyReport", "StreamingGenerator", "chunk_bounds"]

@@ -9,7 +9,7 @@ import torch
 
 from training.inference import GenerationConfig, make_sampler
 from training.model.config import TalkerConfig
-from training.model.talker import Talker
+from training.model.talker import Attention, LayerCache, Talker, linear
 
 
 def _talker(n_mtp=2, seed=0, **kw):
@@ -52,7 +52,7 @@ def test_mtp_heads_get_gradients_and_reach_backbone():
     out = t(targets, cond, 3, cond, torch.tensor([6, 4]))
     t.losses(out, targets)["loss/mtp3"].backward()
     assert t.blocks[0].self_attn.q.weight.grad.abs().sum() > 0
-    assert t.heads[0].weight.grad is None or t.heads[0].weight.grad.abs().sum() == 0
+    assert t.heads.weight.grad is None or t.heads.weight.grad.abs().sum() == 0
 
 
 def test_mtp_weights_decay():
@@ -121,3 +121,94 @@ def test_chunk_causal_mask_hides_future_text():
     torch.testing.assert_close(a.logits[1][:, :11], b.logits[1][:, :11])
     assert not torch.allclose(a.logits[0][:, 12:], b.logits[0][:, 12:])
     assert not torch.allclose(b.logits[0][:, :12], c.logits[0][:, :12])  # full context sees it
+
+
+def _per_head_logits(heads, h):
+    """Reference path: one [V, D] linear per codebook, stacked -> [B, n, K, V]."""
+    return torch.stack([torch.nn.functional.linear(h, w) for w in heads.weight], dim=2)
+
+
+def test_batched_heads_equal_per_head_path_and_greedy_output(monkeypatch):
+    t = _talker(n_mtp=2, chunk_frames=6, chunk_text=2)
+    h = torch.randn(2, 5, 32)
+    for heads in [t.heads] + [m.heads for m in t.mtp]:
+        torch.testing.assert_close(heads(h), _per_head_logits(heads, h), rtol=1e-5, atol=1e-5)
+    torch.manual_seed(1)
+    cond = torch.randn(1, 7, 32)
+    batched, _, _ = _generate(t, cond, 21, chunk_causal=True)
+    monkeypatch.setattr(type(t.heads), "forward", _per_head_logits)
+    per_head, _, _ = _generate(t, cond, 21, chunk_causal=True)
+    assert torch.equal(batched, per_head)
+
+
+def test_old_per_codebook_state_dict_loads():
+    """Checkpoints written before the batched layout (emb.k / heads.k per codebook) still load."""
+    t = _talker(n_mtp=1)
+    old = {}
+    for name, p in t.state_dict().items():
+        if name.endswith(("emb.weight", "heads.weight")):
+            old.update({name.replace("weight", f"{k}.weight"): p[k].clone() for k in range(p.shape[0])})
+        else:
+            old[name] = p.clone()
+    assert "heads.3.weight" in old and "mtp.0.heads.7.weight" in old and "emb.0.weight" in old
+    fresh = _talker(n_mtp=1, seed=5)
+    fresh.load_state_dict(old, strict=True)
+    for name, p in t.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], p), name
+
+
+def test_cached_text_memory_kv_equals_recompute():
+    torch.manual_seed(0)
+    attn = Attention(32, 2, 0.0).eval()
+    memory = torch.randn(1, 9, 32)
+    cache = LayerCache()
+    for r in (3, 4, 9):  # the text grows by appending
+        x = torch.randn(1, 2, 32)
+        mask = torch.ones(1, 1, 2, r, dtype=torch.bool)
+        torch.testing.assert_close(attn(x, mask, kv=memory[:, :r], cache=cache), attn(x, mask, kv=memory[:, :r]))
+        assert cache.mk.shape[2] == r and cache.k is None  # only the new rows were projected and kept
+    with pytest.raises(ValueError, match="shrank"):
+        attn(x, mask[..., :2], kv=memory[:, :2], cache=cache)
+
+
+def test_generation_with_growing_text_and_cached_memory_equals_recompute():
+    """Streaming appends text between forwards: cached cross K/V gives the same frames and logits as
+    projecting the whole memory again in every forward."""
+    t = _talker(n_mtp=4, chunk_frames=6, chunk_text=2)
+    torch.manual_seed(2)
+    text = torch.randn(1, 12, 32)
+
+    def run(reset_memory_kv: bool):
+        cache, codes_in, out = t.new_cache(), torch.full((1, 1, 8), t.sp.start), []
+        seen = []
+        for step in range(6):
+            cond = text[:, : 2 + 2 * step]  # grows by appending
+            if reset_memory_kv:
+                for c in cache.backbone + cache.mtp:
+                    c.mk = c.mv = None
+            logits = []
+            sample = _greedy(t.sp)
+            new = t.generate_step(cache, codes_in, cond, 3, cond, torch.tensor([cond.shape[1]]), True,
+                                  lambda lg: (logits.append(lg), sample(lg))[1])
+            seen.append(torch.stack(logits))
+            out.append(new)
+            codes_in = new
+        return torch.cat(out, dim=1), seen
+
+    frames, logits = run(False)
+    ref_frames, ref_logits = run(True)
+    assert torch.equal(frames, ref_frames)
+    for a, b in zip(logits, ref_logits):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_linear_equals_f_linear():
+    """The inference kernel (oneDNN on CPU fp32 without autograd) computes what F.linear does."""
+    torch.manual_seed(0)
+    x, w, b = torch.randn(1, 5, 32), torch.randn(64, 32), torch.randn(64)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(x, w, b), torch.nn.functional.linear(x, w, b), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(linear(x[0, :1], w), x[0, :1] @ w.T, rtol=1e-5, atol=1e-5)
+    x.requires_grad_(True)
+    linear(x, w, b).sum().backward()  # with autograd on it stays differentiable
+    torch.testing.assert_close(x.grad, w.sum(0).expand_as(x))

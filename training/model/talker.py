@@ -12,6 +12,11 @@ predicts frame t+i with its own heads. One forward therefore yields N+1 frames. 
 inference every module processes the same N+1 new positions as the backbone (their inputs
 are all known by the time the module runs), so each keeps an exact KV cache.
 
+Inference cost follows the weights: the text memory only grows, so each layer (backbone and
+modules) projects a text position's cross-attention K/V once and caches it; frames are
+embedded once per forward and shared by the modules; the K heads of a depth are one matmul
+over a [K, V, D] weight (one embedding table [K, V, D] likewise).
+
 Shape legend: B batch, T frames (positions), K codebooks, V codes+specials, R text
 positions, D width.
 """
@@ -19,6 +24,7 @@ positions, D width.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -28,21 +34,63 @@ from training.model.codebook_layout import IGNORE, SpecialTokens, chunk_text_vis
 from training.model.config import TalkerConfig
 
 
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear`; at CPU fp32 inference, oneDNN's kernel instead of MKL's sgemm.
+
+    Why: an MTP forward runs N+1 = 5 positions, and for so few rows MKL's sgemm costs ~3x a
+    one-row GEMV of the same weight (it repacks the whole weight per call), oneDNN ~1.3x, so
+    the forward follows its weight bytes. Same results within fp32 rounding; training
+    (autograd on) keeps `F.linear`.
+    """
+    if _ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (same parameters and names) through `linear` above."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+def _cat(past: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+    return new if past is None else torch.cat([past, new], dim=2)
+
+
 class LayerCache:
-    """Self-attention keys/values of one layer, appended step by step."""
+    """One layer's keys/values: self-attention appended step by step, and the text memory's
+    cross-attention K/V, projected once per text position (the text only grows by appending)."""
 
     def __init__(self):
         self.k: torch.Tensor | None = None  # (B, H, T_past, hd)
         self.v: torch.Tensor | None = None
+        self.mk: torch.Tensor | None = None  # (B, H, R_seen, hd)
+        self.mv: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
         return 0 if self.k is None else self.k.shape[2]
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        self.k, self.v = _cat(self.k, k), _cat(self.v, v)
         return self.k, self.v
+
+    def memory_kv(self, project: Callable, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K/V of `memory` [B, R, D]: rows past those already seen go through `project`, once.
+
+        The caller's memory must extend the one of the previous call (same rows, new ones appended).
+        """
+        seen = 0 if self.mk is None else self.mk.shape[2]
+        if memory.shape[1] < seen:
+            raise ValueError(f"text memory shrank from {seen} to {memory.shape[1]} positions: start a new cache")
+        if memory.shape[1] > seen:
+            k, v = project(memory[:, seen:])
+            self.mk, self.mv = _cat(self.mk, k), _cat(self.mv, v)
+        return self.mk, self.mv
 
 
 class Attention(nn.Module):
@@ -51,28 +99,36 @@ class Attention(nn.Module):
     def __init__(self, d: int, n_heads: int, dropout: float):
         super().__init__()
         self.h = n_heads
-        self.q = nn.Linear(d, d, bias=False)
-        self.kv = nn.Linear(d, 2 * d, bias=False)
-        self.o = nn.Linear(d, d, bias=False)
+        self.q = Linear(d, d, bias=False)
+        self.kv = Linear(d, 2 * d, bias=False)
+        self.o = Linear(d, d, bias=False)
         self.dropout = dropout
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         return x.view(B, T, self.h, D // self.h).transpose(1, 2)  # (B, H, T, hd)
 
+    def _project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, n, D] -> keys, values [B, H, n, hd]."""
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
     def forward(self, x, mask, kv=None, cache: LayerCache | None = None):
         """
         Args:
             x: [B, n, D] queries. kv: [B, R, D] memory for cross-attention.
             mask: bool, broadcastable to [B, 1, n, keys]; True = may attend.
+            cache: self-attention: append the new K/V; cross-attention: reuse the memory's K/V.
         Returns:
             [B, n, D].
         """
         q = self._heads(self.q(x))
-        k, v = self.kv(x if kv is None else kv).chunk(2, dim=-1)
-        k, v = self._heads(k), self._heads(v)
-        if cache is not None:
-            k, v = cache.append(k, v)
+        if kv is None:
+            k, v = self._project_kv(x)
+            if cache is not None:
+                k, v = cache.append(k, v)
+        else:
+            k, v = self._project_kv(kv) if cache is None else cache.memory_kv(self._project_kv, kv)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         B, H, n, hd = y.shape
         return self.o(y.transpose(1, 2).reshape(B, n, H * hd))
@@ -87,13 +143,48 @@ class Block(nn.Module):
         self.ln1, self.ln2, self.ln3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.self_attn = Attention(d, cfg.n_heads, cfg.dropout)
         self.cross_attn = Attention(d, cfg.n_heads, cfg.dropout)
-        self.mlp = nn.Sequential(nn.Linear(d, cfg.ffn_mult * d), nn.GELU(), nn.Linear(cfg.ffn_mult * d, d))
+        self.mlp = nn.Sequential(Linear(d, cfg.ffn_mult * d), nn.GELU(), Linear(cfg.ffn_mult * d, d))
 
     def forward(self, x, memory, self_mask, cross_mask, cache: LayerCache | None = None):
         """x: [B, n, D]; memory: [B, R, D]; self_mask: [n, T_past + n]; cross_mask: [B, 1, n, R]."""
         x = x + self.self_attn(self.ln1(x), self_mask, cache=cache)
-        x = x + self.cross_attn(self.ln2(x), cross_mask, kv=memory)
+        x = x + self.cross_attn(self.ln2(x), cross_mask, kv=memory, cache=cache)
         return x + self.mlp(self.ln3(x))
+
+
+class PerCodebookWeight(nn.Module):
+    """A [K, V, D] weight, one [V, D] slice per codebook track, kept as one tensor so the K
+    tracks cost one matmul or lookup. Checkpoints from before held one `{prefix}{k}.weight`
+    per codebook (an `nn.ModuleList`); they are stacked on load, so old state dicts still load."""
+
+    def __init__(self, n_codebooks: int, vocab: int, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_codebooks, vocab, d).normal_(std=0.02))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = [f"{prefix}{k}.weight" for k in range(self.weight.shape[0])]
+        if f"{prefix}weight" not in state_dict and all(key in state_dict for key in old):
+            state_dict[f"{prefix}weight"] = torch.stack([state_dict.pop(key) for key in old])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class CodebookHeads(PerCodebookWeight):
+    """K linear heads (no bias) on the same hidden state, as one matmul."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """[B, n, D] -> [B, n, K, V]."""
+        K, V, D = self.weight.shape
+        return linear(h, self.weight.view(K * V, D)).unflatten(-1, (K, V))
+
+
+class CodebookEmbedding(PerCodebookWeight):
+    """Sum of one embedding per codebook track, as one lookup."""
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """[B, n, K] ids -> [B, n, D]."""
+        K, V, D = self.weight.shape
+        offsets = torch.arange(K, device=codes.device) * V  # track k's rows start at k * V
+        return F.embedding(codes + offsets, self.weight.view(K * V, D)).sum(dim=-2)
 
 
 class MTPModule(nn.Module):
@@ -103,10 +194,10 @@ class MTPModule(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.norm_h, self.norm_e = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.proj = nn.Linear(2 * d, d, bias=False)
+        self.proj = Linear(2 * d, d, bias=False)
         self.block = Block(cfg)
         self.norm = nn.LayerNorm(d)
-        self.heads = nn.ModuleList(nn.Linear(d, cfg.vocab, bias=False) for _ in range(cfg.n_codebooks))
+        self.heads = CodebookHeads(cfg.n_codebooks, cfg.vocab, d)
 
     def forward(self, h_prev, emb, memory, self_mask, cross_mask, cache=None):
         """h_prev, emb: [B, n, D] -> hidden [B, n, D] (logits via `logits`)."""
@@ -115,7 +206,7 @@ class MTPModule(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """[B, n, D] -> [B, n, K, V]."""
-        return torch.stack([head(h) for head in self.heads], dim=2)
+        return self.heads(h)
 
 
 def causal_mask(n: int, past: int, device) -> torch.Tensor:
@@ -151,12 +242,12 @@ class Talker(nn.Module):
         self.cfg = cfg
         self.sp = SpecialTokens.for_codebook_size(cfg.codebook_size)
         d = cfg.d_model
-        self.emb = nn.ModuleList(nn.Embedding(cfg.vocab, d) for _ in range(cfg.n_codebooks))
+        self.emb = CodebookEmbedding(cfg.n_codebooks, cfg.vocab, d)
         self.wpe = nn.Embedding(cfg.max_frames, d)
         self.cond_pad = nn.Parameter(torch.zeros(d))  # condition for frames past the text
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d)
-        self.heads = nn.ModuleList(nn.Linear(d, cfg.vocab, bias=False) for _ in range(cfg.n_codebooks))
+        self.heads = CodebookHeads(cfg.n_codebooks, cfg.vocab, d)
         self.mtp = nn.ModuleList(MTPModule(cfg) for _ in range(cfg.n_mtp))
         self.apply(self._init)
 
@@ -172,7 +263,7 @@ class Talker(nn.Module):
     # --- shared pieces -------------------------------------------------------------------
     def embed_frames(self, codes: torch.Tensor) -> torch.Tensor:
         """[B, n, K] ids -> [B, n, D]: sum of one embedding per codebook track."""
-        return sum(self.emb[k](codes[..., k]) for k in range(codes.shape[-1]))
+        return self.emb(codes)
 
     def frame_conditions(self, cond_text: torch.Tensor, factor: int, n: int, start: int = 0) -> torch.Tensor:
         """Upsampled per-frame condition for frames start..start+n-1 (pad past the text).
@@ -197,10 +288,11 @@ class Talker(nn.Module):
             vis = n_text[:, None].expand(-1, n)
         return vis.clamp(min=1)
 
-    def _backbone(self, codes_in, cond, memory, visible, cache: TalkerCache | None, pos: int):
-        n = codes_in.shape[1]
+    def _backbone(self, emb, cond, memory, visible, cache: TalkerCache | None, pos: int):
+        """emb, cond: [B, n, D] input frames' embeddings and conditions -> [B, n, D]."""
+        n = emb.shape[1]
         past = cache.backbone[0].length if cache is not None else 0
-        x = self.embed_frames(codes_in) + cond + self.wpe(torch.arange(pos, pos + n, device=codes_in.device))
+        x = emb + cond + self.wpe(torch.arange(pos, pos + n, device=emb.device))
         sm, cm = causal_mask(n, past, x.device), cross_mask(visible, memory.shape[1])
         for j, block in enumerate(self.blocks):
             x = block(x, memory, sm, cm, cache.backbone[j] if cache is not None else None)
@@ -208,7 +300,7 @@ class Talker(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Backbone heads: [B, n, D] -> [B, n, K, V]."""
-        return torch.stack([head(h) for head in self.heads], dim=2)
+        return self.heads(h)
 
     # --- training / teacher forcing ------------------------------------------------------
     def forward(self, targets, cond_text, factor, memory, n_text, chunk_causal: bool = False) -> TalkerOutput:
@@ -227,14 +319,17 @@ class Talker(nn.Module):
         N = len(self.mtp)
         cond = self.frame_conditions(cond_text, factor, T + N)  # (B, T+N, D)
         vis = self.visible_text(T + N, n_text, chunk_causal)  # (B, T+N)
-        h = self._backbone(shift_inputs(targets, self.sp), cond[:, :T], memory, vis[:, :T], None, 0)
+        h = self._backbone(self.embed_frames(shift_inputs(targets, self.sp)), cond[:, :T], memory, vis[:, :T], None, 0)
         out = TalkerOutput(hidden=h, logits=[self.logits(h)])
-        # Frames as MTP inputs: frame t+i-1 for position t (pad past the end).
+        if not N:
+            return out
+        # Frames as MTP inputs: frame t+i-1 for position t (pad past the end), embedded once.
         frames = targets.masked_fill(targets == IGNORE, self.sp.pad)
         frames = torch.cat([frames, frames.new_full((B, N, K), self.sp.pad)], dim=1)  # (B, T+N, K)
+        frame_emb = self.embed_frames(frames)  # (B, T+N, D)
         sm = causal_mask(T, 0, h.device)
         for i, module in enumerate(self.mtp, start=1):
-            emb = self.embed_frames(frames[:, i - 1 : i - 1 + T]) + cond[:, i : i + T]
+            emb = frame_emb[:, i - 1 : i - 1 + T] + cond[:, i : i + T]
             h = module(h, emb, memory, sm, cross_mask(vis[:, i : i + T], memory.shape[1]))
             out.logits.append(module.logits(h))
         return out
@@ -277,7 +372,8 @@ class Talker(nn.Module):
 
         Args:
             codes_in: [B, n, K] frames pos-1 .. pos+n-2 (the previous forward's output, or `start`).
-            cond_text, memory: [B, R, D] text seen so far; n_text: [B] its length.
+            cond_text, memory: [B, R, D] text seen so far; n_text: [B] its length. The memory may only
+                grow by appending between calls on one cache: its K/V are cached per text position.
             sample: [B, K, V] logits -> [B, K] ids.
         Returns:
             [B, N+1, K] frames pos+n-1 .. pos+n-1+N (delayed layout).
@@ -285,15 +381,17 @@ class Talker(nn.Module):
         n, N, pos = codes_in.shape[1], len(self.mtp), cache.pos
         cond = self.frame_conditions(cond_text, factor, n + N, start=pos)
         vis = self.visible_text(n + N, n_text, chunk_causal, start=pos)
-        h = self._backbone(codes_in, cond[:, :n], memory, vis[:, :n], cache, pos)
+        known = self.embed_frames(codes_in)  # (B, n, D): frames pos-1 .. pos+n-2, embedded once
+        h = self._backbone(known, cond[:, :n], memory, vis[:, :n], cache, pos)
         frames = [sample(self.logits(h[:, -1:])[:, 0])]  # (B, K): only the newest position's heads
-        known = torch.cat([codes_in[:, 1:], frames[-1][:, None]], dim=1)  # frames pos .. pos+n-1
+        if N:
+            sm = causal_mask(n, cache.mtp[0].length, h.device)  # every module has seen the same positions
         for i, module in enumerate(self.mtp, start=1):
-            sm = causal_mask(n, cache.mtp[i - 1].length, h.device)
-            emb = self.embed_frames(known) + cond[:, i : i + n]
+            # Module i's inputs are frames pos+i-1 .. pos+n-2+i: drop the oldest, add the newest.
+            known = torch.cat([known[:, 1:], self.embed_frames(frames[-1][:, None])], dim=1)
+            emb = known + cond[:, i : i + n]
             h = module(h, emb, memory, sm, cross_mask(vis[:, i : i + n], memory.shape[1]), cache.mtp[i - 1])
             frames.append(sample(module.logits(h[:, -1:])[:, 0]))
-            known = torch.cat([known[:, 1:], frames[-1][:, None]], dim=1)  # now frames pos+i .. pos+n-1+i
         cache.pos += n
         cache.forwards += 1
         return torch.stack(frames, dim=1)
