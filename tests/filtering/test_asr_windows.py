@@ -25,9 +25,9 @@ def clips(dialogue_sample) -> tuple[list[np.ndarray], list[str]]:
 
 
 def _spy_windows(asr) -> list[int]:
-    """Record the mel-frame count of every encoder call (instance attribute wraps the bound method)."""
+    """Record the mel-frame count of every encoder call on speech (not the cached all-padding windows)."""
     seen, encode = [], asr._encode
-    asr._encode = lambda mels: (seen.append(mels.shape[-1]), encode(mels))[1]
+    asr._encode = lambda mels: (np.ptp(mels) > 0 and seen.append(mels.shape[-1]), encode(mels))[1]
     return seen
 
 
