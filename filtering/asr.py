@@ -35,6 +35,7 @@ folder, converted on first use) for openai-whisper. Nothing is ever downloaded.
 from __future__ import annotations
 
 import abc
+import json
 import os
 import sys
 import time
@@ -301,7 +302,8 @@ def backend_candidates(device: str) -> list[tuple[str, str]]:
 
 
 def fastest_backend(path: str, device: str = "cpu", language: str = "en", batch_size: int = 8) -> tuple[str, str]:
-    """Time each candidate once on one short-window batch (encoder + decoder); cached per process.
+    """Time each candidate once on one short-window batch (encoder + decoder); cached per process and,
+    keyed by CPU model/ISA/cores, in `cache_dir()`, so the actors of a job do not each measure.
 
     The ratio between backends depends on the CPU (ISA, AMX/VNNI, cores): faster-whisper int8 ran
     4.1x openai-whisper fp32 on one machine and 0.7x on another, so it is measured, not assumed.
@@ -311,6 +313,17 @@ def fastest_backend(path: str, device: str = "cpu", language: str = "en", batch_
     """
     key = (path, device)
     if key in _FASTEST:
+        return _FASTEST[key]
+    disk = cache_dir() / "asr_backend_choice.json"  # one measurement per machine, not per Ray actor
+    disk_key = json.dumps([path, device, _cpu_signature()])
+    try:
+        known = json.loads(disk.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if disk_key in known:
+        _FASTEST[key] = tuple(known[disk_key])
+        print(f"filtering.asr: --asr {path} -> {' '.join(_FASTEST[key])} (measured earlier on this CPU: {disk})",
+              file=sys.stderr)
         return _FASTEST[key]
     times = {}
     for backend, compute in backend_candidates(device):
@@ -330,7 +343,26 @@ def fastest_backend(path: str, device: str = "cpu", language: str = "en", batch_
     _FASTEST[key] = choice
     shown = ", ".join(f"{b} {c} {t * 1000:.0f} ms" for (b, c), t in times.items())
     print(f"filtering.asr: --asr {path} -> {choice[0]} {choice[1]} (fastest here; probe: {shown})", file=sys.stderr)
+    try:
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        tmp = disk.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**known, disk_key: list(choice)}))
+        tmp.replace(disk)
+    except OSError:
+        pass  # read-only home: measure again next process
     return choice
+
+
+def _cpu_signature() -> str:
+    """CPU model, ISA flags and core count: what the backend ratio depends on."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1] for ln in info.splitlines() if ln.startswith(("flags", "Features"))), "")
+    isa = sorted(f for f in flags.split() if f.startswith(("avx", "amx", "fma", "f16c", "asimd", "sve")))
+    return f"{model}|{' '.join(isa)}|{os.cpu_count()}"
 
 
 def _probe_seconds(asr: AsrBackend, batch_size: int, seconds: float = 3.0) -> float:

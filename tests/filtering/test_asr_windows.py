@@ -74,11 +74,18 @@ def test_clip_longer_than_the_window_takes_the_long_form_path(clips, faster_asr)
     assert score(" ".join(said), hyps[1]).wer <= 0.15, hyps[1]
 
 
-def test_backend_without_name_is_measured_once_and_logged(capfd):
+def test_backend_without_name_is_measured_once_and_logged(capfd, monkeypatch, tmp_path):
+    import filtering.asr as asr_mod
+
+    monkeypatch.setenv("VOCALNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(asr_mod, "_FASTEST", {})
     choice = fastest_backend("tiny.en")
     assert choice in {("faster-whisper", "int8"), ("faster-whisper", "float32"), ("openai-whisper", "fp32")}
-    assert fastest_backend("tiny.en") == choice  # cached: no second measurement
+    assert fastest_backend("tiny.en") == choice  # cached in the process: no second measurement
     err = capfd.readouterr().err
-    assert err.count("--asr tiny.en ->") <= 1
+    assert err.count("--asr tiny.en ->") == 1 and "probe: faster-whisper int8" in err, err
+    monkeypatch.setattr(asr_mod, "_FASTEST", {})  # a new process (another Ray actor) on the same CPU
+    assert fastest_backend("tiny.en") == choice
+    assert "measured earlier on this CPU" in capfd.readouterr().err
     asr = load_asr("tiny.en")
     assert asr.name.startswith(choice[0]) and asr.name.endswith(":fp32" if choice[0] == "openai-whisper" else f":{choice[1]}")
