@@ -4,9 +4,13 @@
 
 Figures (audio-seconds transcribed per wall-second, all on the same assistant clips, models
 loaded and warmed up before timing):
-    faster_vs_openai   faster-whisper int8  /  openai-whisper fp32, both batched greedy (goal >= 4)
+    asr_vs_padded        the filter's ASR step (`load_asr("tiny.en")`: fastest backend here, windows
+                         that follow speech length) / the same backend with every clip in a 30 s window (goal >= 3)
+    wer_delta_vs_padded  mean absolute per-clip WER difference between the two (goal <= 0.02)
+    faster_vs_openai     faster-whisper int8 / openai-whisper fp32, both as the filter runs them (raw figure;
+                         it depends on the CPU, hence `cpu`)
     pipeline_vs_bare   filter steps (read + decode + validate + FLAC + ASR + normalize + WER + rules
-                       + shard write) / bare faster-whisper loop over pre-loaded arrays (goal >= 0.9)
+                       + shard write) / bare loop of the same ASR over pre-loaded arrays (goal >= 0.9)
 The codec step (assistant turns of kept rows) runs in its own actor pool in the Ray job; its
 throughput is reported as a raw figure, as is the pipeline including it.
 """
@@ -23,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from filtering.asr import load_asr  # noqa: E402
+from filtering.asr import fastest_backend, load_asr, shipped_tiny_en  # noqa: E402
 from filtering.ct2_to_openai_whisper import convert  # noqa: E402
-from filtering.asr import shipped_tiny_en  # noqa: E402
+from filtering.wer import score as wer_score  # noqa: E402
 from filtering.dialogue_manifest import read_dialogues  # noqa: E402
 from filtering.rules import Rules  # noqa: E402
 from filtering.sample_dialogues import make_dialogue_sample  # noqa: E402
@@ -38,11 +42,27 @@ from tokenization.shards import plan_shards  # noqa: E402
 from tokenization.steps import plan_to_items  # noqa: E402
 
 
-def bare_loop(asr, audios, batch_size: int) -> float:
-    t = time.perf_counter()
+def bare_loop(asr, audios, batch_size: int) -> tuple[float, list[str]]:
+    t, hyps = time.perf_counter(), []
     for i in range(0, len(audios), batch_size):
-        asr.transcribe(audios[i : i + batch_size])
-    return time.perf_counter() - t
+        hyps += asr.transcribe(audios[i : i + batch_size])
+    return time.perf_counter() - t, hyps
+
+
+def cpu_info() -> dict:
+    """Model name and the ISA flags that decide int8/fp32/bf16 speed (from /proc/cpuinfo)."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            k, _, v = line.partition(":")
+            fields.setdefault(k.strip(), v.strip())
+    except OSError:
+        pass
+    wanted = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+              "amx_bf16", "amx_int8", "amx_tile", "neon", "asimd")
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"model": fields.get("model name", "unknown"), "isa": [f for f in wanted if f in flags],
+            "cores": os.cpu_count()}
 
 
 def main() -> None:
@@ -60,15 +80,26 @@ def main() -> None:
     audios = [load_audio(c, 16000) for c in clips]
     audio_s = sum(len(a) for a in audios) / 16000
 
-    fw = load_asr("tiny.en", batch_size=args.batch_size)
-    ow = load_asr(f"openai-whisper:{convert(shipped_tiny_en(), work / 'tiny_en.pt')}", batch_size=args.batch_size)
-    for asr in (fw, ow):
-        asr.transcribe(audios[: args.batch_size])  # warm-up
-    t_fw = bare_loop(fw, audios, args.batch_size)
-    t_ow = bare_loop(ow, audios, args.batch_size)
+    texts = [t.text for s in specs for t in s.turns if t.role == "assistant"]
+    t = time.perf_counter()
+    chosen = fastest_backend("tiny.en", batch_size=args.batch_size)
+    t_choose = time.perf_counter() - t
+    filt = load_asr("tiny.en", batch_size=args.batch_size)  # what the filter's ASR step loads
+    ckpt = convert(shipped_tiny_en(), work / "tiny_en.pt")
+    same = f"openai-whisper:{ckpt}" if chosen[0] == "openai-whisper" else "faster-whisper:tiny.en"
+    padded = load_asr(same, batch_size=args.batch_size, padded=True, **({"compute_type": chosen[1]} if chosen[0] == "faster-whisper" else {}))
+    fw = load_asr("faster-whisper:tiny.en", batch_size=args.batch_size, compute_type="int8")
+    ow = load_asr(f"openai-whisper:{ckpt}", batch_size=args.batch_size)
+    for asr in (filt, padded, fw, ow):
+        asr.transcribe(audios)  # warm-up (and each backend's cached padding windows)
+    t_filt, hyp_filt = bare_loop(filt, audios, args.batch_size)
+    t_pad, hyp_pad = bare_loop(padded, audios, args.batch_size)
+    t_fw, _ = bare_loop(fw, audios, args.batch_size)
+    t_ow, _ = bare_loop(ow, audios, args.batch_size)
+    wer_delta = sum(abs(wer_score(r, a).wer - wer_score(r, b).wer) for r, a, b in zip(texts, hyp_filt, hyp_pad)) / len(texts)
 
     codec = load_codec("tiny")
-    score, encode = ScoreBatch(fw, Rules()), EncodeKept(codec)
+    score, encode = ScoreBatch(filt, Rules()), EncodeKept(codec)
     meta = file_metadata(codec.info, {"run_id": "bench"})
     items = plan_to_items(plan_shards(specs, 10_000, args.batch_size))
 
@@ -85,14 +116,19 @@ def main() -> None:
     t_codec_pipe = pipeline(True, work / "out_codec")
     rate = lambda s: round(audio_s / s, 2)  # noqa: E731
     print(json.dumps({
+        "asr_vs_padded": round(t_pad / t_filt, 2),
+        "wer_delta_vs_padded": round(wer_delta, 4),
         "faster_vs_openai": round(t_ow / t_fw, 2),
-        "pipeline_vs_bare": round(t_fw / t_pipe, 3),
-        "pipeline_with_codec_vs_bare": round(t_fw / t_codec_pipe, 3),
+        "pipeline_vs_bare": round(t_filt / t_pipe, 3),
+        "pipeline_with_codec_vs_bare": round(t_filt / t_codec_pipe, 3),
+        "cpu": cpu_info(),
         "audio_seconds": round(audio_s, 2), "clips": len(audios), "batch_size": args.batch_size,
+        "asr_audio_s_per_s": rate(t_filt), "padded_audio_s_per_s": rate(t_pad),
         "faster_whisper_int8_audio_s_per_s": rate(t_fw), "openai_whisper_fp32_audio_s_per_s": rate(t_ow),
         "pipeline_audio_s_per_s": rate(t_pipe), "pipeline_with_codec_audio_s_per_s": rate(t_codec_pipe),
-        "asr_models": [fw.name, ow.name], "cpu_count": os.cpu_count(),
-        "goals": {"faster_vs_openai": 4.0, "pipeline_vs_bare": 0.9},
+        "asr_model": filt.name, "padded_model": padded.name, "backend_choice_s": round(t_choose, 2),
+        "asr_models": [fw.name, ow.name],
+        "goals": {"asr_vs_padded": 3.0, "wer_delta_vs_padded": 0.02, "pipeline_vs_bare": 0.9},
     }))
 
 
