@@ -18,6 +18,7 @@ import ray
 
 from tests.pipelines.conftest import BAD_KINDS
 from tokenization.schema import codes_to_numpy, read_file_metadata, token_schema
+from tokenization.sharded_job import shard_name
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +88,7 @@ def test_shards_follow_the_contract(reference, dirty_corpus):
     out, _ = reference
     files = sorted((out / "shards").glob("*.parquet"))
     progress = sorted(p.stem for p in (out / "_progress").glob("*.json"))
-    assert progress == [f"shard-{i:05d}" for i in range(len(progress))]  # deterministic names, every shard done
+    assert progress == [shard_name(0, k) for k in range(len(progress))]  # one manifest = one unit: its numbered shards, all done
     assert {f.stem for f in files} <= set(progress) and len(files) >= 6  # all-quarantined shards leave no empty file
     table = pq.read_table(files)
     assert pq.read_schema(files[0]).remove_metadata() == token_schema()
