@@ -32,7 +32,7 @@ from tokenization.codec import SpeechCodec, load_codec
 from tokenization.schema import sha1_hex
 from tokenization.sharded_job import Item, JobSpec, Step
 from tokenization.splits import SplitConfig, assign_split
-from tokenization.units import AudioRef, ReaderOptions, Unit, list_units, read_unit
+from tokenization.units import AudioRef, ReaderOptions, Unit, read_unit
 
 
 def turn_ref(turn) -> AudioRef:
@@ -80,13 +80,13 @@ _AUDIO_INDEX: dict[tuple, dict[str, AudioRef]] = {}
 _INDEX_LOCK = threading.Lock()
 
 
-def audio_index(manifest: str, fmt: str, opts: ReaderOptions) -> dict[str, AudioRef]:
-    """utt_id -> AudioRef of the tokenize job's input, built once per worker process (never on the driver)."""
-    key = (manifest, fmt, repr(opts.to_dict()))
+def audio_index(units: tuple[Unit, ...], opts: ReaderOptions) -> dict[str, AudioRef]:
+    """utt_id -> AudioRef of the tokenize job's input units, built once per worker process (never on the driver)."""
+    key = (units, repr(opts.to_dict()))
     with _INDEX_LOCK:
         if key not in _AUDIO_INDEX:
             index = {}
-            for unit in list_units(manifest, fmt, opts):
+            for unit in units:
                 for rec in read_unit(unit, opts):
                     if hasattr(rec, "audio"):
                         index.setdefault(rec.utt_id, rec.audio)
@@ -94,10 +94,9 @@ def audio_index(manifest: str, fmt: str, opts: ReaderOptions) -> dict[str, Audio
         return _AUDIO_INDEX[key]
 
 
-def read_token_rows(unit: Unit, audio_manifest: str = "", manifest_format: str = "auto", opts: ReaderOptions | None = None,
-                    split: dict | None = None):
+def read_token_rows(unit: Unit, audio_units: tuple[Unit, ...] = (), opts: ReaderOptions | None = None, split: dict | None = None):
     """Task side: the token rows of one token-shard file (codes included), each with its source audio ref."""
-    index = audio_index(audio_manifest, manifest_format, opts or ReaderOptions()) if audio_manifest else {}
+    index = audio_index(tuple(audio_units), opts or ReaderOptions())
     cfg = SplitConfig(**(split or {}))
     with storage.open_input(unit.uri) as fh:
         rows = pq.read_table(fh).to_pylist()
@@ -207,13 +206,13 @@ class EncodeKept:
 def filter_job(kind: str, opts: ReaderOptions, run_id: str, *, asr: str | AsrBackend, rules: Rules, codec: str | SpeechCodec,
                max_seconds: float | None, split: SplitConfig = SplitConfig(), rows_per_shard: int = 2000,
                batch_size: int = 8, device: str = "cpu", n_codebooks: int = 8, asr_actors: int = 1, asr_cpus: float = 1.0,
-               codec_actors: int = 1, codec_cpus: float = 0.25, gpus: float = 0.0, audio_manifest: str = "",
-               manifest_format: str = "auto") -> JobSpec:
+               codec_actors: int = 1, codec_cpus: float = 0.25, gpus: float = 0.0,
+               audio_units: tuple[Unit, ...] = ()) -> JobSpec:
     """The filter job for the engine.
 
     Args:
         kind: "dialogue" (units are dialogue manifests) or "tts" (units are token-shard files of a tokenize run,
-            joined with `audio_manifest`, the tokenize job's input).
+            joined with the audio of `audio_units`, the tokenize job's input units).
     """
     score_step = Step("score", partial(ScoreBatch, asr, rules.to_dict(), device, batch_size), cpus=asr_cpus, gpus=gpus,
                       actors=asr_actors)
@@ -222,7 +221,6 @@ def filter_job(kind: str, opts: ReaderOptions, run_id: str, *, asr: str | AsrBac
         return JobSpec("filter", partial(read_dialogues_unit, opts=opts), dialogue_id,
                        partial(load_dialogue_item, run_id=run_id, max_seconds=max_seconds, split=split.to_dict()),
                        FilterSink("dialogue", n_codebooks), [score_step, encode], rows_per_shard, batch_size)
-    read = partial(read_token_rows, audio_manifest=audio_manifest, manifest_format=manifest_format, opts=opts,
-                   split=split.to_dict())
+    read = partial(read_token_rows, audio_units=tuple(audio_units), opts=opts, split=split.to_dict())
     return JobSpec("filter", read, token_row_id, partial(load_tts_item, max_seconds=max_seconds),
                    FilterSink("tts", n_codebooks), [score_step], rows_per_shard, batch_size)
