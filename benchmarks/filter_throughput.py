@@ -26,16 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from filtering.asr import load_asr  # noqa: E402
 from filtering.ct2_to_openai_whisper import convert  # noqa: E402
 from filtering.asr import shipped_tiny_en  # noqa: E402
-from filtering.dialogue_manifest import read_dialogues  # noqa: E402
+from filtering.dialogue_manifest import list_dialogue_units, read_dialogues  # noqa: E402
 from filtering.rules import Rules  # noqa: E402
 from filtering.sample_dialogues import make_dialogue_sample  # noqa: E402
-from filtering.shards import write_filter_shard  # noqa: E402
-from filtering.steps import EncodeKept, ScoreBatch, load_dialogue_batch, unpack  # noqa: E402
+from filtering.steps import filter_job  # noqa: E402
 from tokenization.audio import load_audio  # noqa: E402
 from tokenization.codec import load_codec  # noqa: E402
 from tokenization.schema import file_metadata  # noqa: E402
-from tokenization.shards import plan_shards  # noqa: E402
-from tokenization.steps import plan_to_items  # noqa: E402
+from tokenization.sharded_job import run_local  # noqa: E402
+from tokenization.units import ReaderOptions  # noqa: E402
 
 
 def bare_loop(asr, audios, batch_size: int) -> float:
@@ -68,17 +67,20 @@ def main() -> None:
     t_ow = bare_loop(ow, audios, args.batch_size)
 
     codec = load_codec("tiny")
-    score, encode = ScoreBatch(fw, Rules()), EncodeKept(codec)
     meta = file_metadata(codec.info, {"run_id": "bench"})
-    items = plan_to_items(plan_shards(specs, 10_000, args.batch_size))
+    bench_manifest = work / "bench_dialogues.jsonl"  # the repeated dialogues as one manifest unit, read like the job reads it
+    bench_manifest.write_text("".join(json.dumps({"id": s.dialogue_id, "source": s.source, "language": s.language,
+                                                  "speaker": s.speaker, "turns": [t.__dict__ for t in s.turns]}) + "\n"
+                                      for s in specs))
+    opts = ReaderOptions()
+    units = list_dialogue_units(str(bench_manifest), opts)
 
     def pipeline(with_codec: bool, out: Path) -> float:
+        job = filter_job("dialogue", opts, "bench", asr=fw, rules=Rules(), codec=codec, max_seconds=60.0,
+                         rows_per_shard=10_000, batch_size=args.batch_size)
+        job.steps = job.steps if with_codec else job.steps[:1]
         t = time.perf_counter()
-        records = []
-        for item in items:
-            recs = score.score(unpack(load_dialogue_batch(item, "bench", 60.0)["payload"]))
-            records += encode.encode(recs) if with_codec else recs
-        write_filter_shard(str(out), "shard-00000", records, "dialogue", meta)
+        run_local(job, units, str(out), meta)
         return time.perf_counter() - t
 
     t_pipe = pipeline(False, work / "out")

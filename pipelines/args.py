@@ -96,8 +96,8 @@ def input_units(uri: str, fmt: str, opts: ReaderOptions, lister=None) -> list[Un
     if not any(c in uri for c in "*?[") and not storage.exists(uri):
         raise UserError(f"--input {uri}: no such file or folder")
     try:
-        if lister is not None:
-            units = lister(uri, opts)
+        if lister is not None:  # indexed in listing order, as list_units does: shard names derive from it
+            units = [Unit(**{**u.to_dict(), "index": i}) for i, u in enumerate(lister(uri, opts))]
         else:
             if fmt == "auto":
                 detect = getattr(units_mod, "detect_format", None) or manifest_detect_format

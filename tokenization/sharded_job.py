@@ -353,18 +353,18 @@ class ShardWriter:
 
     def __init__(self, output: str, sink, metadata: dict[bytes, bytes]):
         self.output, self.sink, self.metadata = output, sink, metadata
-        self.buffers: dict[tuple[int, int], list[Item]] = {}
+        self.buffers: dict[tuple[int, int], dict[int, Item]] = {}  # by position: a batch delivered twice counts once
         self.expected: dict[tuple[int, int], int] = {}
 
     def add(self, batch: Batch) -> list[str]:
         """Take one batch; returns the names of the shards it completed."""
         key = (batch.unit, batch.shard)
-        self.buffers.setdefault(key, []).extend(batch.items)
+        self.buffers.setdefault(key, {}).update((i.pos, i) for i in batch.items)
         if batch.shard_rows:
             self.expected[key] = batch.shard_rows
         if key in self.expected and len(self.buffers[key]) == self.expected[key]:
             name = shard_name(*key)
-            write_shard(self.output, name, self.buffers.pop(key), self.sink, self.metadata)
+            write_shard(self.output, name, list(self.buffers.pop(key).values()), self.sink, self.metadata)
             del self.expected[key]
             return [name]
         return []

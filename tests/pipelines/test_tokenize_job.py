@@ -158,3 +158,57 @@ def test_kill9_then_rerun_is_byte_identical(reference, dirty_corpus, tmp_path):
         assert sorted(p.name for p in (out / sub).glob("*.parquet")) == ref_files
         for name in ref_files:
             assert (out / sub / name).read_bytes() == (ref_out / sub / name).read_bytes(), f"{sub}/{name} differs"
+
+
+def _writer_pids(session: int) -> list[int]:
+    """The shard-writer actor process(es) of a job's embedded Ray (found by their process title)."""
+    import psutil
+
+    pids = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if os.getsid(p.pid) == session and "_WriterActor" in " ".join(p.info["cmdline"] or []):
+                pids.append(p.pid)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    return pids
+
+
+def test_killed_writer_is_rerun_within_the_job(dirty_corpus, tiny_codec, tmp_path):
+    """kill -9 of the writer actor mid-run: the same job re-runs the units it lost and ends with the files the
+    engine writes in-process for the same config; the summary counts only shards that were written."""
+    from tokenization.schema import file_metadata
+    from tokenization.sharded_job import run_local
+    from tokenization.steps import tokenize_job
+    from tokenization.units import ReaderOptions, list_units
+
+    out = tmp_path / "writer_killed"
+    args = ["--codec", "tiny", "--rows-per-shard", "6", "--batch-size", "1", "--max-duration", "8"]
+    cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", str(dirty_corpus), "--output", str(out), *args, "--num-cpus", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "RAY_ADDRESS": "local"}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed, deadline = [], time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not killed:
+        if list((out / "_progress").glob("*.json")):
+            for pid in _writer_pids(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=400)
+    assert killed, "the writer should be killed mid-run"
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    n_shards = len(list((out / "_progress").glob("*.json")))
+    assert n_shards == 4 and summary["shards_written"] == n_shards and summary["shards_skipped"] == 0
+    assert summary["kept"] == 12 and summary["rows_in"] == summary["kept"] + summary["quarantined"]
+
+    run_id = json.loads((out / "_run.json").read_text())["run_id"]
+    ref = tmp_path / "in_process"
+    opts = ReaderOptions()
+    job = tokenize_job(opts, tiny_codec, run_id, target_rate=tiny_codec.sample_rate, max_seconds=8.0, rows_per_shard=6, batch_size=1)
+    run_local(job, list_units(str(dirty_corpus), "jsonl", opts), str(ref), file_metadata(tiny_codec.info, {"run_id": run_id}))
+    for sub in ("shards", "quarantine"):
+        names = sorted(p.name for p in (ref / sub).glob("*.parquet"))
+        assert names and names == sorted(p.name for p in (out / sub).glob("*.parquet"))
+        for name in names:
+            assert (out / sub / name).read_bytes() == (ref / sub / name).read_bytes(), f"{sub}/{name} differs"
