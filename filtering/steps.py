@@ -35,20 +35,15 @@ from tokenization.splits import SplitConfig, assign_split
 from tokenization.units import AudioRef, ReaderOptions, Unit, read_unit
 
 
-def turn_ref(turn) -> AudioRef:
-    """A turn's audio: an `AudioRef` when the reader gave one (embedded audio), else its path."""
-    ref = getattr(turn, "audio", None)
-    return ref if isinstance(ref, AudioRef) else AudioRef(path=turn.audio_path)
-
-
 def load_dialogue(spec: DialogueSpec, run_id: str, max_seconds: float | None, split: SplitConfig = SplitConfig()) -> DialogueRow:
-    """Read and validate every turn's audio; FLAC-encode it at its own rate. Raises BadAudio.
+    """Read and validate every turn's audio (a file, a span of one, or embedded bytes/samples); FLAC-encode
+    it at its own rate. Raises BadAudio.
 
     The row's `split` comes from the dialogue's speaker hash (its id when it has no speaker).
     """
     turns, digests = [], []
     for t in spec.turns:
-        samples, rate = read_ref(turn_ref(t), max_seconds)
+        samples, rate = read_ref(t.audio, max_seconds)
         digests.append(sha1_hex(samples.astype(np.float32).tobytes()))
         turns.append(DialogueTurn(t.role, t.text, pcm_to_flac(samples, rate), rate, len(samples) / rate))
     return DialogueRow(spec.dialogue_id, spec.source, spec.language, spec.speaker, turns,

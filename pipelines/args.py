@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 
 from tokenization import storage
-from tokenization import units as units_mod
 from tokenization.errors import UserError
-from tokenization.manifest import detect_format as manifest_detect_format
 from tokenization.splits import SplitConfig
 from tokenization.units import ReaderOptions, Unit, formats, list_units
 
@@ -90,8 +88,8 @@ def add_asr_args(p: argparse.ArgumentParser) -> None:
 def input_units(uri: str, fmt: str, opts: ReaderOptions, lister=None) -> list[Unit]:
     """The driver's unit listing of `--input` (files, row groups, byte ranges: never rows).
 
-    `--format auto` is resolved from the name (`tokenization.units.detect_format` when the readers
-    provide it). A missing input or an unknown layout is a `UserError` naming `--input`.
+    `--format auto` picks the layout from the name (`tokenization.units.list_units`). A missing input or an
+    unknown layout is a `UserError` naming `--input`.
     """
     if not any(c in uri for c in "*?[") and not storage.exists(uri):
         raise UserError(f"--input {uri}: no such file or folder")
@@ -99,9 +97,6 @@ def input_units(uri: str, fmt: str, opts: ReaderOptions, lister=None) -> list[Un
         if lister is not None:  # indexed in listing order, as list_units does: shard names derive from it
             units = [Unit(**{**u.to_dict(), "index": i}) for i, u in enumerate(lister(uri, opts))]
         else:
-            if fmt == "auto":
-                detect = getattr(units_mod, "detect_format", None) or manifest_detect_format
-                fmt = detect(uri)
             units = list_units(uri, fmt, opts)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise UserError(f"--input {uri}: {exc}") from exc

@@ -1,9 +1,12 @@
 """Input listings: JSONL/CSV/Parquet manifests, LJSpeech folders and LibriTTS-style trees.
 
-`read_inputs` turns any of them into `ManifestEntry` records in a stable order, and every
-line that cannot become one (malformed, non-UTF-8, no text, no audio path, duplicate id)
-into a `QuarantineRow` naming the manifest line and the reason. Nothing is dropped: the
-caller counts both lists.
+`record_to_utterance` turns one manifest record into an `Utterance` (with a span when the
+record has `start` + `end` or `offset` + `duration`, in seconds) or a `QuarantineRow`; the
+range readers (`tokenization/readers/manifests.py`) call it inside tasks. `read_inputs` is
+the whole-file listing used before units existed: `ManifestEntry` records in a stable order,
+and every line that cannot become one (malformed, non-UTF-8, no text, no audio path, a path
+escaping the manifest's folder, duplicate id) a `QuarantineRow` naming the manifest line and
+the reason. Nothing is dropped: the caller counts both lists.
 """
 
 from __future__ import annotations
@@ -12,20 +15,25 @@ import csv
 import os
 import hashlib
 import json
-import posixpath
 from dataclasses import asdict, dataclass
 
 import pyarrow.parquet as pq
 
 from tokenization import storage
+from tokenization.paths import OutsidePath, resolve_audio_path
 from tokenization.schema import QuarantineRow
+from tokenization.units import AudioRef, Utterance
 
 FORMATS = ("auto", "jsonl", "csv", "parquet", "ljspeech", "libritts")
 
 
 @dataclass
 class ManifestEntry:
-    """One utterance to encode; `audio_path` is absolute (or a full `s3://` URI)."""
+    """One utterance to encode; `audio_path` is absolute (or a full `s3://` URI).
+
+    A segment of a longer file carries its span (`start_s`, `duration_s`): read it with
+    `tokenization.audio.read_ref(AudioRef(path=audio_path, start_s=..., duration_s=...))`.
+    """
 
     utt_id: str
     audio_path: str
@@ -33,6 +41,8 @@ class ManifestEntry:
     speaker: str = ""
     source: str = ""
     language: str = "en"
+    start_s: float = 0.0
+    duration_s: float | None = None  # None: to the end of the file
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,21 +72,86 @@ def detect_format(uri: str) -> str:
     raise ValueError(f"--input {uri}: cannot tell its format; pass --format jsonl|csv|parquet|ljspeech|libritts")
 
 
-def _resolve(base_dir: str, audio_path: str) -> str:
-    if "://" in audio_path or audio_path.startswith("/"):
-        return audio_path
-    if "://" in base_dir:
-        return storage.join(base_dir, audio_path)
-    return posixpath.normpath(posixpath.join(base_dir, audio_path))
+AUDIO_KEYS = ("audio_path", "audio", "path")
+COLUMN_KEYS = {*AUDIO_KEYS, "id", "utt_id", "text", "speaker", "source", "language", "start", "end", "offset", "duration"}
+
+
+class BadRecord(ValueError):
+    """A manifest record that cannot become an utterance; the message is the quarantine reason."""
+
+
+def _seconds(record: dict, key: str) -> float:
+    try:
+        value = float(record[key])
+    except (TypeError, ValueError):
+        raise BadRecord(f"`{key}` is not a number of seconds ({record[key]!r})") from None
+    if not value >= 0 or value == float("inf"):
+        raise BadRecord(f"`{key}` must be a finite number of seconds >= 0 ({record[key]!r})")
+    return value
+
+
+def span_of(record: dict) -> tuple[float, float | None]:
+    """(start_s, duration_s or None) from `start` [+ `end`] or `offset` + `duration`; (0, None): the whole file."""
+    if record.get("start") not in (None, ""):
+        start = _seconds(record, "start")
+        if record.get("end") in (None, ""):
+            return start, None
+        end = _seconds(record, "end")
+        if end <= start:
+            raise BadRecord(f"empty span: end {end:g} s <= start {start:g} s")
+        return start, end - start
+    if record.get("offset") not in (None, ""):
+        start = _seconds(record, "offset")
+        if record.get("duration") in (None, ""):
+            return start, None
+        duration = _seconds(record, "duration")
+        if duration <= 0:
+            raise BadRecord("empty span: duration 0")
+        return start, duration
+    return 0.0, None
+
+
+def record_to_utterance(record: dict, where: str, base_dir: str, source_default: str, audio_root: str = "",
+                        allow_outside: bool = False) -> Utterance:
+    """One manifest record -> Utterance (audio path resolved, span applied).
+
+    Raises:
+        BadRecord: no audio path, no transcript, a bad span, or a path escaping the folder.
+    """
+    audio_path = str(next((record[k] for k in AUDIO_KEYS if record.get(k)), "")).strip()
+    source = str(record.get("source") or source_default)
+    utt_id = str(record.get("id") or record.get("utt_id") or "").strip()
+    text = record.get("text")
+    if not audio_path:
+        raise BadRecord("no audio_path")
+    start, duration = span_of(record)
+    segment = "" if (start, duration) == (0.0, None) else f"{start:g}+{duration if duration is None else f'{duration:g}'}"
+    utt_id = utt_id or stable_utt_id(source, audio_path, segment)
+    if not isinstance(text, str) or not text.strip():
+        raise BadRecord(f"empty or missing transcript for {audio_path}")
+    try:
+        path = resolve_audio_path(base_dir, audio_path, audio_root, allow_outside)
+    except OutsidePath as exc:
+        raise BadRecord(str(exc)) from None
+    extra = {k: v for k, v in record.items() if k not in COLUMN_KEYS and v not in (None, "")}
+    return Utterance(utt_id=utt_id, text=text.strip(), audio=AudioRef(path=path, start_s=start, duration_s=duration),
+                     speaker=str(record.get("speaker") or ""), source=source, language=str(record.get("language") or "en"),
+                     meta=extra or None, where=where)
+
+
+def record_id(record) -> str:
+    """The id a record names, for quarantine rows of records that failed before one was settled."""
+    return str(record.get("id") or record.get("utt_id") or "").strip() if isinstance(record, dict) else ""
 
 
 class _Builder:
     """Validates records into entries; collects quarantine rows; rejects duplicate ids."""
 
-    def __init__(self, manifest: str, base_dir: str, source_default: str):
+    def __init__(self, manifest: str, base_dir: str, source_default: str, audio_root: str = "", allow_outside: bool = False):
         self.manifest = manifest
         self.base_dir = base_dir  # relative audio paths resolve against it
         self.source_default = source_default
+        self.audio_root, self.allow_outside = audio_root, allow_outside
         self.entries: list[ManifestEntry] = []
         self.quarantine: list[QuarantineRow] = []
         self.n_in = 0
@@ -86,29 +161,15 @@ class _Builder:
         self.quarantine.append(QuarantineRow(utt_id=utt_id, line=line[:2000], file=self.manifest, stage="manifest", reason=f"{where}: {reason}"))
 
     def add(self, record: dict, where: str, line: str) -> None:
-        audio_path = str(record.get("audio_path") or record.get("audio") or record.get("path") or "").strip()
-        text = record.get("text")
-        source = str(record.get("source") or self.source_default)
-        utt_id = str(record.get("id") or record.get("utt_id") or "").strip()
-        if not audio_path:
-            return self.bad(where, "no audio_path", utt_id, line)
-        if not utt_id:
-            utt_id = stable_utt_id(source, audio_path)
-        if not isinstance(text, str) or not text.strip():
-            return self.bad(where, f"empty or missing transcript for {audio_path}", utt_id, line)
-        if utt_id in self._seen:
-            return self.bad(where, f"duplicate id {utt_id!r} ({audio_path})", utt_id, line)
-        self._seen.add(utt_id)
-        self.entries.append(
-            ManifestEntry(
-                utt_id=utt_id,
-                audio_path=_resolve(self.base_dir, audio_path),
-                text=text.strip(),
-                speaker=str(record.get("speaker") or ""),
-                source=source,
-                language=str(record.get("language") or "en"),
-            )
-        )
+        try:
+            u = record_to_utterance(record, where, self.base_dir, self.source_default, self.audio_root, self.allow_outside)
+        except BadRecord as exc:
+            return self.bad(where, str(exc), record_id(record), line)
+        if u.utt_id in self._seen:
+            return self.bad(where, f"duplicate id {u.utt_id!r} ({u.audio.path})", u.utt_id, line)
+        self._seen.add(u.utt_id)
+        self.entries.append(ManifestEntry(u.utt_id, u.audio.path, u.text, u.speaker, u.source, u.language,
+                                          u.audio.start_s, u.audio.duration_s))
 
 
 def _read_lines(uri: str) -> list[bytes]:
@@ -204,13 +265,16 @@ def _libritts(b: _Builder, folder: str) -> None:
         b.add({"id": rel.rsplit("/", 1)[-1][: -len(".wav")], "audio_path": rel, "text": text, "speaker": speaker}, prefix + wav, rel)
 
 
-def read_inputs(uri: str, fmt: str = "auto", source: str = "") -> tuple[list[ManifestEntry], list[QuarantineRow], int]:
-    """List the input.
+def read_inputs(uri: str, fmt: str = "auto", source: str = "", audio_root: str = "",
+                allow_outside: bool = False) -> tuple[list[ManifestEntry], list[QuarantineRow], int]:
+    """List the input on one machine (the units of `tokenization.units` spread it over tasks).
 
     Args:
         uri: a manifest file or a corpus folder, local or `s3://`.
         fmt: one of FORMATS.
         source: dataset name for rows that do not carry one (default: the input's file/folder name).
+        audio_root, allow_outside: relative paths resolve under `audio_root` (default: the manifest's
+            folder) and may not leave it unless `allow_outside`.
     Returns:
         (entries in input order, quarantined lines, number of input rows).
     """
@@ -224,6 +288,6 @@ def read_inputs(uri: str, fmt: str = "auto", source: str = "") -> tuple[list[Man
     base_dir = uri.rstrip("/") if folder_layout else uri.rsplit("/", 1)[0] if "/" in uri else "."
     if "://" not in base_dir:
         base_dir = os.path.abspath(base_dir)
-    b = _Builder(uri, base_dir, default_source)
+    b = _Builder(uri, base_dir, default_source, audio_root, allow_outside)
     {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet, "ljspeech": _ljspeech, "libritts": _libritts}[fmt](b, uri)
     return b.entries, b.quarantine, b.n_in

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from tokenization.codec import CodecInfo
 
-SCHEMA_VERSION = "2"  # 2: `split` column (tokenization.splits)
+SCHEMA_VERSION = "3"  # 2: `split` column (tokenization.splits); 3: `meta` column (nullable JSON string)
 N_CODEBOOKS = 8
 PARQUET_COMPRESSION = "zstd"
 
@@ -40,6 +40,7 @@ def token_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
             ("audio_sha1", pa.string()),
             ("run_id", pa.string()),
             ("split", pa.string()),  # train | valid | test, by speaker hash (tokenization.splits)
+            ("meta", pa.string()),  # the source sample's other metadata as JSON (e.g. Emilia `dnsmos`); null if none
         ]
     )
 
@@ -71,9 +72,17 @@ class TokenRow:
     audio_sha1: str
     run_id: str
     split: str = "train"
+    meta: str | None = None  # JSON object (`meta_json`); shards before schema 3 have no column: read as None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_utterance(cls, utt, codes: np.ndarray, duration_s: float, audio_sha1: str, run_id: str,
+                       split: str = "train") -> "TokenRow":
+        """The row of a `tokenization.units.Utterance` and its codes [T, K] (`meta` dict -> JSON)."""
+        return cls(utt.utt_id, utt.source, utt.speaker, utt.language, utt.text, float(duration_s), int(len(codes)),
+                   np.asarray(codes, np.uint16), audio_sha1, run_id, split, meta_json(utt.meta))
 
     @classmethod
     def from_dict(cls, d: dict) -> "TokenRow":
@@ -155,6 +164,11 @@ def table_to_parquet_bytes(table: pa.Table, metadata: dict[bytes, bytes] | None 
     buf = io.BytesIO()
     pq.write_table(table, buf, compression=PARQUET_COMPRESSION, write_statistics=True)
     return buf.getvalue()
+
+
+def meta_json(meta: dict | None) -> str | None:
+    """The `meta` cell of a metadata dict: stable JSON (sorted keys), None when there is nothing to keep."""
+    return stable_json(meta) if meta else None
 
 
 def sha1_hex(data: bytes) -> str:

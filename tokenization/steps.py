@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 
@@ -19,7 +18,7 @@ import pyarrow as pa
 
 from tokenization.audio import read_ref, resample
 from tokenization.codec import SpeechCodec, load_codec
-from tokenization.schema import N_CODEBOOKS, codes_to_arrow, sha1_hex, token_schema
+from tokenization.schema import N_CODEBOOKS, codes_to_arrow, meta_json, sha1_hex, token_schema
 from tokenization.sharded_job import SHARDS, Item, JobSpec, Step
 from tokenization.splits import SplitConfig, assign_split
 from tokenization.units import ReaderOptions, Unit, Utterance, read_unit
@@ -46,7 +45,7 @@ def load_utterance(item: Item, target_rate: int, max_seconds: float | None) -> N
     item.audio = wave
     item.row = {"utt_id": utt.utt_id, "source": utt.source, "speaker": utt.speaker, "language": utt.language,
                 "text": utt.text, "audio_sha1": sha1_hex(np.asarray(samples, np.float32).tobytes()),
-                "meta": json.dumps(utt.meta, sort_keys=True, default=str) if utt.meta else None}
+                "meta": meta_json(utt.meta)}
 
 
 class EncodeStep:

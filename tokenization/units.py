@@ -10,9 +10,9 @@ derive from units, so resume and byte-identical reruns hold for every layout.
     for rec in read_unit(units[0], ReaderOptions()):                                    # task
         ...  # Utterance | QuarantineRow
 
-This module holds the dataclasses and the registry; each layout registers a reader
-(`register_reader`). The legacy manifest layouts (jsonl/csv/parquet/ljspeech/libritts) are
-served by a whole-file adapter over `tokenization.manifest` until they get range readers.
+This module holds the dataclasses and the registry; each layout's module in
+`tokenization/readers/` registers its reader (`register_reader`) when that package is imported,
+which the registry functions do on first use (so readers may import this module freely).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from tokenization.errors import UserError
 from tokenization.schema import QuarantineRow
 
 
@@ -142,48 +143,33 @@ def register_reader(fmt: str, lister: Lister, reader: Reader) -> None:
     _READERS[fmt] = (lister, reader)
 
 
+def _readers() -> dict[str, tuple[Lister, Reader]]:
+    import tokenization.readers  # noqa: F401  (registers every layout; imported late: it imports us)
+
+    return _READERS
+
+
 def formats() -> tuple[str, ...]:
-    return ("auto", *sorted(_READERS))
+    return ("auto", *sorted(_readers()))
 
 
 def list_units(uri: str, fmt: str, opts: ReaderOptions) -> list[Unit]:
-    """Driver side: the units of an input, indexed in listing order. Reads listings and footers only."""
-    if fmt not in _READERS:
-        raise ValueError(f"--format {fmt}: expected one of {', '.join(formats())}")
-    units = _READERS[fmt][0](uri, opts)
+    """Driver side: the units of an input, indexed in listing order. Reads listings and footers only.
+
+    `fmt` "auto" picks the layout from the input's name, a folder's listing or a Parquet schema
+    (`tokenization.readers.detect_format`).
+    """
+    readers = _readers()
+    if fmt == "auto":
+        from tokenization.readers import detect_format
+
+        fmt = detect_format(uri)
+    if fmt not in readers:
+        raise UserError(f"--format {fmt}: expected one of {', '.join(formats())}")
+    units = readers[fmt][0](uri, opts)
     return [Unit(**{**u.to_dict(), "index": i}) for i, u in enumerate(units)]
 
 
 def read_unit(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
     """Task side: every utterance (or quarantine row) of one unit, in a deterministic order."""
-    return _READERS[unit.fmt][1](unit, opts)
-
-
-# --- legacy layouts: one whole-file unit, parsed by tokenization.manifest inside the task ---------
-
-
-def _legacy_lister(fmt: str) -> Lister:
-    def lister(uri: str, opts: ReaderOptions) -> list[Unit]:
-        from tokenization import storage
-
-        fs, path = storage.filesystem(uri)
-        info = fs.get_file_info(path)
-        return [Unit(uri=uri, fmt=fmt, size=info.size or 0, version=str(info.mtime_ns or ""))]
-
-    return lister
-
-
-def _legacy_reader(fmt: str) -> Reader:
-    def reader(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
-        from tokenization.manifest import read_inputs
-
-        entries, bad, _ = read_inputs(unit.uri, fmt, opts.source)
-        yield from bad
-        for e in entries:
-            yield Utterance(e.utt_id, e.text, AudioRef(path=e.audio_path), e.speaker, e.source, e.language, where=e.audio_path)
-
-    return reader
-
-
-for _fmt in ("jsonl", "csv", "parquet", "ljspeech", "libritts"):
-    register_reader(_fmt, _legacy_lister(_fmt), _legacy_reader(_fmt))
+    return _readers()[unit.fmt][1](unit, opts)

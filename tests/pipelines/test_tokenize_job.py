@@ -17,7 +17,7 @@ import pytest
 import ray
 
 from tests.pipelines.conftest import BAD_KINDS
-from tokenization.schema import codes_to_numpy, read_file_metadata, token_schema
+from tokenization.schema import SCHEMA_VERSION, codes_to_numpy, read_file_metadata, token_schema
 from tokenization.sharded_job import shard_name
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def test_shards_follow_the_contract(reference, dirty_corpus):
     assert table.num_rows == 12 and len(set(table.column("utt_id").to_pylist())) == 12
     meta = read_file_metadata(files[0])
     assert meta["codec_name"] == "mimi" and meta["n_codebooks"] == "8" and meta["codebook_size"] == "2048"
-    assert float(meta["frame_rate"]) == 12.5 and meta["sample_rate"] == "24000" and meta["schema_version"] == "2"
+    assert float(meta["frame_rate"]) == 12.5 and meta["sample_rate"] == "24000" and meta["schema_version"] == SCHEMA_VERSION
     for row in table.to_pylist():
         codes = codes_to_numpy(row["codes"])
         assert codes.shape == (row["n_frames"], 8) and codes.max() < 2048
