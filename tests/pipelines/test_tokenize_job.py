@@ -50,6 +50,36 @@ def _kill_session(proc: subprocess.Popen) -> None:
         time.sleep(0.2)
 
 
+def kill9_rerun_matches(cmd: list[str], out: Path, ref_out: Path) -> None:
+    """Run `cmd`, kill -9 its whole session once a shard is done, rerun it: it writes only the missing shards
+    and every file equals the uninterrupted run's (`ref_out`) byte for byte."""
+    env = {**os.environ, "RAY_ADDRESS": "local"}  # its own embedded Ray, so kill -9 takes all of it down
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "_progress").glob("*.json")):
+        time.sleep(0.05)
+    _kill_session(proc)
+    done_at_kill = len(list((out / "_progress").glob("*.json")))
+    n_shards = len(list((ref_out / "_progress").glob("*.json")))
+    assert 1 <= done_at_kill < n_shards, "the kill should land mid-run"
+    for shard in (out / "shards").glob("*.parquet"):
+        pq.read_metadata(shard)  # every visible shard is complete
+
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["shards_skipped"] == done_at_kill and summary["shards_written"] == n_shards - done_at_kill
+    assert_same_files(out, ref_out)
+
+
+def assert_same_files(out: Path, ref_out: Path) -> None:
+    for sub in ("shards", "quarantine"):
+        ref_files = sorted(p.name for p in (ref_out / sub).glob("*.parquet"))
+        assert ref_files and sorted(p.name for p in (out / sub).glob("*.parquet")) == ref_files
+        for name in ref_files:
+            assert (out / sub / name).read_bytes() == (ref_out / sub / name).read_bytes(), f"{sub}/{name} differs"
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     ray.init(address="local", num_cpus=2, include_dashboard=False)
@@ -137,27 +167,7 @@ def test_kill9_then_rerun_is_byte_identical(reference, dirty_corpus, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", str(dirty_corpus), "--output", str(out), *JOB_ARGS, "--num-cpus", "2"]
-    env = {**os.environ, "RAY_ADDRESS": "local"}  # its own embedded Ray, so kill -9 takes all of it down
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((out / "_progress").glob("*.json")):
-        time.sleep(0.05)
-    _kill_session(proc)
-    done_at_kill = len(list((out / "_progress").glob("*.json")))
-    n_shards = len(list((ref_out / "_progress").glob("*.json")))
-    assert 1 <= done_at_kill < n_shards, "the kill should land mid-run"
-    for shard in (out / "shards").glob("*.parquet"):
-        pq.read_metadata(shard)  # every visible shard is complete
-
-    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
-    assert summary["shards_skipped"] == done_at_kill and summary["shards_written"] == n_shards - done_at_kill
-    for sub in ("shards", "quarantine"):
-        ref_files = sorted(p.name for p in (ref_out / sub).glob("*.parquet"))
-        assert sorted(p.name for p in (out / sub).glob("*.parquet")) == ref_files
-        for name in ref_files:
-            assert (out / sub / name).read_bytes() == (ref_out / sub / name).read_bytes(), f"{sub}/{name} differs"
+    kill9_rerun_matches(cmd, out, ref_out)
 
 
 def _writer_pids(session: int) -> list[int]:
@@ -207,11 +217,7 @@ def test_killed_writer_is_rerun_within_the_job(dirty_corpus, tiny_codec, tmp_pat
     opts = ReaderOptions()
     job = tokenize_job(opts, tiny_codec, run_id, target_rate=tiny_codec.sample_rate, max_seconds=8.0, rows_per_shard=6, batch_size=1)
     run_local(job, list_units(str(dirty_corpus), "jsonl", opts), str(ref), file_metadata(tiny_codec.info, {"run_id": run_id}))
-    for sub in ("shards", "quarantine"):
-        names = sorted(p.name for p in (ref / sub).glob("*.parquet"))
-        assert names and names == sorted(p.name for p in (out / sub).glob("*.parquet"))
-        for name in names:
-            assert (out / sub / name).read_bytes() == (ref / sub / name).read_bytes(), f"{sub}/{name} differs"
+    assert_same_files(out, ref)
 
 
 # --- WebDataset tars (Emilia layout): truncated tar, duplicates across tars, kill -9 resume, S3 --------------
@@ -268,45 +274,17 @@ def test_tars_kill9_then_rerun_is_byte_identical(wds_reference, wds_corpus, tmp_
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", str(wds_corpus.input), "--output", str(out), *WDS_ARGS,
            "--num-cpus", "2"]
-    env = {**os.environ, "RAY_ADDRESS": "local"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((out / "_progress").glob("*.json")):
-        time.sleep(0.05)
-    _kill_session(proc)
-    done_at_kill = len(list((out / "_progress").glob("*.json")))
-    n_shards = len(list((ref_out / "_progress").glob("*.json")))
-    assert 1 <= done_at_kill < n_shards, "the kill should land mid-run"
-    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
-    assert summary["shards_skipped"] == done_at_kill and summary["shards_written"] == n_shards - done_at_kill
-    for sub in ("shards", "quarantine"):
-        ref_files = sorted(p.name for p in (ref_out / sub).glob("*.parquet"))
-        assert sorted(p.name for p in (out / sub).glob("*.parquet")) == ref_files
-        for name in ref_files:
-            assert (out / sub / name).read_bytes() == (ref_out / sub / name).read_bytes(), f"{sub}/{name} differs"
+    kill9_rerun_matches(cmd, out, ref_out)
 
 
 def test_tars_from_s3_to_s3(wds_reference, wds_corpus, tmp_path):
     """The same tars from a moto S3 server: a paged listing, tars streamed in tasks; the same rows and codes."""
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    import socket
+    import io
 
     from tests.corpora import upload_tree
+    from tests.s3_server import moto_s3
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-               "AWS_REGION": "us-east-1"}
-        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="k",
-                              aws_secret_access_key="s")
-        client.create_bucket(Bucket="wds")
+    with moto_s3("wds") as (client, env):
         uri = upload_tree(client, "wds", wds_corpus.input, "emilia/EN")
         cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", f"{uri}/*.tar", "--output", "s3://wds/tokens", *WDS_ARGS,
                "--num-cpus", "2"]
@@ -316,12 +294,8 @@ def test_tars_from_s3_to_s3(wds_reference, wds_corpus, tmp_path):
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
         keys = sorted(o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="wds", Prefix="tokens/")
                       for o in page.get("Contents", []))
-        import io
-
         s3_rows = [r for k in keys if k.startswith("tokens/shards/")
                    for r in pq.read_table(io.BytesIO(client.get_object(Bucket="wds", Key=k)["Body"].read())).to_pylist()]
-    finally:
-        server.stop()
     ref_out, ref = wds_reference
     assert {k: summary[k] for k in ("rows_in", "kept", "quarantined")} == {k: ref[k] for k in ("rows_in", "kept", "quarantined")}
     local_rows = pq.read_table(ref_out / "shards").to_pylist()
