@@ -185,37 +185,54 @@ def _writer_pids(session: int) -> list[int]:
 
 
 def test_killed_writer_is_rerun_within_the_job(dirty_corpus, tiny_codec, tmp_path):
-    """kill -9 of the writer actor mid-run: the same job re-runs the units it lost and ends with the files the
-    engine writes in-process for the same config; the summary counts only shards that were written."""
+    """kill -9 of the writer actor while it holds rows of an unfinished shard: the same job re-runs the unit
+    it lost and ends with the files the engine writes in-process for the same config; the summary counts
+    only shards that were written."""
+    import re
+    import threading
+
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import run_local
     from tokenization.steps import tokenize_job
     from tokenization.units import ReaderOptions, list_units
 
     out = tmp_path / "writer_killed"
-    args = ["--codec", "tiny", "--rows-per-shard", "6", "--batch-size", "1", "--max-duration", "8"]
+    args = ["--codec", "tiny", "--rows-per-shard", "100", "--batch-size", "1", "--max-duration", "8"]  # one shard: 23 rows
     cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", str(dirty_corpus), "--output", str(out), *args, "--num-cpus", "2"]
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "RAY_ADDRESS": "local"}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed, deadline = [], time.time() + 240
+    err, rows_at_writer = [], [0]
+
+    def follow_stderr():  # the driver's progress line counts rows the writer took (and buffers until the shard is whole)
+        for chunk in iter(lambda: proc.stderr.read(64), ""):
+            err.append(chunk)
+            counts = re.findall(r"(\d+)row", "".join(err)[-400:])
+            rows_at_writer[0] = max([rows_at_writer[0], *map(int, counts)])
+
+    reader = threading.Thread(target=follow_stderr, daemon=True)
+    reader.start()
+    killed, deadline = [], time.time() + 300
     while time.time() < deadline and proc.poll() is None and not killed:
-        if list((out / "_progress").glob("*.json")):
+        if 0 < rows_at_writer[0] < 23:
             for pid in _writer_pids(proc.pid):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
         time.sleep(0.05)
-    stdout, stderr = proc.communicate(timeout=400)
-    assert killed, "the writer should be killed mid-run"
+    stdout = proc.stdout.read()
+    proc.wait(timeout=400)
+    reader.join(timeout=10)
+    stderr = "".join(err)
+    assert killed, "the writer should be killed while it buffers rows"
     assert proc.returncode == 0, stderr[-3000:]
+    assert "running them again" in stderr  # the lost unit ran again inside this job
     summary = json.loads(stdout.strip().splitlines()[-1])
-    n_shards = len(list((out / "_progress").glob("*.json")))
-    assert n_shards == 4 and summary["shards_written"] == n_shards and summary["shards_skipped"] == 0
-    assert summary["kept"] == 12 and summary["rows_in"] == summary["kept"] + summary["quarantined"]
+    assert summary["shards_written"] == 1 and summary["shards_skipped"] == 0
+    assert summary["kept"] == 12 and summary["rows_in"] == 23 == summary["kept"] + summary["quarantined"]
 
     run_id = json.loads((out / "_run.json").read_text())["run_id"]
     ref = tmp_path / "in_process"
     opts = ReaderOptions()
-    job = tokenize_job(opts, tiny_codec, run_id, target_rate=tiny_codec.sample_rate, max_seconds=8.0, rows_per_shard=6, batch_size=1)
+    job = tokenize_job(opts, tiny_codec, run_id, target_rate=tiny_codec.sample_rate, max_seconds=8.0, rows_per_shard=100, batch_size=1)
     run_local(job, list_units(str(dirty_corpus), "jsonl", opts), str(ref), file_metadata(tiny_codec.info, {"run_id": run_id}))
     assert_same_files(out, ref)
 
