@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from tokenization.units import ReaderOptions, formats, list_units  # noqa: E402
@@ -136,6 +137,7 @@ def tar_vs_files(work: Path, repeat: int) -> dict:
                 tar.addfile(info, io.BytesIO(meta))
     loose.write_text("\n".join(lines) + "\n")
     codec = load_codec("tiny")
+    codec.encode([np.zeros(codec.sample_rate, np.float32)])  # warm-up, so neither timed run pays for first calls
     opts = ReaderOptions()
     rates = {}
     for name, uri, fmt in (("files", str(loose), "jsonl"), ("tars", str(tars), "webdataset")):

@@ -1,7 +1,8 @@
 """The one Ray adapter of the sharded-job engine (`tokenization/sharded_job.py`), used by tokenize and filter.
 
     units (driver) -> [id pre-pass: Ray Data groupby, only duplicated ids come back]
-    -> read + load (Ray tasks, one per unit) -> each job step (actor pool) -> one writer actor
+    -> read (a Ray task per unit, streaming batches) -> load (a task per batch) -> each job step (actor pool)
+    -> one writer actor
     -> units whose shards are missing (a killed writer, a failed run) run again, up to `attempts` times.
 
 The driver holds the unit listing and the duplicated ids, never every row or every id.
@@ -11,18 +12,27 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
 import ray
 from tqdm import tqdm
 
-from tokenization.sharded_job import (Batch, JobSpec, ShardWriter, done_shards, load_duplicates, pack, pending_units,
-                                      read_batches, record_ids, save_duplicates, unpack, winners_from)
+from tokenization.sharded_job import (Batch, JobSpec, ShardWriter, done_shards, load_batch, load_duplicates, pack,
+                                      pending_units, read_batches, record_ids, save_duplicates, unpack, winners_from)
 from tokenization.units import Unit
 
 
-BLOCK_BYTES = 1 << 20
+@contextmanager
+def _block_bytes(n: int):
+    """Datasets created inside get this target block size (a dataset keeps a copy of the context)."""
+    ctx = ray.data.DataContext.get_current()
+    before, ctx.target_max_block_size = ctx.target_max_block_size, n
+    try:
+        yield
+    finally:
+        ctx.target_max_block_size = before
 
 
 @dataclass
@@ -37,8 +47,12 @@ def _read_task(row: dict, job: JobSpec, output: str, done_ref, winners_ref) -> I
     """One unit: a generator, so Ray Data streams its batches on while the rest of the unit is read."""
     unit = Unit.from_dict(json.loads(row["unit"]))
     done, winners = _get(done_ref), _get(winners_ref)
-    for b in read_batches(job, unit, output, done, winners):
+    for b in read_batches(job, unit, output, done, winners, load=False):
         yield {"payload": pack(b), "rows": len(b.items)}
+
+
+def _load_task(row: dict, job: JobSpec) -> dict:
+    return {**row, "payload": pack(load_batch(job, unpack(row["payload"])))}
 
 
 def _get(ref):
@@ -132,10 +146,10 @@ def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, 
 
 def _execute(job: JobSpec, todo: list[Unit], output: str, metadata: dict, done_ref, winners_ref, read_cpus: float,
              label: str) -> None:
-    # Small blocks: each batch of a unit becomes its own block, so one big unit still feeds every actor.
-    ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES
-    ds = _unit_items(todo).flat_map(_read_task, fn_kwargs={"job": job, "output": output, "done_ref": done_ref,
-                                                           "winners_ref": winners_ref}, num_cpus=read_cpus)
+    with _block_bytes(1):  # every batch its own block: Ray Data spreads blocks, so one big unit still feeds every worker
+        ds = _unit_items(todo).flat_map(_read_task, fn_kwargs={"job": job, "output": output, "done_ref": done_ref,
+                                                               "winners_ref": winners_ref}, num_cpus=read_cpus)
+    ds = ds.map(_load_task, fn_kwargs={"job": job}, num_cpus=read_cpus)
     for step in job.steps:
         gpu = {"num_gpus": step.gpus} if step.gpus else {}
         ds = ds.map_batches(_StepActor, batch_size=1, batch_format="numpy", fn_constructor_kwargs={"factory": step.factory},

@@ -216,10 +216,13 @@ def pending_units(output: str, units: list[Unit]) -> list[Unit]:
 # --- reading a unit into batches (task side) ------------------------------------------------------
 
 
-def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str], winners: dict[str, tuple] | None = None) -> Iterator[Batch]:
+def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str], winners: dict[str, tuple] | None = None,
+                 load: bool = True) -> Iterator[Batch]:
     """Read one unit, load its records and cut them into batches of one shard each.
 
-    Records of shards already done are read (to count and place them) but not loaded. A duplicate
+    Records of shards already done are read (to count and place them) but not loaded. `load=False`
+    leaves loading to `load_batch` (the Ray adapter runs it as separate tasks, so one big unit still
+    decodes in parallel). A duplicate
     id (an earlier occurrence in this unit, or an id the pre-pass found elsewhere: `winners` maps it
     to its kept occurrence (unit, pos, where)) is quarantined.
     Writes the unit's report once the unit was read to the end.
@@ -230,17 +233,17 @@ def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str], w
     for pos, rec in enumerate(job.read(unit)):
         shard = pos // rps
         if pending and pending[0].shard != shard:  # the pending shard is complete: it held rps rows
-            yield _flush(job, pending, shard_rows=rps)
+            yield _flush(job, pending, shard_rows=rps, load=load)
             pending = []
         elif len(pending) >= job.batch_size:  # flushed only when the next record arrives, so the last batch knows it is last
-            yield _flush(job, pending)
+            yield _flush(job, pending, load=load)
             pending = []
         item = _item(job, unit, shard, pos, rec, seen, winners)
         if shard_name(unit.index, shard) not in done:
             pending.append(item)
     n = pos + 1
     if pending:
-        yield _flush(job, pending, shard_rows=n - pending[0].shard * rps)
+        yield _flush(job, pending, shard_rows=n - pending[0].shard * rps, load=load)
     if output is None:  # a dry read (tests): no report
         return
     report = UnitReport(unit.index, unit.where, n, -(-n // rps))
@@ -261,16 +264,21 @@ def _item(job: JobSpec, unit: Unit, shard: int, pos: int, rec, seen: set[str], w
     return item
 
 
-def _flush(job: JobSpec, items: list[Item], shard_rows: int = 0) -> Batch:
+def _flush(job: JobSpec, items: list[Item], shard_rows: int = 0, load: bool = True) -> Batch:
+    batch = Batch(items[0].unit, items[0].shard, items, shard_rows)
+    return load_batch(job, batch) if load else batch
+
+
+def load_batch(job: JobSpec, batch: Batch) -> Batch:
     """Load every ok item of a batch (task side); a failure quarantines that item only."""
-    for item in items:
+    for item in batch.items:
         if item.status != "ok":
             continue
         try:
             job.load(item)
         except (BadInput, BadAudio) as exc:
             item.quarantine("load", str(exc))  # the loader set `item.file` to what it read
-    return Batch(items[0].unit, items[0].shard, items, shard_rows)
+    return batch
 
 
 def record_ids(job: JobSpec, unit: Unit) -> Iterator[dict]:
