@@ -43,3 +43,23 @@ def test_hf_audio_path_without_bytes_obeys_the_folder_rule(tmp_path):
     recs = list(read_unit(list_units(str(tmp_path / "p.parquet"), "hf", ReaderOptions())[0], ReaderOptions()))
     assert recs[0].audio.path == str(tmp_path / "clips/a.wav") and recs[2].audio.path == "/abs/b.wav"
     assert "escapes" in recs[1].reason and recs[1].file == str(tmp_path / "p.parquet") and "#row1" in recs[1].reason
+
+
+def test_utterances_cross_the_task_boundary_as_json(hf_corpus, cuts_corpus):
+    """Embedded bytes, sample arrays, spans and meta survive Utterance.to_dict -> JSON -> from_dict."""
+    import json
+
+    import numpy as np
+
+    from tokenization.audio import read_ref
+    from tokenization.units import Utterance
+
+    recs = [r for u in list_units(str(hf_corpus.input), "hf", ReaderOptions()) for r in read_unit(u, ReaderOptions())
+            if isinstance(r, Utterance)][:1]
+    recs += [r for u in list_units(f"{hf_corpus.input}/train-00001-*.parquet", "hf", ReaderOptions()) for r in read_unit(u, ReaderOptions())][:1]
+    recs += [next(r for u in list_units(str(cuts_corpus.input), "lhotse", ReaderOptions()) for r in read_unit(u, ReaderOptions()))]
+    for utt in recs:
+        back = Utterance.from_dict(json.loads(json.dumps(utt.to_dict())))
+        assert (back.utt_id, back.text, back.meta, back.audio.start_s, back.audio.duration_s) == \
+               (utt.utt_id, utt.text, utt.meta, utt.audio.start_s, utt.audio.duration_s)
+        assert np.array_equal(read_ref(back.audio)[0], read_ref(utt.audio)[0])
