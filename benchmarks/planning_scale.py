@@ -7,7 +7,8 @@ Figures:
                                   at 10·N / at N utterances, worst of the JSONL and WebDataset inputs (goal <= 1.2)
     planning_s_per_million_rows   planning seconds at 10·N per million utterances, worst input (goal <= 2)
     tar_read_vs_files             audio-s/s of the tokenize job's steps (engine `run_local`, tiny codec) reading
-                                  WebDataset tars / reading the same clips as loose WAV files (goal >= 0.95)
+                                  WebDataset tars / reading the same clips as loose WAV files, best of two
+                                  alternating runs each (goal >= 0.95)
 Each planning measurement runs in a fresh process, so peak RSS is its own. The synthetic inputs
 need no audio: a JSONL manifest of N lines, and N/`per_tar` tar files (the driver never opens them).
 """
@@ -139,16 +140,21 @@ def tar_vs_files(work: Path, repeat: int) -> dict:
     codec = load_codec("tiny")
     codec.encode([np.zeros(codec.sample_rate, np.float32)])  # warm-up, so neither timed run pays for first calls
     opts = ReaderOptions()
-    rates = {}
-    for name, uri, fmt in (("files", str(loose), "jsonl"), ("tars", str(tars), "webdataset")):
-        units = list_units(uri, fmt, opts)
-        job = tokenize_job(opts, codec, "bench", target_rate=codec.sample_rate, max_seconds=60.0, rows_per_shard=10_000, batch_size=16)
-        out = work / f"tok_{name}"
-        t = time.perf_counter()
-        run_local(job, units, str(out), file_metadata(codec.info))
-        seconds = time.perf_counter() - t
-        audio_s = float(sum(pq.read_table(out / "shards").column("duration_s").to_numpy()))
-        rates[name] = {"audio_s": round(audio_s, 2), "wall_s": round(seconds, 2), "audio_s_per_s": round(audio_s / seconds, 2)}
+    rates: dict[str, dict] = {}
+    # Twice each, alternating, best of two: the codec's kernels warm up per input shape, and both inputs
+    # hold the same clips, so whichever ran first would pay for it.
+    for attempt in range(2):
+        for name, uri, fmt in (("files", str(loose), "jsonl"), ("tars", str(tars), "webdataset")):
+            units = list_units(uri, fmt, opts)
+            job = tokenize_job(opts, codec, "bench", target_rate=codec.sample_rate, max_seconds=60.0, rows_per_shard=10_000,
+                               batch_size=16)
+            out = work / f"tok_{name}_{attempt}"
+            t = time.perf_counter()
+            run_local(job, units, str(out), file_metadata(codec.info))
+            seconds = time.perf_counter() - t
+            audio_s = float(sum(pq.read_table(out / "shards").column("duration_s").to_numpy()))
+            if name not in rates or seconds < rates[name]["wall_s"]:
+                rates[name] = {"audio_s": round(audio_s, 2), "wall_s": round(seconds, 2), "audio_s_per_s": round(audio_s / seconds, 2)}
     return {"tar_read_vs_files": round(rates["tars"]["audio_s_per_s"] / rates["files"]["audio_s_per_s"], 3), "runs": rates}
 
 
@@ -156,7 +162,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=100_000, help="utterances of the 1x input (10x is ten times this)")
     p.add_argument("--per-tar", type=int, default=1000, help="utterances per tar in the WebDataset listing")
-    p.add_argument("--tar-repeat", type=int, default=2, help="copies of the espeak sample in the tar-vs-files run")
+    p.add_argument("--tar-repeat", type=int, default=6, help="copies of the espeak sample in the tar-vs-files run")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="planning_scale_"))
     plans = planning(work, args.n, args.per_tar)
