@@ -16,37 +16,21 @@ import argparse
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 
 import numpy as np
 
+from benchmarks.cpu_info import cpu_info
 from filtering.audit import AuditOptions, ListenOptions, audit
 from filtering.rules import Rules, decide
-from filtering.shards import write_filter_manifest, write_filter_shard
+from filtering.shards import FilterSink
+from tokenization.sharded_job import Item, UnitReport, shard_name, write_manifest, write_shard, write_unit_report
+from tokenization.units import Unit
 from tokenization.codec import load_codec
 from tokenization.schema import file_metadata
 
 WORDS = "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
-ISA = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "neon", "asimd")
-
-
-def cpu() -> dict:
-    """CPU model and the ISA flags that matter for numpy/torch speed."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() in ("flags", "Features"):
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model, "isa": [f for f in ISA if f in flags], "cores": os.cpu_count()}
-
-
 def synthetic_rows(n: int, rng: np.random.Generator, rules: Rules) -> list[dict]:
     rows = []
     for i in range(n):
@@ -68,14 +52,17 @@ def synthetic_rows(n: int, rng: np.random.Generator, rules: Rules) -> list[dict]
 
 
 def write_run(folder: str, n: int, rows_per_shard: int = 2000) -> None:
-    rules = Rules()
+    """A filter run's folder as the engine writes it: one synthetic unit cut into shards."""
+    rules, sink = Rules(), FilterSink("tts")
     info = load_codec("tiny").info
     meta = file_metadata(info, {"run_id": "bench", "job": "filter", "kind": "tts", "rules": json.dumps(rules.to_dict())})
     rows = synthetic_rows(n, np.random.default_rng(0), rules)
-    for s in range(0, n, rows_per_shard):
-        records = [{"shard": s, "pos": i, "status": "ok", "row": r} for i, r in enumerate(rows[s:s + rows_per_shard])]
-        write_filter_shard(folder, f"shard-{s // rows_per_shard:05d}", records, "tts", meta)
-    write_filter_manifest(folder, "bench", n, 0, {"rules": rules.to_dict(), "kind": "tts", "codec": info.__dict__})
+    for k, s in enumerate(range(0, n, rows_per_shard)):
+        items = [Item(unit=0, shard=k, pos=s + i, id=r["utt_id"], row=r) for i, r in enumerate(rows[s:s + rows_per_shard])]
+        write_shard(folder, shard_name(0, k), items, sink, meta)
+    unit = Unit(uri="synthetic", fmt="synthetic")
+    write_unit_report(folder, UnitReport(0, unit.where, n, -(-n // rows_per_shard)))
+    write_manifest(folder, "bench", [unit], sink.tables, {"rules": rules.to_dict(), "kind": "tts", "codec": info.__dict__})
 
 
 def main() -> None:
@@ -102,7 +89,7 @@ def main() -> None:
         "codec_share_of_build_cpu": round(1 - (c3 - c2) / (c2 - c1), 3),
         "html_bytes": html_bytes, "audit_json_bytes": json_bytes, "audio_bytes": a["listen"]["bytes"],
         "audio_cap_bytes": opts.max_bytes, "audio_under_cap": a["listen"]["bytes"] <= opts.max_bytes,
-        "clips": a["listen"]["n_clips"], "html_bytes_per_row": round(html_bytes / args.rows, 2), "cpu": cpu(),
+        "clips": a["listen"]["n_clips"], "html_bytes_per_row": round(html_bytes / args.rows, 2), "cpu": cpu_info(),
         "loadavg_1m": round(os.getloadavg()[0], 2),  # a shared box slows wall time; compare runs at similar load
     }))
 

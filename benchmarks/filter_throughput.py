@@ -27,19 +27,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cpu_info import cpu_info  # noqa: E402
 from filtering.asr import fastest_backend, load_asr, shipped_tiny_en  # noqa: E402
 from filtering.ct2_to_openai_whisper import convert  # noqa: E402
 from filtering.wer import score as wer_score  # noqa: E402
-from filtering.dialogue_manifest import read_dialogues  # noqa: E402
+from filtering.dialogue_manifest import list_dialogue_units, read_dialogues  # noqa: E402
 from filtering.rules import Rules  # noqa: E402
 from filtering.sample_dialogues import make_dialogue_sample  # noqa: E402
-from filtering.shards import write_filter_shard  # noqa: E402
-from filtering.steps import EncodeKept, ScoreBatch, load_dialogue_batch, unpack  # noqa: E402
+from filtering.steps import filter_job  # noqa: E402
 from tokenization.audio import load_audio  # noqa: E402
 from tokenization.codec import load_codec  # noqa: E402
 from tokenization.schema import file_metadata  # noqa: E402
-from tokenization.shards import plan_shards  # noqa: E402
-from tokenization.steps import plan_to_items  # noqa: E402
+from tokenization.sharded_job import run_local  # noqa: E402
+from tokenization.units import ReaderOptions  # noqa: E402
 
 
 def bare_loop(asr, audios, batch_size: int) -> tuple[float, list[str]]:
@@ -47,22 +47,6 @@ def bare_loop(asr, audios, batch_size: int) -> tuple[float, list[str]]:
     for i in range(0, len(audios), batch_size):
         hyps += asr.transcribe(audios[i : i + batch_size])
     return time.perf_counter() - t, hyps
-
-
-def cpu_info() -> dict:
-    """Model name and the ISA flags that decide int8/fp32/bf16 speed (from /proc/cpuinfo)."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            k, _, v = line.partition(":")
-            fields.setdefault(k.strip(), v.strip())
-    except OSError:
-        pass
-    wanted = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-              "amx_bf16", "amx_int8", "amx_tile", "neon", "asimd")
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    return {"model": fields.get("model name", "unknown"), "isa": [f for f in wanted if f in flags],
-            "cores": os.cpu_count()}
 
 
 def main() -> None:
@@ -99,17 +83,20 @@ def main() -> None:
     wer_delta = sum(abs(wer_score(r, a).wer - wer_score(r, b).wer) for r, a, b in zip(texts, hyp_filt, hyp_pad)) / len(texts)
 
     codec = load_codec("tiny")
-    score, encode = ScoreBatch(filt, Rules()), EncodeKept(codec)
     meta = file_metadata(codec.info, {"run_id": "bench"})
-    items = plan_to_items(plan_shards(specs, 10_000, args.batch_size))
+    bench_manifest = work / "bench_dialogues.jsonl"  # the repeated dialogues as one manifest unit, read like the job reads it
+    bench_manifest.write_text("".join(json.dumps({"id": s.dialogue_id, "source": s.source, "language": s.language,
+                                                  "speaker": s.speaker, "turns": [t.__dict__ for t in s.turns]}) + "\n"
+                                      for s in specs))
+    opts = ReaderOptions()
+    units = list_dialogue_units(str(bench_manifest), opts)
 
     def pipeline(with_codec: bool, out: Path) -> float:
+        job = filter_job("dialogue", opts, "bench", asr=filt, rules=Rules(), codec=codec, max_seconds=60.0,
+                         rows_per_shard=10_000, batch_size=args.batch_size)
+        job.steps = job.steps if with_codec else job.steps[:1]
         t = time.perf_counter()
-        records = []
-        for item in items:
-            recs = score.score(unpack(load_dialogue_batch(item, "bench", 60.0)["payload"]))
-            records += encode.encode(recs) if with_codec else recs
-        write_filter_shard(str(out), "shard-00000", records, "dialogue", meta)
+        run_local(job, units, str(out), meta)
         return time.perf_counter() - t
 
     t_pipe = pipeline(False, work / "out")

@@ -1,44 +1,38 @@
-"""The filter job's processing steps: plain callables on lists of records, no Ray imports.
+"""The filter job's steps for the sharded-job engine (`tokenization/sharded_job.py`): no Ray.
 
-`pipelines/filter.py` wires them into Ray Data exactly like the tokenization job
-(`tokenization/steps.py`): load tasks -> ASR actor pool (model loaded once per actor) ->
-codec actor pool (assistant turns of kept dialogues) -> one shard writer. Unit tests and the
-benchmark call them directly.
+    read   (task)   dialogues: a manifest unit -> `DialogueSpec` / `QuarantineRow`
+                    (`filtering.dialogue_manifest.read_dialogue_unit`); TTS: a token-shard file -> token rows
+    load   (task)   read and validate the audio (`tokenization.audio.read_ref`)
+    score  (actors) `ScoreBatch`: ASR model loaded once; transcribe, score, `decide`
+    encode (actors) `EncodeKept`: codec for the assistant turns of kept dialogues
+    write           `filtering.shards.FilterSink`: kept/ and rejects/
 
-A record is one input row on its way through the job:
-    {"shard", "pos", "status": "ok"|"quarantine", "stage", "reason", "file",
-     "row": DialogueRow (dialogues) | dict of token-row columns (TTS shards),
-     "audio_flac": bytes (TTS shards only, not written out)}
-Between Ray stages a planned batch travels as one row whose `payload` is the pickled record
-list, so nested turns never go through Ray's schema inference.
+`pipelines/filter.py` runs them on Ray; `sharded_job.run_local` runs them in one process (tests, benchmark).
+Items carry a `DialogueRow` (dialogues) or a dict of token-row columns (TTS) in `item.row`;
+TTS items carry their samples in `item.audio` as `(samples, rate)`.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
+import threading
+from functools import partial
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from filtering.asr import SAMPLE_RATE, AsrBackend, load_asr
-from filtering.dialogue_manifest import DialogueSpec
+from filtering.dialogue_manifest import DialogueSpec, read_dialogue_unit
 from filtering.dialogue_schema import DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac
 from filtering.rules import Rules, decide, prejudge
+from filtering.shards import FilterSink
 from filtering.wer import score
-from tokenization.audio import BadAudio, read_ref, read_validated, resample
+from tokenization import storage
+from tokenization.audio import BadAudio, read_ref, resample
 from tokenization.codec import SpeechCodec, load_codec
 from tokenization.schema import sha1_hex
+from tokenization.sharded_job import Item, JobSpec, Step
 from tokenization.splits import SplitConfig, assign_split
-
-ASR_COLUMNS = ("asr_hyp", "asr_model", "text_ref_norm", "wer", "cer", "n_ref_words", "n_sub", "n_del", "n_ins")
-
-
-def pack(records: list[dict]) -> bytes:
-    return pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def unpack(payload: bytes) -> list[dict]:
-    return pickle.loads(payload)
+from tokenization.units import AudioRef, ReaderOptions, Unit, read_unit
 
 
 def load_dialogue(spec: DialogueSpec, run_id: str, max_seconds: float | None, split: SplitConfig = SplitConfig()) -> DialogueRow:
@@ -57,43 +51,71 @@ def load_dialogue(spec: DialogueSpec, run_id: str, max_seconds: float | None, sp
                        split=assign_split(spec.speaker, spec.dialogue_id, split))
 
 
-def load_dialogue_batch(item: dict, run_id: str, max_seconds: float | None = None, split: dict | None = None) -> dict:
-    """Task step: one planned batch of dialogue specs (JSON) -> records (pickled `payload`)."""
-    split_cfg = SplitConfig(**(split or {}))
-    records = []
-    for offset, d in enumerate(json.loads(item["entries"])):
-        spec = DialogueSpec.from_dict(d)
-        rec = {"shard": item["shard"], "pos": item["first_pos"] + offset, "status": "ok", "stage": "", "reason": "", "file": ""}
-        try:
-            rec["row"] = load_dialogue(spec, run_id, max_seconds, split_cfg)
-        except BadAudio as exc:
-            rec.update(status="quarantine", stage="load", reason=str(exc), file=str(exc).split(": ", 1)[0],
-                       row={"dialogue_id": spec.dialogue_id})
-        records.append(rec)
-    return {"shard": item["shard"], "batch": item["batch"], "payload": pack(records)}
+def dialogue_id(spec: DialogueSpec) -> str:
+    return spec.dialogue_id
 
 
-def load_tts_batch(item: dict, max_seconds: float | None = None) -> dict:
-    """Task step for TTS-shard filtering: entries are token rows + `audio_path` of their source audio."""
-    records = []
-    for offset, row in enumerate(pickle.loads(item["entries"])):
-        rec = {"shard": item["shard"], "pos": item["first_pos"] + offset, "status": "ok", "stage": "", "reason": "",
-               "file": row.get("audio_path") or ""}
-        path = row.pop("audio_path", None)
-        try:
-            if not path:
-                raise BadAudio(f"{row['utt_id']}: no source audio for this utterance in --audio-manifest")
-            samples, rate = read_validated(path, max_seconds)
-            rec["audio_flac"] = pcm_to_flac(samples, rate)
-        except BadAudio as exc:
-            rec.update(status="quarantine", stage="load", reason=str(exc))
-        rec["row"] = row
-        records.append(rec)
-    return {"shard": item["shard"], "batch": item["batch"], "payload": pack(records)}
+def load_dialogue_item(item: Item, run_id: str, max_seconds: float | None = None, split: dict | None = None) -> None:
+    """Task step: `item.row` (a DialogueSpec) -> a DialogueRow with every turn's audio. Raises BadAudio."""
+    spec: DialogueSpec = item.row
+    try:
+        item.row = load_dialogue(spec, run_id, max_seconds, SplitConfig(**(split or {})))
+    except BadAudio as exc:
+        item.file = str(exc).split(": ", 1)[0]
+        raise
+
+
+def read_dialogues_unit(unit: Unit, opts: ReaderOptions):
+    return read_dialogue_unit(unit, opts)
+
+
+# --- TTS mode: token shards of a tokenize run, joined with their source audio ------------------------
+
+_AUDIO_INDEX: dict[tuple, dict[str, AudioRef]] = {}
+_INDEX_LOCK = threading.Lock()
+
+
+def audio_index(units: tuple[Unit, ...], opts: ReaderOptions) -> dict[str, AudioRef]:
+    """utt_id -> AudioRef of the tokenize job's input units, built once per worker process (never on the driver)."""
+    key = (units, repr(opts.to_dict()))
+    with _INDEX_LOCK:
+        if key not in _AUDIO_INDEX:
+            index = {}
+            for unit in units:
+                for rec in read_unit(unit, opts):
+                    if hasattr(rec, "audio"):
+                        index.setdefault(rec.utt_id, rec.audio)
+            _AUDIO_INDEX[key] = index
+        return _AUDIO_INDEX[key]
+
+
+def read_token_rows(unit: Unit, audio_units: tuple[Unit, ...] = (), opts: ReaderOptions | None = None, split: dict | None = None):
+    """Task side: the token rows of one token-shard file (codes included), each with its source audio ref."""
+    index = audio_index(tuple(audio_units), opts or ReaderOptions())
+    cfg = SplitConfig(**(split or {}))
+    with storage.open_input(unit.uri) as fh:
+        rows = pq.read_table(fh).to_pylist()
+    for r in rows:
+        r["split"] = r.get("split") or assign_split(r["speaker"], r["utt_id"], cfg)  # shards written before splits
+        r["_audio"] = index.get(r["utt_id"])
+        yield r
+
+
+def token_row_id(row: dict) -> str:
+    return row["utt_id"]
+
+
+def load_tts_item(item: Item, max_seconds: float | None = None) -> None:
+    """Task step: read the source audio of one token row into `item.audio`. Raises BadAudio."""
+    ref = item.row.pop("_audio", None)
+    if ref is None:
+        raise BadAudio(f"{item.id}: no source audio for this utterance in --audio-manifest")
+    item.file = ref.name
+    item.audio = read_ref(ref, max_seconds)
 
 
 class ScoreBatch:
-    """Actor step: ASR model loaded once; transcribes, scores and judges every record of a batch.
+    """Actor step: ASR model loaded once; transcribes, scores and judges every ok item of a batch.
 
     Args:
         asr: a backend spec for `load_asr` or a loaded `AsrBackend` (tests, benchmark).
@@ -104,33 +126,32 @@ class ScoreBatch:
         self.asr = load_asr(asr, device=device, batch_size=batch_size) if isinstance(asr, str) else asr
         self.rules = rules if isinstance(rules, Rules) else Rules.from_dict(rules)
 
-    def __call__(self, batch: dict) -> dict:
-        """Ray adapter form: {"payload": [bytes]} -> same with scored records."""
-        return {**batch, "payload": [pack(self.score(unpack(p))) for p in batch["payload"]]}
+    def __call__(self, items: list[Item]) -> list[Item]:
+        return self.score(items)
 
-    def _clips(self, records: list[dict]) -> list[tuple[dict, dict, str, str]]:
-        """(record, target dict/turn, text, language) for every clip this batch must transcribe."""
+    def _clips(self, items: list[Item]) -> list[tuple[Item, object, str, str, np.ndarray]]:
+        """(item, target turn/row, text, language, 16 kHz samples) for every clip this batch must transcribe."""
         clips = []
-        for rec in records:
-            if rec["status"] != "ok":
+        for item in items:
+            if item.status != "ok":
                 continue
-            row = rec["row"]
+            row = item.row
             if isinstance(row, DialogueRow):
                 if prejudge({"turns": [{"role": t.role, "text": t.text} for t in row.turns]}, self.rules):
                     continue  # rejected on text/roles alone (decide names why): no ASR spent on it
-                clips += [(rec, t, t.text, row.language) for t in row.turns if t.role in self.rules.score_roles]
+                for t in row.turns:
+                    if t.role in self.rules.score_roles:
+                        samples, rate = flac_to_pcm(t.audio_flac)
+                        clips.append((item, t, t.text, row.language, resample(samples, rate, SAMPLE_RATE)))
             else:
-                clips.append((rec, row, row["text"], row.get("language") or "en"))
+                samples, rate = item.audio
+                clips.append((item, row, row["text"], row.get("language") or "en", resample(samples, rate, SAMPLE_RATE)))
         return clips
 
-    def score(self, records: list[dict]) -> list[dict]:
-        clips = self._clips(records)
-        audios = []
-        for rec, target, _, _ in clips:
-            samples, rate = flac_to_pcm(target.audio_flac if isinstance(target, DialogueTurn) else rec["audio_flac"])
-            audios.append(resample(samples, rate, SAMPLE_RATE))
-        hyps = self.asr.transcribe(audios) if audios else []
-        for (rec, target, text, lang), hyp in zip(clips, hyps):
+    def score(self, items: list[Item]) -> list[Item]:
+        clips = self._clips(items)
+        hyps = self.asr.transcribe([c[4] for c in clips]) if clips else []
+        for (item, target, text, lang, _), hyp in zip(clips, hyps):
             s = score(text, hyp, lang)
             values = {"asr_hyp": hyp, "asr_model": self.asr.name, "text_ref_norm": s.text_ref_norm, "wer": s.wer,
                       "cer": s.cer, "n_ref_words": s.n_ref_words, "n_sub": s.n_sub, "n_del": s.n_del, "n_ins": s.n_ins}
@@ -139,16 +160,17 @@ class ScoreBatch:
                     setattr(target, k, v)
             else:
                 target.update(values)
-        for rec in records:
-            if rec["status"] != "ok":
+        for item in items:
+            if item.status != "ok":
                 continue
-            row = rec["row"]
+            row = item.row
             if isinstance(row, DialogueRow):
                 row.aggregate()
                 row.keep, row.reject_reason = decide({"turns": [t.to_dict() for t in row.turns]}, self.rules)
             else:
                 row["keep"], row["reject_reason"] = decide(row, self.rules)
-        return records
+                item.audio = None  # not written; do not ship it to the writer
+        return items
 
 
 class EncodeKept:
@@ -161,18 +183,41 @@ class EncodeKept:
     def __init__(self, codec: str | SpeechCodec, device: str = "cpu", n_codebooks: int = 8):
         self.codec = load_codec(codec, device=device, n_codebooks=n_codebooks) if isinstance(codec, str) else codec
 
-    def __call__(self, batch: dict) -> dict:
-        return {**batch, "payload": [pack(self.encode(unpack(p))) for p in batch["payload"]]}
+    def __call__(self, items: list[Item]) -> list[Item]:
+        return self.encode(items)
 
-    def encode(self, records: list[dict]) -> list[dict]:
-        turns = [t for r in records if r["status"] == "ok" and isinstance(r["row"], DialogueRow) and r["row"].keep
-                 for t in r["row"].turns if t.role == "assistant"]
+    def encode(self, items: list[Item]) -> list[Item]:
+        turns = [t for i in items if i.status == "ok" and isinstance(i.row, DialogueRow) and i.row.keep
+                 for t in i.row.turns if t.role == "assistant"]
         if not turns:
-            return records
+            return items
         waves = []
         for t in turns:
             samples, rate = flac_to_pcm(t.audio_flac)
             waves.append(resample(samples, rate, self.codec.sample_rate))
         for t, codes in zip(turns, self.codec.encode(waves)):
             t.codes, t.n_frames = np.asarray(codes, np.uint16), int(len(codes))
-        return records
+        return items
+
+
+def filter_job(kind: str, opts: ReaderOptions, run_id: str, *, asr: str | AsrBackend, rules: Rules, codec: str | SpeechCodec,
+               max_seconds: float | None, split: SplitConfig = SplitConfig(), rows_per_shard: int = 2000,
+               batch_size: int = 8, device: str = "cpu", n_codebooks: int = 8, asr_actors: int = 1, asr_cpus: float = 1.0,
+               codec_actors: int = 1, codec_cpus: float = 0.25, gpus: float = 0.0,
+               audio_units: tuple[Unit, ...] = ()) -> JobSpec:
+    """The filter job for the engine.
+
+    Args:
+        kind: "dialogue" (units are dialogue manifests) or "tts" (units are token-shard files of a tokenize run,
+            joined with the audio of `audio_units`, the tokenize job's input units).
+    """
+    score_step = Step("score", partial(ScoreBatch, asr, rules.to_dict(), device, batch_size), cpus=asr_cpus, gpus=gpus,
+                      actors=asr_actors)
+    if kind == "dialogue":
+        encode = Step("encode", partial(EncodeKept, codec, device, n_codebooks), cpus=codec_cpus, gpus=gpus, actors=codec_actors)
+        return JobSpec("filter", partial(read_dialogues_unit, opts=opts), dialogue_id,
+                       partial(load_dialogue_item, run_id=run_id, max_seconds=max_seconds, split=split.to_dict()),
+                       FilterSink("dialogue", n_codebooks), [score_step, encode], rows_per_shard, batch_size)
+    read = partial(read_token_rows, audio_units=tuple(audio_units), opts=opts, split=split.to_dict())
+    return JobSpec("filter", read, token_row_id, partial(load_tts_item, max_seconds=max_seconds),
+                   FilterSink("tts", n_codebooks), [score_step], rows_per_shard, batch_size)

@@ -24,7 +24,7 @@ from filtering.rules import Rules, decide, reason_code
 from filtering.shards import KEPT, REJECTS
 from tokenization import storage
 from tokenization.errors import UserError
-from tokenization.shards import SHARDS
+from tokenization.sharded_job import SHARDS
 
 Visitor = Callable[[str, str, pa.Table, dict], None]  # (status, path, table, file metadata)
 AUDIO_LEAF = "audio_flac"

@@ -36,27 +36,29 @@ def openai_asr(openai_checkpoint):
 
 @pytest.fixture(scope="session")
 def loaded_records(dialogue_sample):
-    """The sample's dialogues loaded as filter records (no Ray): one planned batch."""
-    from filtering.dialogue_manifest import read_dialogues
-    from filtering.steps import load_dialogue_batch, unpack
+    """The sample's dialogues loaded as filter items (no Ray): the job's read + load steps, one batch."""
+    from filtering.dialogue_manifest import list_dialogue_units
+    from filtering.rules import Rules
+    from filtering.steps import filter_job
+    from tokenization.sharded_job import read_batches
+    from tokenization.units import ReaderOptions
 
-    specs, bad = read_dialogues(str(dialogue_sample))
-    assert not bad
-    item = {"shard": 0, "batch": 0, "first_pos": 0, "entries": json.dumps([s.to_dict() for s in specs])}
-    return unpack(load_dialogue_batch(item, run_id="test")["payload"])
-
-
+    opts = ReaderOptions()
+    job = filter_job("dialogue", opts, "test", asr="tiny.en", rules=Rules(), codec="tiny", max_seconds=None,
+                     rows_per_shard=1000, batch_size=1000)
+    items = [i for unit in list_dialogue_units(str(dialogue_sample), opts) for b in read_batches(job, unit, None, set()) for i in b.items]
+    assert all(i.status == "ok" or i.stage == "load" for i in items)
+    return items
 
 
 @pytest.fixture(scope="session")
 def tokenize_out(tmp_path_factory, tts_sample, tiny_codec) -> tuple[Path, Path]:
     """A tokenize output folder built with the tokenization library steps (no Ray): 8 espeak utterances,
     one of them made unreadable (quarantined). Returns (folder, its input manifest)."""
-    from tokenization.manifest import read_inputs
     from tokenization.schema import file_metadata
-    from tokenization.shards import compute_run_id, plan_shards, prepare_output, write_manifest, write_quarantine
-    from tokenization.steps import EncodeBatch, ShardAssembler, load_batch, plan_to_items
-    import pyarrow as pa
+    from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, write_manifest
+    from tokenization.steps import tokenize_job
+    from tokenization.units import ReaderOptions, list_units
 
     root = tmp_path_factory.mktemp("tts8")
     lines = tts_sample.read_text().splitlines()[:8]
@@ -68,17 +70,12 @@ def tokenize_out(tmp_path_factory, tts_sample, tiny_codec) -> tuple[Path, Path]:
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = root / "tokenized"
-    entries, bad, n_in = read_inputs(str(manifest))
+    opts = ReaderOptions()
+    units = list_units(str(manifest), "jsonl", opts)
     config = {"codec": tiny_codec.info.__dict__}
-    run_id = compute_run_id(config, entries)
+    run_id = compute_run_id(config, units)
     prepare_output(str(out), run_id, config)
-    write_quarantine(str(out), "manifest", bad)
-    plans = plan_shards(entries, 4, 4)
-    enc = EncodeBatch.__new__(EncodeBatch)
-    enc.codec, enc.run_id = tiny_codec, run_id
-    writer = ShardAssembler(str(out), {p.index: p.n_rows for p in plans}, file_metadata(tiny_codec.info, {"run_id": run_id}))
-    for item in plan_to_items(plans):
-        loaded = load_batch(item, tiny_codec.sample_rate, 60.0)
-        writer(enc(pa.Table.from_pylist([loaded])))
-    write_manifest(str(out), run_id, n_in, len(bad), {"codec": tiny_codec.info.__dict__})
+    job = tokenize_job(opts, tiny_codec, run_id, target_rate=tiny_codec.sample_rate, max_seconds=60.0, rows_per_shard=4, batch_size=4)
+    run_local(job, units, str(out), file_metadata(tiny_codec.info, {"run_id": run_id}))
+    write_manifest(str(out), run_id, units, (SHARDS,), {"codec": tiny_codec.info.__dict__})
     return out, manifest

@@ -43,14 +43,14 @@ def test_openai_whisper_with_converted_weights_transcribes_espeak(openai_asr, fa
 
 def _decisions(asr, records):
     out = ScoreBatch(asr, Rules()).score(copy.deepcopy(records))
-    return {r["row"].dialogue_id: r["row"] for r in out if r["status"] == "ok"}, out
+    return {r.row.dialogue_id: r.row for r in out if r.status == "ok"}, out
 
 
 def test_sample_keep_reject_by_real_asr_and_backends_agree(faster_asr, openai_asr, loaded_records):
     expected = expected_outcomes()
     fw, records = _decisions(faster_asr, loaded_records)
     ow, _ = _decisions(openai_asr, loaded_records)
-    quarantined = {r["row"]["dialogue_id"] for r in records if r["status"] != "ok"}
+    quarantined = {r.id for r in records if r.status != "ok"}
     assert quarantined == {d for d, o in expected.items() if o == "quarantine"}
     for rows in (fw, ow):
         assert {d: ("keep" if r.keep else "reject") for d, r in rows.items()} == {d: o for d, o in expected.items() if o != "quarantine"}

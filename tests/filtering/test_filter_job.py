@@ -6,12 +6,11 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from filtering.dialogue_manifest import read_dialogues
+from filtering.dialogue_manifest import list_dialogue_units
 from filtering.rules import Rules
-from filtering.shards import write_filter_shard
-from filtering.steps import EncodeKept, ScoreBatch, load_dialogue_batch, unpack
-from tokenization.shards import plan_shards
-from tokenization.steps import plan_to_items
+from filtering.steps import filter_job
+from tokenization.sharded_job import run_local, shard_name
+from tokenization.units import ReaderOptions
 from filtering.dialogue_schema import DialogueRow, dialogue_schema, tts_filter_schema
 from filtering.sample_dialogues import expected_outcomes
 from tests.filtering.conftest import run_module
@@ -73,14 +72,13 @@ def test_resume_after_kill_finishes_with_the_same_shards_as_the_library(filter_o
         pq.read_metadata(f)
 
     run_id = json.loads((out / "_run.json").read_text())["run_id"]
-    metadata = dict(pq.read_schema(out / "kept" / "shard-00000.parquet").metadata)
+    metadata = dict(pq.read_schema(out / "kept" / f"{shard_name(0, 0)}.parquet").metadata)
     metadata.pop(b"ARROW:schema", None)
-    specs, _ = read_dialogues(str(dialogue_sample))
+    opts = ReaderOptions()
     ref = out.parent / (out.name + "_reference")
-    score, encode = ScoreBatch(faster_asr, Rules()), EncodeKept(tiny_codec)
-    for item in plan_to_items(plan_shards(specs, 4, 8)):
-        records = encode.encode(score.score(unpack(load_dialogue_batch(item, run_id, 60.0)["payload"])))
-        write_filter_shard(str(ref), f"shard-{item['shard']:05d}", records, "dialogue", metadata)
+    job = filter_job("dialogue", opts, run_id, asr=faster_asr, rules=Rules(), codec=tiny_codec, max_seconds=60.0,
+                     rows_per_shard=4, batch_size=8)
+    run_local(job, list_dialogue_units(str(dialogue_sample), opts), str(ref), metadata)
     for sub in ("kept", "rejects", "quarantine"):
         names = sorted(p.name for p in (ref / sub).glob("shard-*.parquet"))
         assert names == sorted(p.name for p in (out / sub).glob("shard-*.parquet")) and names

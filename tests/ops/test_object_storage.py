@@ -196,8 +196,10 @@ def test_tokenize_s3_to_s3(s3, tokenized):
 @pytest.mark.slow
 def test_tokenize_rerun_over_s3_skips_finished_shards(s3, tokenized):
     """Drop one shard (and its done mark) from S3: the rerun writes only that one, byte-identical."""
+    from tokenization.sharded_job import shard_name
+
     client, env = s3
-    name = "shard-00001"
+    name = shard_name(0, 1)  # the manifest is one unit: its second shard
     before = _bytes(client, f"tokens/shards/{name}.parquet")
     client.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": f"tokens/shards/{name}.parquet"},
                                                              {"Key": f"tokens/_progress/{name}.json"}]})

@@ -18,6 +18,7 @@ import ray
 
 from tests.pipelines.conftest import BAD_KINDS
 from tokenization.schema import SCHEMA_VERSION, codes_to_numpy, read_file_metadata, token_schema
+from tokenization.sharded_job import shard_name
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +48,36 @@ def _kill_session(proc: subprocess.Popen) -> None:
             except psutil.Error:
                 pass
         time.sleep(0.2)
+
+
+def kill9_rerun_matches(cmd: list[str], out: Path, ref_out: Path) -> None:
+    """Run `cmd`, kill -9 its whole session once a shard is done, rerun it: it writes only the missing shards
+    and every file equals the uninterrupted run's (`ref_out`) byte for byte."""
+    env = {**os.environ, "RAY_ADDRESS": "local"}  # its own embedded Ray, so kill -9 takes all of it down
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "_progress").glob("*.json")):
+        time.sleep(0.05)
+    _kill_session(proc)
+    done_at_kill = len(list((out / "_progress").glob("*.json")))
+    n_shards = len(list((ref_out / "_progress").glob("*.json")))
+    assert 1 <= done_at_kill < n_shards, "the kill should land mid-run"
+    for shard in (out / "shards").glob("*.parquet"):
+        pq.read_metadata(shard)  # every visible shard is complete
+
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["shards_skipped"] == done_at_kill and summary["shards_written"] == n_shards - done_at_kill
+    assert_same_files(out, ref_out)
+
+
+def assert_same_files(out: Path, ref_out: Path) -> None:
+    for sub in ("shards", "quarantine"):
+        ref_files = sorted(p.name for p in (ref_out / sub).glob("*.parquet"))
+        assert ref_files and sorted(p.name for p in (out / sub).glob("*.parquet")) == ref_files
+        for name in ref_files:
+            assert (out / sub / name).read_bytes() == (ref_out / sub / name).read_bytes(), f"{sub}/{name} differs"
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +118,7 @@ def test_shards_follow_the_contract(reference, dirty_corpus):
     out, _ = reference
     files = sorted((out / "shards").glob("*.parquet"))
     progress = sorted(p.stem for p in (out / "_progress").glob("*.json"))
-    assert progress == [f"shard-{i:05d}" for i in range(len(progress))]  # deterministic names, every shard done
+    assert progress == [shard_name(0, k) for k in range(len(progress))]  # one manifest = one unit: its numbered shards, all done
     assert {f.stem for f in files} <= set(progress) and len(files) >= 6  # all-quarantined shards leave no empty file
     table = pq.read_table(files)
     assert pq.read_schema(files[0]).remove_metadata() == token_schema()
@@ -136,24 +167,154 @@ def test_kill9_then_rerun_is_byte_identical(reference, dirty_corpus, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", str(dirty_corpus), "--output", str(out), *JOB_ARGS, "--num-cpus", "2"]
-    env = {**os.environ, "RAY_ADDRESS": "local"}  # its own embedded Ray, so kill -9 takes all of it down
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((out / "_progress").glob("*.json")):
-        time.sleep(0.05)
-    _kill_session(proc)
-    done_at_kill = len(list((out / "_progress").glob("*.json")))
-    n_shards = len(list((ref_out / "_progress").glob("*.json")))
-    assert 1 <= done_at_kill < n_shards, "the kill should land mid-run"
-    for shard in (out / "shards").glob("*.parquet"):
-        pq.read_metadata(shard)  # every visible shard is complete
+    kill9_rerun_matches(cmd, out, ref_out)
 
-    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
-    assert summary["shards_skipped"] == done_at_kill and summary["shards_written"] == n_shards - done_at_kill
-    for sub in ("shards", "quarantine"):
-        ref_files = sorted(p.name for p in (ref_out / sub).glob("*.parquet"))
-        assert sorted(p.name for p in (out / sub).glob("*.parquet")) == ref_files
-        for name in ref_files:
-            assert (out / sub / name).read_bytes() == (ref_out / sub / name).read_bytes(), f"{sub}/{name} differs"
+
+def _writer_pids(session: int) -> list[int]:
+    """The shard-writer actor process(es) of a job's embedded Ray (found by their process title)."""
+    import psutil
+
+    pids = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if os.getsid(p.pid) == session and "_WriterActor" in " ".join(p.info["cmdline"] or []):
+                pids.append(p.pid)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    return pids
+
+
+def test_killed_writer_is_rerun_within_the_job(dirty_corpus, tiny_codec, tmp_path):
+    """kill -9 of the writer actor while it holds rows of an unfinished shard: the same job re-runs the unit
+    it lost and ends with the files the engine writes in-process for the same config; the summary counts
+    only shards that were written."""
+    import re
+    import threading
+
+    from tokenization.schema import file_metadata
+    from tokenization.sharded_job import run_local
+    from tokenization.steps import tokenize_job
+    from tokenization.units import ReaderOptions, list_units
+
+    out = tmp_path / "writer_killed"
+    args = ["--codec", "tiny", "--rows-per-shard", "100", "--batch-size", "1", "--max-duration", "8"]  # one shard: 23 rows
+    cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", str(dirty_corpus), "--output", str(out), *args, "--num-cpus", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "RAY_ADDRESS": "local"}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err, rows_at_writer = [], [0]
+
+    def follow_stderr():  # the driver's progress line counts rows the writer took (and buffers until the shard is whole)
+        for chunk in iter(lambda: proc.stderr.read(64), ""):
+            err.append(chunk)
+            counts = re.findall(r"(\d+)row", "".join(err)[-400:])
+            rows_at_writer[0] = max([rows_at_writer[0], *map(int, counts)])
+
+    reader = threading.Thread(target=follow_stderr, daemon=True)
+    reader.start()
+    killed, deadline = [], time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not killed:
+        if 0 < rows_at_writer[0] < 23:
+            for pid in _writer_pids(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.05)
+    stdout = proc.stdout.read()
+    proc.wait(timeout=400)
+    reader.join(timeout=10)
+    stderr = "".join(err)
+    assert killed, "the writer should be killed while it buffers rows"
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "running them again" in stderr  # the lost unit ran again inside this job
+    summary = json.loads([line for line in stdout.splitlines() if line.startswith('{"output"')][-1])  # Ray may log after it
+    assert summary["shards_written"] == 1 and summary["shards_skipped"] == 0
+    assert summary["kept"] == 12 and summary["rows_in"] == 23 == summary["kept"] + summary["quarantined"]
+
+    run_id = json.loads((out / "_run.json").read_text())["run_id"]
+    ref = tmp_path / "in_process"
+    opts = ReaderOptions()
+    job = tokenize_job(opts, tiny_codec, run_id, target_rate=tiny_codec.sample_rate, max_seconds=8.0, rows_per_shard=100, batch_size=1)
+    run_local(job, list_units(str(dirty_corpus), "jsonl", opts), str(ref), file_metadata(tiny_codec.info, {"run_id": run_id}))
+    assert_same_files(out, ref)
+
+
+# --- WebDataset tars (Emilia layout): truncated tar, duplicates across tars, kill -9 resume, S3 --------------
+
+WDS_ARGS = ["--format", "webdataset", "--codec", "tiny", "--rows-per-shard", "2", "--batch-size", "2", "--max-duration", "8"]
+
+
+@pytest.fixture(scope="module")
+def wds_corpus(tmp_path_factory):
+    """The Emilia-style tars of tests/corpora.py plus a copy of the first tar listed last: every id in it is a
+    duplicate of an earlier tar's, so the distributed id pre-pass must quarantine all of them."""
+    import shutil
+
+    from tests import corpora
+
+    corpus = corpora.make_webdataset(tmp_path_factory.mktemp("emilia") / "EN", tmp_path_factory.mktemp("speech"))
+    shutil.copy(corpus.input / "EN-B000000.tar", corpus.input / "EN-B000009.tar")
+    return corpus
+
+
+@pytest.fixture(scope="module")
+def wds_reference(ray_local, wds_corpus, tmp_path_factory):
+    from pipelines.tokenize import main
+
+    out = tmp_path_factory.mktemp("wds") / "out"
+    return out, main(["--input", str(wds_corpus.input), "--output", str(out), *WDS_ARGS])
+
+
+def test_tars_tokenize_with_every_bad_kind_and_duplicate_quarantined(wds_reference, wds_corpus):
+    out, summary = wds_reference
+    n_dup = 5  # the copied tar's records: 3 good, one without audio, one undecodable
+    assert summary["rows_in"] == wds_corpus.n_rows + n_dup == summary["kept"] + summary["quarantined"]
+    kept = pq.read_table(out / "shards").to_pylist()
+    assert sorted(r["utt_id"] for r in kept) == sorted(wds_corpus.good)
+    assert all(r["text"] == wds_corpus.good[r["utt_id"]] for r in kept)
+    by_id = {r["utt_id"]: r for r in kept}
+    assert json.loads(by_id["EN_B000000_S00000_W000000"]["meta"])["dnsmos"] == 3.25  # Emilia's other keys kept in `meta`
+    quarantine = pq.read_table(out / "quarantine").to_pylist()
+    for name, fragment in {**wds_corpus.bad, **wds_corpus.load_bad}.items():
+        assert any(fragment in q["reason"] and (name in q["reason"] or name in q["file"] or name == q["utt_id"])
+                   for q in quarantine), (name, fragment)
+    broken = [q for q in quarantine if "truncated or corrupt at byte" in q["reason"]]
+    assert len(broken) == 1 and broken[0]["file"].endswith("EN-B000002.tar")
+    dups = [q for q in quarantine if q["reason"].startswith("duplicate id")]
+    # the copy's sample without audio is quarantined for that (it has no usable record); its 4 others as duplicates
+    assert len(dups) == n_dup - 1 and all("EN-B000000.tar" in q["reason"] and q["file"].endswith("EN-B000009.tar") for q in dups)
+    assert len(dups) == len({q["utt_id"] for q in dups})
+    names = sorted(p.stem for p in (out / "_progress").glob("*.json"))
+    assert names[-3:] == [shard_name(3, k) for k in range(3)]  # 4 tars; the copy (listed last) holds 5 records: 3 shards
+
+
+def test_tars_kill9_then_rerun_is_byte_identical(wds_reference, wds_corpus, tmp_path):
+    ref_out, _ = wds_reference
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", str(wds_corpus.input), "--output", str(out), *WDS_ARGS,
+           "--num-cpus", "2"]
+    kill9_rerun_matches(cmd, out, ref_out)
+
+
+def test_tars_from_s3_to_s3(wds_reference, wds_corpus, tmp_path):
+    """The same tars from a moto S3 server: a paged listing, tars streamed in tasks; the same rows and codes."""
+    import io
+
+    from tests.corpora import upload_tree
+    from tests.s3_server import moto_s3
+
+    with moto_s3("wds") as (client, env):
+        uri = upload_tree(client, "wds", wds_corpus.input, "emilia/EN")
+        cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", f"{uri}/*.tar", "--output", "s3://wds/tokens", *WDS_ARGS,
+               "--num-cpus", "2"]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400,
+                              env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, "RAY_ADDRESS": "local", **env})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        keys = sorted(o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="wds", Prefix="tokens/")
+                      for o in page.get("Contents", []))
+        s3_rows = [r for k in keys if k.startswith("tokens/shards/")
+                   for r in pq.read_table(io.BytesIO(client.get_object(Bucket="wds", Key=k)["Body"].read())).to_pylist()]
+    ref_out, ref = wds_reference
+    assert {k: summary[k] for k in ("rows_in", "kept", "quarantined")} == {k: ref[k] for k in ("rows_in", "kept", "quarantined")}
+    local_rows = pq.read_table(ref_out / "shards").to_pylist()
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "run_id"} for r in rows]  # noqa: E731 - run_id hashes the URIs
+    assert strip(s3_rows) == strip(local_rows)

@@ -7,7 +7,7 @@ from filtering.audit import collect, lint
 from tokenization.codec import CodecInfo
 from tokenization.schema import SCHEMA_VERSION, TokenRow, file_metadata, read_file_metadata, rows_to_table, token_schema
 from tokenization.units import AudioRef, Utterance
-from training.data.readers import TokenShardSource
+from training.data.sources import TokenShardSource
 
 INFO = CodecInfo(name="test", version="0", checkpoint_id="none", sample_rate=24_000, frame_rate=12.5, n_codebooks=8, codebook_size=2048)
 

@@ -9,7 +9,6 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -57,10 +56,10 @@ def test_empty_speaker_falls_back_to_the_row_id():
 
 def test_tokenize_output_has_no_speaker_in_two_splits(tts_sample, tiny_codec, tmp_path):
     """18 of the sample's clips relabelled as 7 crafted speakers (2 clips each) and 4 speakerless clips."""
-    from tokenization.manifest import read_inputs
     from tokenization.schema import file_metadata, token_schema
-    from tokenization.shards import plan_shards
-    from tokenization.steps import EncodeBatch, ShardAssembler, load_batch, plan_to_items
+    from tokenization.sharded_job import run_local
+    from tokenization.steps import tokenize_job
+    from tokenization.units import ReaderOptions, list_units
 
     recs = [json.loads(line) for line in tts_sample.read_text().splitlines()][:18]
     for i, r in enumerate(recs):
@@ -68,15 +67,11 @@ def test_tokenize_output_has_no_speaker_in_two_splits(tts_sample, tiny_codec, tm
         r["speaker"] = f"crafted_{i % 7}" if i < 14 else ""
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    entries, bad, _ = read_inputs(str(manifest))
-    assert not bad
     split = SplitConfig(valid=0.3, test=0.3)
-    enc = EncodeBatch.__new__(EncodeBatch)
-    enc.codec, enc.run_id, enc.split = tiny_codec, "test", split
-    plans = plan_shards(entries, 8, 4)
-    writer = ShardAssembler(str(tmp_path / "out"), {p.index: p.n_rows for p in plans}, file_metadata(tiny_codec.info))
-    for item in plan_to_items(plans):
-        writer(enc(pa.Table.from_pylist([load_batch(item, tiny_codec.sample_rate, 60.0)])))
+    job = tokenize_job(ReaderOptions(), tiny_codec, "test", target_rate=tiny_codec.sample_rate, max_seconds=60.0, split=split,
+                       rows_per_shard=8, batch_size=4)
+    written = run_local(job, list_units(str(manifest), "jsonl", ReaderOptions()), str(tmp_path / "out"), file_metadata(tiny_codec.info))
+    assert len(written) == 3
 
     table = pq.read_table(tmp_path / "out" / "shards")
     assert table.schema.names == token_schema().names and table.num_rows == 18

@@ -1,0 +1,165 @@
+"""The one Ray adapter of the sharded-job engine (`tokenization/sharded_job.py`), used by tokenize and filter.
+
+    units (driver) -> [id pre-pass: Ray Data groupby, only duplicated ids come back]
+    -> read (a Ray task per unit, streaming batches) -> load (a task per batch) -> each job step (actor pool)
+    -> one writer actor
+    -> units whose shards are missing (a killed writer, a failed run) run again, up to `attempts` times.
+
+The driver holds the unit listing and the duplicated ids, never every row or every id.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import ray
+from tqdm import tqdm
+
+from tokenization.sharded_job import (Batch, JobSpec, ShardWriter, done_shards, load_batch, load_duplicates, pack,
+                                      pending_units, read_batches, record_ids, save_duplicates, unpack, winners_from)
+from tokenization.units import Unit
+
+
+@contextmanager
+def _block_bytes(n: int):
+    """Datasets created inside get this target block size (a dataset keeps a copy of the context)."""
+    ctx = ray.data.DataContext.get_current()
+    before, ctx.target_max_block_size = ctx.target_max_block_size, n
+    try:
+        yield
+    finally:
+        ctx.target_max_block_size = before
+
+
+@dataclass
+class RunStats:
+    shards_written: int  # done marks that this job created
+    shards_skipped: int  # done marks found at the start
+    attempts: int
+    duplicates: int
+
+
+def _read_task(row: dict, job: JobSpec, output: str, done_ref, winners_ref) -> Iterator[dict]:
+    """One unit: a generator, so Ray Data streams its batches on while the rest of the unit is read."""
+    unit = Unit.from_dict(json.loads(row["unit"]))
+    done, winners = _get(done_ref), _get(winners_ref)
+    for b in read_batches(job, unit, output, done, winners, load=False):
+        yield {"payload": pack(b), "rows": len(b.items)}
+
+
+def _load_task(row: dict, job: JobSpec) -> dict:
+    return {**row, "payload": pack(load_batch(job, unpack(row["payload"])))}
+
+
+def _get(ref):
+    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
+
+
+def _ids_task(row: dict, job: JobSpec) -> list[dict]:
+    return list(record_ids(job, Unit.from_dict(json.loads(row["unit"]))))
+
+
+class _StepActor:
+    """Runs one job step (built once per actor: it loads a model) on pickled batches."""
+
+    def __init__(self, factory):
+        self.fn = factory()
+
+    def __call__(self, batch: dict) -> dict:
+        out = []
+        for payload in batch["payload"]:
+            b: Batch = unpack(payload)
+            b.items = self.fn(b.items)
+            out.append(pack(b))
+        return {**batch, "payload": out}
+
+
+class _WriterActor:
+    def __init__(self, output: str, sink, metadata: dict):
+        self.writer = ShardWriter(output, sink, metadata)
+
+    def __call__(self, batch: dict) -> dict:
+        written, rows = [], 0
+        for payload in batch["payload"]:
+            b = unpack(payload)
+            rows += len(b.items)
+            written += self.writer.add(b)
+        return {"rows": [rows], "written": [len(written)]}
+
+
+def _unit_items(units: list[Unit]) -> ray.data.Dataset:
+    items = [{"unit": json.dumps(u.to_dict())} for u in units]
+    return ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+
+
+def find_duplicates(job: JobSpec, units: list[Unit], cpus: float) -> dict[str, tuple]:
+    """Distributed id pre-pass: ids are read in tasks, grouped by Ray Data; only duplicated ids reach the driver.
+
+    Returns {id: (unit, pos, where)} of the occurrence each duplicated id keeps (the lowest (unit, pos)).
+    """
+    from ray.data.aggregate import Count, Min
+
+    ids = _unit_items(units).flat_map(_ids_task, fn_kwargs={"job": job}, num_cpus=cpus)
+    grouped = ids.groupby("id").aggregate(Count(), Min("loc"))
+    dups = grouped.filter(lambda r: r["count()"] > 1).take_all()
+    return winners_from(((r["id"], int(r["min(loc)"])) for r in dups), units)
+
+
+def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, bytes], *, read_cpus: float = 0.25,
+            attempts: int = 3, label: str = "") -> RunStats:
+    """Run every unfinished unit of a planned job on Ray; rerun units a failure left unfinished.
+
+    A killed writer actor loses the rows it buffered; its shards then have no done mark, so their
+    units run again (done shards are skipped), and the output ends as a clean run's would.
+    """
+    before = done_shards(output)
+    winners = load_duplicates(output)
+    n_dups = 0
+    if winners is None:
+        winners = find_duplicates(job, units, read_cpus) if len(units) > 1 and pending_units(output, units) else {}
+        save_duplicates(output, winners)
+    n_dups = len(winners)
+    winners_ref = ray.put(winners)
+    attempt, error = 0, None
+    while attempt < attempts:
+        todo = pending_units(output, units)
+        if not todo:
+            break
+        attempt += 1
+        if attempt > 1:
+            print(f"[{label}] {len(todo)} units unfinished ({error or 'a writer lost its buffered rows'}); running them again",
+                  file=sys.stderr)
+        try:
+            _execute(job, todo, output, metadata, ray.put(done_shards(output)), winners_ref, read_cpus, label)
+            error = None
+        except (ray.exceptions.RayError, RuntimeError) as exc:  # an actor or task died beyond Ray's own retries
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            if attempt == attempts:
+                raise
+    after = done_shards(output)
+    return RunStats(len(after - before), len(before), attempt, n_dups)
+
+
+def _execute(job: JobSpec, todo: list[Unit], output: str, metadata: dict, done_ref, winners_ref, read_cpus: float,
+             label: str) -> None:
+    with _block_bytes(1):  # every batch its own block: Ray Data spreads blocks, so one big unit still feeds every worker
+        ds = _unit_items(todo).flat_map(_read_task, fn_kwargs={"job": job, "output": output, "done_ref": done_ref,
+                                                               "winners_ref": winners_ref}, num_cpus=read_cpus)
+    ds = ds.map(_load_task, fn_kwargs={"job": job}, num_cpus=read_cpus)
+    for step in job.steps:
+        gpu = {"num_gpus": step.gpus} if step.gpus else {}
+        ds = ds.map_batches(_StepActor, batch_size=1, batch_format="numpy", fn_constructor_kwargs={"factory": step.factory},
+                            compute=ray.data.ActorPoolStrategy(size=max(1, step.actors)), num_cpus=step.cpus, **gpu)
+    ds = ds.map_batches(_WriterActor, batch_size=None, batch_format="numpy",
+                        fn_constructor_kwargs={"output": output, "sink": job.sink, "metadata": metadata},
+                        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0)
+    with tqdm(unit="row", desc=label or job.name, file=sys.stderr, mininterval=2) as bar:
+        shards = 0
+        for summary in ds.iter_rows():
+            shards += int(summary["written"])
+            bar.update(int(summary["rows"]))
+            bar.set_postfix(shards=shards)

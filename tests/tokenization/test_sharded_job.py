@@ -1,0 +1,101 @@
+"""The sharded-job engine without Ray: shard cutting per unit, resume, duplicate ids, counts that add up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tokenization.schema import QuarantineRow
+from tokenization.sharded_job import (SHARDS, BadInput, JobSpec, compute_run_id, done_shards, find_duplicates, pending_units,
+                                      read_batches, run_local, shard_name, write_manifest)
+from tokenization.units import Unit
+
+# unit uri -> records: ids (a "bad" id fails to load), or a QuarantineRow from the reader
+INPUT = {
+    "a": ["a0", "a1", QuarantineRow("", "{broken", "a", "manifest", "a:3: malformed JSON line"), "a3", "bad", "a5", "a6"],
+    "b": ["b0", "a1", "b2", "b2"],  # a1 repeats unit a's; b2 repeats itself
+}
+
+
+def _read(unit: Unit):
+    yield from INPUT[unit.uri]
+
+
+def _load(item) -> None:
+    if item.row == "bad":
+        raise BadInput(f"{item.row}: not readable as audio")
+    item.row = {"id": item.row, "seconds": 1.5}
+
+
+@dataclass
+class _Sink:
+    tables: tuple = (SHARDS,)
+
+    def route(self, row):
+        return SHARDS
+
+    def seconds(self, row):
+        return row["seconds"]
+
+    def reject_code(self, row):
+        return None
+
+    def table(self, rows, sub):
+        return pa.table({"id": [r["id"] for r in rows]})
+
+
+def _job(rps: int = 3, batch: int = 2) -> JobSpec:
+    return JobSpec("test", _read, str, _load, _Sink(), [], rps, batch)
+
+
+UNITS = [Unit("a", "test", index=0, size=7, version="1"), Unit("b", "test", index=1, size=4, version="1")]
+
+
+def test_units_cut_into_numbered_shards_with_the_last_batch_marked():
+    batches = list(read_batches(_job(), UNITS[0], None, set()))
+    assert [(b.shard, [i.pos for i in b.items], b.shard_rows) for b in batches] == [
+        (0, [0, 1], 0), (0, [2], 3), (1, [3, 4], 0), (1, [5], 3), (2, [6], 1)]
+    items = {i.pos: i for b in batches for i in b.items}
+    assert items[2].status == "quarantine" and items[2].stage == "manifest" and items[2].line == "{broken"
+    assert items[4].status == "quarantine" and items[4].stage == "load" and "not readable" in items[4].reason
+    skipped = list(read_batches(_job(), UNITS[0], None, {shard_name(0, 1)}))  # resume: a done shard is read, not loaded
+    assert [b.shard for b in skipped] == [0, 0, 2] and skipped[-1].items[0].pos == 6
+
+
+def test_duplicates_keep_the_lowest_unit_and_position():
+    winners = find_duplicates(_job(), UNITS)
+    assert winners == {"a1": (0, 1, "a"), "b2": (1, 2, "b")}
+    items = [i for b in read_batches(_job(), UNITS[1], None, set(), winners) for i in b.items]
+    assert [i.status for i in items] == ["ok", "quarantine", "ok", "quarantine"]
+    assert "duplicate id 'a1'" in items[1].reason and "kept its occurrence in a, record 1" in items[1].reason
+
+
+def test_run_local_writes_every_shard_and_counts_add_up(tmp_path):
+    out = str(tmp_path / "out")
+    written = run_local(_job(), UNITS, out, {b"run_id": b"r1"})
+    assert written == [shard_name(0, k) for k in range(3)] + [shard_name(1, k) for k in range(2)]
+    assert pq.read_table(tmp_path / "out" / SHARDS).column("id").to_pylist() == ["a0", "a1", "a3", "a5", "a6", "b0", "b2"]
+    m = write_manifest(out, "r1", UNITS, (SHARDS,))
+    assert m["counts"] == {"in": 11, "kept": 7, "quarantined": 4, "hours": round(7 * 1.5 / 3600, 6)}
+    assert m["quarantine_reasons"] == {"duplicate id 'a1'": 1, "duplicate id 'b2'": 1, "malformed JSON line": 1,
+                                       "not readable as audio": 1}
+    assert not pending_units(out, UNITS) and run_local(_job(), UNITS, out, {b"run_id": b"r1"}) == []  # rerun: nothing to do
+
+    (tmp_path / "out" / "_progress" / f"{shard_name(0, 1)}.json").unlink()  # a shard a killed writer never finished
+    assert pending_units(out, UNITS) == [UNITS[0]]
+    m = write_manifest(out, "r1", UNITS, (SHARDS,))
+    assert "1 input units not finished" in m["counts"]["error"]
+    before = (tmp_path / "out" / SHARDS / f"{shard_name(0, 1)}.parquet").read_bytes()
+    assert run_local(_job(), UNITS, out, {b"run_id": b"r1"}) == [shard_name(0, 1)]
+    assert (tmp_path / "out" / SHARDS / f"{shard_name(0, 1)}.parquet").read_bytes() == before
+    assert "error" not in write_manifest(out, "r1", UNITS, (SHARDS,))["counts"]
+    assert done_shards(out) == set(written)
+
+
+def test_run_id_follows_the_unit_listing_not_the_indexes():
+    same = compute_run_id({"k": 1}, UNITS)
+    assert same == compute_run_id({"k": 1}, [Unit(**{**u.to_dict(), "index": 9}) for u in UNITS])
+    assert same != compute_run_id({"k": 1}, [UNITS[0], Unit("b", "test", index=1, size=4, version="2")])  # b changed
+    assert same != compute_run_id({"k": 2}, UNITS)

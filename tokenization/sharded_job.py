@@ -1,0 +1,475 @@
+"""The sharded-job engine shared by tokenize and filter: plan units -> run steps -> write shards
+atomically -> `_manifest.json` with counts that add up. No Ray here: `pipelines/sharded_ray.py`
+runs the same pieces on a cluster, `run_local` runs them in one process (tests, benchmarks).
+
+A job is a `JobSpec`: how to read a unit into records, how to load one record (task side),
+the actor steps (codec, ASR), and a `Sink` that turns finished rows into output tables. The
+engine owns everything else, so the two jobs differ only in their steps.
+
+Shards derive from units: record `pos` of unit `u` lands in shard `shard-{u:05d}-{pos // rows_per_shard:03d}`,
+so names and bytes depend only on the input listing and the config, whatever the scheduling.
+
+Output folder:
+    shards/ (tokenize) or kept/ + rejects/ (filter)   one Parquet per shard; absent when it has no rows
+    quarantine/shard-00000-000.parquet                rows of that shard that could not become rows, with reasons
+    _progress/shard-00000-000.json                    written last: the shard is done (counts, checksums)
+    _progress/units/unit-00000.json                   a reader task read the whole unit: rows, shards
+    _progress/ids/duplicates.json                     the id pre-pass result (only the duplicated ids)
+    _run.json                                         run_id and config, checked on rerun
+    _manifest.json                                    shards, rows, checksums, counts
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+import pyarrow as pa
+
+from tokenization import storage
+from tokenization.audio import BadAudio
+from tokenization.errors import UserError
+from tokenization.schema import QUARANTINE_SCHEMA, QuarantineRow, sha1_hex, stable_json, table_to_parquet_bytes
+from tokenization.units import Unit
+
+SHARDS, KEPT, REJECTS, QUARANTINE, PROGRESS = "shards", "kept", "rejects", "quarantine", "_progress"
+UNITS = f"{PROGRESS}/units"
+DUPLICATES = f"{PROGRESS}/ids/duplicates.json"
+
+
+def shard_name(unit: int, shard: int) -> str:
+    return f"shard-{unit:05d}-{shard:03d}"
+
+
+@dataclass
+class Item:
+    """One input record on its way through a job (pickled between Ray stages).
+
+    `row` is the job's payload (loaded utterance, dialogue row, token row); `audio` is transient
+    (decoded samples or FLAC bytes) and never written.
+    """
+
+    unit: int
+    shard: int
+    pos: int
+    id: str = ""
+    status: str = "ok"  # ok | quarantine
+    stage: str = ""
+    reason: str = ""
+    file: str = ""
+    line: str = ""
+    row: Any = None
+    audio: Any = None
+
+    def quarantine(self, stage: str, reason: str, file: str = "") -> None:
+        self.status, self.stage, self.reason = "quarantine", stage, reason
+        self.file = file or self.file
+        self.audio = None
+
+
+@dataclass
+class Batch:
+    """Items of one shard that travel together; `shard_rows` > 0 on the shard's last batch."""
+
+    unit: int
+    shard: int
+    items: list[Item]
+    shard_rows: int = 0
+
+
+def pack(batch: Batch) -> bytes:
+    return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(payload: bytes) -> Batch:
+    return pickle.loads(payload)
+
+
+class BadInput(ValueError):
+    """A record that cannot become a row; the message is the quarantine reason."""
+
+
+class Sink(Protocol):
+    """What a job writes: which folder a finished row goes to and how rows become a table."""
+
+    tables: tuple[str, ...]  # data folders, e.g. ("shards",) or ("kept", "rejects")
+
+    def route(self, row) -> str: ...
+
+    def table(self, rows: list, sub: str) -> pa.Table: ...
+
+    def seconds(self, row) -> float: ...
+
+    def reject_code(self, row) -> str | None: ...
+
+
+@dataclass
+class JobSpec:
+    """One job: its reader, loader, actor steps and sink. Everything in it is picklable.
+
+    Args:
+        read: unit -> records (`Utterance`, `DialogueSpec`, row dict ... or `QuarantineRow`), in a fixed order.
+        record_id: record -> its id (dedup key).
+        load: fills `item.row`/`item.audio` from `item.row` (the record); raises BadInput (-> quarantine, stage load).
+        steps: factories of the actor steps (each: `list[Item] -> list[Item]`, skipping non-ok items).
+    """
+
+    name: str
+    read: Callable[[Unit], Iterable]
+    record_id: Callable[[Any], str]
+    load: Callable[[Item], None]
+    sink: Any
+    steps: list["Step"] = field(default_factory=list)
+    rows_per_shard: int = 50_000
+    batch_size: int = 16
+
+
+@dataclass
+class Step:
+    """An actor step: `factory()` builds the callable once per actor (loads a model)."""
+
+    name: str
+    factory: Callable[[], Callable[[list[Item]], list[Item]]]
+    cpus: float = 1.0
+    gpus: float = 0.0
+    actors: int = 1
+
+
+# --- run id, output folder ------------------------------------------------------------------------
+
+
+def compute_run_id(config: dict, units: list[Unit]) -> str:
+    """Hash of the job config and its unit listing (uri, part, range, size, version): same job -> same id."""
+    listing = sha1_hex("\n".join(stable_json([u.uri, u.fmt, u.part, u.start, u.stop, u.size, u.version]) for u in units).encode())
+    return sha1_hex(stable_json({"config": config, "listing": listing}).encode())[:16]
+
+
+def check_output_writable(output: str) -> None:
+    """Fail before Ray starts when `--output` cannot be written (read-only mount, a path under a file)."""
+    if output.startswith("s3://"):
+        return  # checked by the first write; S3 has no local permission model to probe
+    path = os.path.abspath(output)
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise UserError(f"--output {output}: {probe} is a file, not a folder; pass a folder path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--output {output}: {probe} is not writable; pass a folder you can write to")
+
+
+def prepare_output(output: str, run_id: str, config: dict, overwrite: bool = False, tables: Iterable[str] = (SHARDS,)) -> None:
+    """Record the run; refuse to mix two different runs in one folder (`--overwrite` clears it)."""
+    run_file = storage.join(output, "_run.json")
+    if storage.exists(run_file) and not overwrite:
+        previous = json.loads(storage.read_text(run_file))
+        if previous.get("run_id") != run_id:
+            raise UserError(
+                f"--output {output} holds run {previous.get('run_id')} (other input or config); this run is {run_id}. "
+                "Use another --output, or --overwrite to replace it."
+            )
+        return
+    if overwrite:
+        for sub in (*tables, QUARANTINE, PROGRESS, UNITS, DUPLICATES.rsplit('/', 1)[0]):
+            for f in storage.list_files(storage.join(output, sub)):
+                fs, path = storage.filesystem(f)
+                fs.delete_file(path)
+    storage.write_bytes_atomic(run_file, json.dumps({"run_id": run_id, "config": config}, indent=2, sort_keys=True).encode())
+
+
+def done_shards(output: str) -> set[str]:
+    return {f.rsplit("/", 1)[-1][: -len(".json")] for f in storage.list_files(storage.join(output, PROGRESS), ".json")}
+
+
+@dataclass
+class UnitReport:
+    """What a reader task found in a unit: every record counts as one row in."""
+
+    unit: int
+    uri: str
+    rows: int
+    shards: int
+
+
+def unit_reports(output: str) -> dict[int, UnitReport]:
+    reports = [UnitReport(**json.loads(storage.read_text(f))) for f in storage.list_files(storage.join(output, UNITS), ".json")]
+    return {r.unit: r for r in reports}
+
+
+def pending_units(output: str, units: list[Unit]) -> list[Unit]:
+    """Units not read to the end yet, or with a shard that has no done mark."""
+    reports, done = unit_reports(output), done_shards(output)
+    out = []
+    for u in units:
+        r = reports.get(u.index)
+        if r is None or any(shard_name(u.index, k) not in done for k in range(r.shards)):
+            out.append(u)
+    return out
+
+
+# --- reading a unit into batches (task side) ------------------------------------------------------
+
+
+def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str], winners: dict[str, tuple] | None = None,
+                 load: bool = True) -> Iterator[Batch]:
+    """Read one unit, load its records and cut them into batches of one shard each.
+
+    Records of shards already done are read (to count and place them) but not loaded. `load=False`
+    leaves loading to `load_batch` (the Ray adapter runs it as separate tasks, so one big unit still
+    decodes in parallel). A duplicate
+    id (an earlier occurrence in this unit, or an id the pre-pass found elsewhere: `winners` maps it
+    to its kept occurrence (unit, pos, where)) is quarantined.
+    Writes the unit's report once the unit was read to the end.
+    """
+    rps, seen, winners = job.rows_per_shard, set(), winners or {}
+    pending: list[Item] = []
+    pos = -1
+    for pos, rec in enumerate(job.read(unit)):
+        shard = pos // rps
+        if pending and pending[0].shard != shard:  # the pending shard is complete: it held rps rows
+            yield _flush(job, pending, shard_rows=rps, load=load)
+            pending = []
+        elif len(pending) >= job.batch_size:  # flushed only when the next record arrives, so the last batch knows it is last
+            yield _flush(job, pending, load=load)
+            pending = []
+        item = _item(job, unit, shard, pos, rec, seen, winners)
+        if shard_name(unit.index, shard) not in done:
+            pending.append(item)
+    n = pos + 1
+    if pending:
+        yield _flush(job, pending, shard_rows=n - pending[0].shard * rps, load=load)
+    if output is None:  # a dry read (tests): no report
+        return
+    write_unit_report(output, UnitReport(unit.index, unit.where, n, -(-n // rps)))
+
+
+def write_unit_report(output: str, report: UnitReport) -> None:
+    """The unit was read to the end: its rows count in, and its shards are known."""
+    storage.write_bytes_atomic(storage.join(output, UNITS, f"unit-{report.unit:05d}.json"), json.dumps(asdict(report)).encode())
+
+
+def _item(job: JobSpec, unit: Unit, shard: int, pos: int, rec, seen: set[str], winners: dict[str, tuple]) -> Item:
+    if isinstance(rec, QuarantineRow):
+        return Item(unit.index, shard, pos, rec.utt_id, "quarantine", rec.stage, rec.reason, rec.file, rec.line)
+    rid = job.record_id(rec)
+    item = Item(unit.index, shard, pos, rid, row=rec, file=unit.where)
+    won = winners.get(rid)
+    if won is not None and tuple(won[:2]) != (unit.index, pos):
+        item.quarantine("manifest", f"duplicate id {rid!r} (kept its occurrence in {won[2]}, record {won[1]})")
+    elif rid in seen:
+        item.quarantine("manifest", f"duplicate id {rid!r} (kept its first occurrence in {unit.where})")
+    seen.add(rid)
+    return item
+
+
+def _flush(job: JobSpec, items: list[Item], shard_rows: int = 0, load: bool = True) -> Batch:
+    batch = Batch(items[0].unit, items[0].shard, items, shard_rows)
+    return load_batch(job, batch) if load else batch
+
+
+def load_batch(job: JobSpec, batch: Batch) -> Batch:
+    """Load every ok item of a batch (task side); a failure quarantines that item only."""
+    for item in batch.items:
+        if item.status != "ok":
+            continue
+        try:
+            job.load(item)
+        except (BadInput, BadAudio) as exc:
+            item.quarantine("load", str(exc))  # the loader set `item.file` to what it read
+    return batch
+
+
+def record_ids(job: JobSpec, unit: Unit) -> Iterator[dict]:
+    """{id, loc} of every record with an id (loc = unit << 32 | pos): the input of the duplicate pre-pass."""
+    for pos, rec in enumerate(job.read(unit)):
+        if not isinstance(rec, QuarantineRow):
+            yield {"id": job.record_id(rec), "loc": (unit.index << 32) | pos}
+
+
+def winners_from(duplicates: Iterable[tuple[str, int]], units: list[Unit]) -> dict[str, tuple[int, int, str]]:
+    """(id, lowest loc) of each duplicated id -> {id: (unit, pos, where)}: the occurrence that is kept."""
+    where = {u.index: u.where for u in units}
+    return {rid: (loc >> 32, loc & 0xFFFFFFFF, where.get(loc >> 32, "")) for rid, loc in duplicates}
+
+
+# --- writing shards (the writer step) -------------------------------------------------------------
+
+
+@dataclass
+class ShardResult:
+    """What `_progress/<shard>.json` records once a shard is written."""
+
+    name: str
+    rows_in: int
+    rows: dict[str, int]  # data folder -> rows
+    quarantined: int
+    seconds: dict[str, float]
+    files: dict[str, dict] = field(default_factory=dict)  # data folder -> {"bytes", "sha1", "rows"}
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def reason_key(reason: str) -> str:
+    """`/a/b.wav: file not found` -> `file not found` (counts by kind, not by file)."""
+    return reason.split(": ", 1)[-1].split(" (")[0]
+
+
+def quarantine_table(items: list[Item], run_id: str) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"utt_id": i.id, "line": i.line[:2000], "file": i.file, "stage": i.stage, "reason": i.reason, "run_id": run_id} for i in items],
+        schema=QUARANTINE_SCHEMA)
+
+
+def write_quarantine(output: str, name: str, rows: list[QuarantineRow] | pa.Table) -> None:
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist([r.to_dict() for r in rows], schema=QUARANTINE_SCHEMA)
+    storage.write_bytes_atomic(storage.join(output, QUARANTINE, f"{name}.parquet"), table_to_parquet_bytes(table))
+
+
+def write_shard(output: str, name: str, items: list[Item], sink, metadata: dict[bytes, bytes]) -> ShardResult:
+    """Write quarantine, then the data tables (rows in input order), then the done mark, each atomically."""
+    items = sorted(items, key=lambda i: i.pos)
+    ok = [i.row for i in items if i.status == "ok"]
+    bad = [i for i in items if i.status != "ok"]
+    write_quarantine(output, name, quarantine_table(bad, metadata.get(b"run_id", b"").decode()))
+    by_sub = {sub: [r for r in ok if sink.route(r) == sub] for sub in sink.tables}
+    files, rows, seconds = {}, {}, {}
+    for sub, sub_rows in by_sub.items():
+        rows[sub], seconds[sub] = len(sub_rows), float(sum(sink.seconds(r) for r in sub_rows))
+        if not sub_rows:  # no empty files: some readers (datasets) reject zero-row Parquet
+            continue
+        data = table_to_parquet_bytes(sink.table(sub_rows, sub), metadata)
+        storage.write_bytes_atomic(storage.join(output, sub, f"{name}.parquet"), data)
+        files[sub] = {"bytes": len(data), "sha1": sha1_hex(data), "rows": len(sub_rows)}
+    rejects, q_reasons = {}, {}
+    for r in ok:
+        code = sink.reject_code(r)
+        if code:
+            rejects[code] = rejects.get(code, 0) + 1
+    for i in bad:
+        q_reasons[reason_key(i.reason)] = q_reasons.get(reason_key(i.reason), 0) + 1
+    result = ShardResult(name, len(items), rows, len(bad), seconds, files, rejects, q_reasons)
+    storage.write_bytes_atomic(storage.join(output, PROGRESS, f"{name}.json"), json.dumps(asdict(result)).encode())
+    return result
+
+
+class ShardWriter:
+    """Buffers batches per shard and writes a shard once all its rows arrived (the shard's last
+    batch says how many). Rows are ordered by input position, so bytes never depend on scheduling.
+    """
+
+    def __init__(self, output: str, sink, metadata: dict[bytes, bytes]):
+        self.output, self.sink, self.metadata = output, sink, metadata
+        self.buffers: dict[tuple[int, int], dict[int, Item]] = {}  # by position: a batch delivered twice counts once
+        self.expected: dict[tuple[int, int], int] = {}
+
+    def add(self, batch: Batch) -> list[str]:
+        """Take one batch; returns the names of the shards it completed."""
+        key = (batch.unit, batch.shard)
+        self.buffers.setdefault(key, {}).update((i.pos, i) for i in batch.items)
+        if batch.shard_rows:
+            self.expected[key] = batch.shard_rows
+        if key in self.expected and len(self.buffers[key]) == self.expected[key]:
+            name = shard_name(*key)
+            write_shard(self.output, name, list(self.buffers.pop(key).values()), self.sink, self.metadata)
+            del self.expected[key]
+            return [name]
+        return []
+
+
+# --- the manifest ---------------------------------------------------------------------------------
+
+
+def load_results(output: str) -> list[ShardResult]:
+    return [ShardResult(**json.loads(storage.read_text(f))) for f in storage.list_files(storage.join(output, PROGRESS), ".json")]
+
+
+def _add(into: dict, more: dict) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
+
+
+def write_manifest(output: str, run_id: str, units: list[Unit], tables: tuple[str, ...], extra: dict | None = None) -> dict:
+    """`_manifest.json`: every shard file with rows and checksum, and counts that must add up.
+
+    Rows in are what the reader tasks counted per unit (`_progress/units`); kept, rejected and
+    quarantined are what the writer reported per shard. `counts.error` says why they differ.
+    """
+    results, reports = load_results(output), unit_reports(output)
+    kept_sub = tables[0]
+    n_in = sum(reports[u.index].rows for u in units if u.index in reports)
+    kept = sum(r.rows.get(kept_sub, 0) for r in results)
+    rejected = sum(r.rows.get(REJECTS, 0) for r in results)
+    quarantined = sum(r.quarantined for r in results)
+    q_reasons, rejects = {}, {}
+    for r in results:
+        _add(q_reasons, r.quarantine_reasons)
+        _add(rejects, r.reject_reasons)
+    hours = {sub: round(sum(r.seconds.get(sub, 0.0) for r in results) / 3600, 6) for sub in tables}
+    counts: dict = {"in": n_in, "kept": kept}
+    if REJECTS in tables:
+        counts.update(rejected=rejected, quarantined=quarantined, hours_kept=hours[kept_sub], hours_rejected=hours[REJECTS])
+    else:
+        counts.update(quarantined=quarantined, hours=hours[kept_sub])
+    manifest = {
+        "run_id": run_id,
+        "shards": [{"path": f"{sub}/{r.name}.parquet", **info, "quarantined": r.quarantined,
+                    "audio_seconds": round(r.seconds.get(sub, 0.0), 3)}
+                   for sub in tables for r in results for s, info in r.files.items() if s == sub],
+        "quarantine": [{"path": f"{QUARANTINE}/{r.name}.parquet", "rows": r.quarantined} for r in results],
+        "counts": counts,
+        "quarantine_reasons": dict(sorted(q_reasons.items())),
+        **({"reject_reasons": dict(sorted(rejects.items()))} if REJECTS in tables else {}),
+        **(extra or {}),
+    }
+    missing = [u.where for u in pending_units(output, units)]
+    if missing:
+        counts["error"] = f"{len(missing)} input units not finished (first: {missing[0]})"
+    elif kept + rejected + quarantined != n_in:
+        counts["error"] = (f"rows in ({n_in}) != kept ({kept})" + (f" + rejected ({rejected})" if REJECTS in tables else "")
+                           + f" + quarantined ({quarantined})")
+    storage.write_bytes_atomic(storage.join(output, "_manifest.json"), json.dumps(manifest, indent=2).encode())
+    return manifest
+
+
+# --- in-process execution (tests, benchmarks): the same steps, one process --------------------------
+
+
+def find_duplicates(job: JobSpec, units: list[Unit]) -> dict[str, tuple[int, int, str]]:
+    """In-process id pre-pass (the Ray adapter does it with a distributed groupby): duplicated ids only."""
+    first: dict[str, int] = {}
+    dups: dict[str, int] = {}
+    for unit in units:
+        for r in record_ids(job, unit):
+            if r["id"] in first:
+                dups[r["id"]] = min(first[r["id"]], r["loc"])
+            first.setdefault(r["id"], r["loc"])
+    return winners_from(dups.items(), units)
+
+
+def save_duplicates(output: str, winners: dict[str, tuple]) -> None:
+    storage.write_bytes_atomic(storage.join(output, DUPLICATES), json.dumps(winners, sort_keys=True).encode())
+
+
+def load_duplicates(output: str) -> dict[str, tuple] | None:
+    path = storage.join(output, DUPLICATES)
+    return {k: tuple(v) for k, v in json.loads(storage.read_text(path)).items()} if storage.exists(path) else None
+
+
+def run_local(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, bytes]) -> list[str]:
+    """Run a planned job in this process (no Ray): same files as the Ray adapter. Returns shards written."""
+    steps = [s.factory() for s in job.steps]
+    writer = ShardWriter(output, job.sink, metadata)
+    winners = find_duplicates(job, units) if len(units) > 1 else {}
+    done, written = done_shards(output), []
+    for unit in pending_units(output, units):
+        for batch in read_batches(job, unit, output, done, winners):
+            for step in steps:
+                batch.items = step(batch.items)
+            written += writer.add(batch)
+    return written
