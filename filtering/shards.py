@@ -15,10 +15,7 @@ import pyarrow as pa
 
 from filtering.dialogue_schema import DialogueRow, dialogue_rows_to_table, tts_filter_schema
 from filtering.rules import reason_code
-from tokenization.schema import N_CODEBOOKS
-from tokenization.sharded_job import KEPT, REJECTS
-
-__all__ = ["KEPT", "REJECTS", "FilterSink"]
+from tokenization.schema import KEPT, N_CODEBOOKS, REJECTS
 
 
 def _keep(row) -> bool:

@@ -1,4 +1,10 @@
-"""The token-shard row, its Arrow schema, and the quarantine table: every reader and writer uses these.
+"""The token-shard row, its Arrow schema, the quarantine table, the output layout and the file metadata.
+
+Every reader and writer uses these: the folder names of a job's output (`SHARDS`, `KEPT`,
+`REJECTS`, `QUARANTINE`), the codec facts in each Parquet file's key/value metadata
+(`file_metadata` writes them, `decode_metadata`/`read_file_metadata` read them back).
+The dialogue row and the scored TTS row live one floor up, in `filtering/dialogue_schema.py`,
+together with the detection of an output folder's kind.
 
 `codes` is stored as `list<fixed_size_list<uint16, K>>` (time-major `[n_frames, K]`) rather
 than a Ray tensor extension, so pyarrow, DuckDB, Polars and `datasets` all open the shards.
@@ -20,6 +26,12 @@ from tokenization.codec import CodecInfo
 SCHEMA_VERSION = "3"  # 2: `split` column (tokenization.splits); 3: `meta` column (nullable JSON string)
 N_CODEBOOKS = 8
 PARQUET_COMPRESSION = "zstd"
+CODEBOOK_SIZE = 2048  # Mimi's; with FRAME_RATE, what `ShardCodec` assumes for a file whose metadata names none
+FRAME_RATE = 12.5  # Hz
+
+# Output layout: a tokenize job writes OUT/shards/, a filter job OUT/kept/ and OUT/rejects/; both OUT/quarantine/.
+SHARDS, KEPT, REJECTS, QUARANTINE = "shards", "kept", "rejects", "quarantine"
+MANIFEST = "_manifest.json"  # what a finished run wrote: files, rows, counts (tokenization.sharded_job.write_manifest)
 
 
 def codes_type(n_codebooks: int = N_CODEBOOKS) -> pa.DataType:
@@ -152,9 +164,32 @@ def file_metadata(info: CodecInfo, extra: dict | None = None) -> dict[bytes, byt
     return {k.encode(): str(v).encode() for k, v in meta.items()}
 
 
+def decode_metadata(raw: dict[bytes, bytes] | None) -> dict[str, str]:
+    """Parquet key/value metadata (`schema.metadata`) as str -> str, without pyarrow's own `ARROW:` keys."""
+    return {k.decode(): v.decode() for k, v in (raw or {}).items() if not k.startswith(b"ARROW:")}
+
+
 def read_file_metadata(path_or_file) -> dict[str, str]:
-    md = pq.read_metadata(path_or_file).metadata or {}
-    return {k.decode(): v.decode() for k, v in md.items() if not k.startswith(b"ARROW:")}
+    """The file metadata (`file_metadata`) of one Parquet file, from its footer alone."""
+    return decode_metadata(pq.read_metadata(path_or_file).metadata)
+
+
+@dataclass(frozen=True)
+class ShardCodec:
+    """The codec geometry one shard file's metadata names (`file_metadata`); defaults where it names none.
+
+        >>> ShardCodec.of(read_file_metadata(path)).frame_rate
+        12.5
+    """
+
+    n_codebooks: int = N_CODEBOOKS
+    codebook_size: int = CODEBOOK_SIZE
+    frame_rate: float = FRAME_RATE
+
+    @classmethod
+    def of(cls, meta: dict[str, str]) -> "ShardCodec":
+        return cls(int(meta.get("n_codebooks", N_CODEBOOKS)), int(meta.get("codebook_size", CODEBOOK_SIZE)),
+                   float(meta.get("frame_rate", FRAME_RATE)))
 
 
 def table_to_parquet_bytes(table: pa.Table, metadata: dict[bytes, bytes] | None = None) -> bytes:

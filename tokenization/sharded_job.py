@@ -32,10 +32,11 @@ import pyarrow as pa
 from tokenization import storage
 from tokenization.audio import BadAudio
 from tokenization.errors import UserError
-from tokenization.schema import QUARANTINE_SCHEMA, QuarantineRow, sha1_hex, stable_json, table_to_parquet_bytes
+from tokenization.schema import (KEPT, MANIFEST, QUARANTINE, QUARANTINE_SCHEMA, REJECTS, SHARDS, QuarantineRow, sha1_hex,
+                                  stable_json, table_to_parquet_bytes)
 from tokenization.units import Unit
 
-SHARDS, KEPT, REJECTS, QUARANTINE, PROGRESS = "shards", "kept", "rejects", "quarantine", "_progress"
+PROGRESS = "_progress"
 UNITS = f"{PROGRESS}/units"
 DUPLICATES = f"{PROGRESS}/ids/duplicates.json"
 
@@ -433,7 +434,7 @@ def write_manifest(output: str, run_id: str, units: list[Unit], tables: tuple[st
     elif kept + rejected + quarantined != n_in:
         counts["error"] = (f"rows in ({n_in}) != kept ({kept})" + (f" + rejected ({rejected})" if REJECTS in tables else "")
                            + f" + quarantined ({quarantined})")
-    storage.write_bytes_atomic(storage.join(output, "_manifest.json"), json.dumps(manifest, indent=2).encode())
+    storage.write_bytes_atomic(storage.join(output, MANIFEST), json.dumps(manifest, indent=2).encode())
     return manifest
 
 

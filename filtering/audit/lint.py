@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from filtering.audit.read import scan
 from filtering.normalize import normalize
+from tokenization.schema import ShardCodec
 
 N_EXAMPLES = 5
 WHISPER_WINDOW_S = 30.0  # the Whisper encoder sees 30 s of audio (3000 mel frames); the rest is cut off
@@ -269,7 +270,7 @@ class LintCollector:
 
     @property
     def frame_rate(self) -> float:
-        return float(self.meta.get("frame_rate", 12.5))
+        return ShardCodec.of(self.meta).frame_rate
 
 
 def read_kept(folder: str) -> tuple[list[Row], list[Clip], dict[str, str]]:
@@ -304,7 +305,7 @@ def lint(folder: str, cfg: LintConfig | None = None) -> list[LintResult]:
     """Run every check on the kept rows of a tokenize or filter output folder."""
     cfg = cfg or LintConfig()
     rows, clips, meta = read_kept(folder)
-    return lint_data(rows, clips, float(meta.get("frame_rate", 12.5)), cfg)
+    return lint_data(rows, clips, ShardCodec.of(meta).frame_rate, cfg)
 
 
 def lint_data(rows: list[Row], clips: list[Clip], frame_rate: float, cfg: LintConfig) -> list[LintResult]:

@@ -21,10 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from filtering.rules import Rules, decide, reason_code
-from filtering.shards import KEPT, REJECTS
 from tokenization import storage
 from tokenization.errors import UserError
-from tokenization.sharded_job import SHARDS
+from tokenization.schema import KEPT, MANIFEST, QUARANTINE, REJECTS, SHARDS, decode_metadata
 
 Visitor = Callable[[str, str, pa.Table, dict], None]  # (status, path, table, file metadata)
 AUDIO_LEAF = "audio_flac"
@@ -48,10 +47,6 @@ def data_files(folder: str, kind: str) -> list[tuple[str, str]]:
     return [(status, p) for sub, status in subdirs for p in storage.list_files(storage.join(folder, sub), ".parquet")]
 
 
-def file_meta(schema: pa.Schema) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if not k.startswith(b"ARROW:")}
-
-
 def read_without_audio(path: str) -> tuple[pa.Table, dict[str, str]]:
     """One data file with every column but the turns' audio bytes; its file metadata."""
     with storage.open_input(path) as f:
@@ -59,7 +54,7 @@ def read_without_audio(path: str) -> tuple[pa.Table, dict[str, str]]:
         leaves = [c.path for c in pf.schema]
         wanted = [p for p in leaves if not p.endswith("." + AUDIO_LEAF)]
         table = pf.read(columns=wanted if len(wanted) < len(leaves) else None)
-        return table, file_meta(pf.schema_arrow)
+        return table, decode_metadata(pf.schema_arrow.metadata)
 
 
 def scan(folder: str, visitors: list[Visitor], kind: str | None = None) -> str:
@@ -73,13 +68,13 @@ def scan(folder: str, visitors: list[Visitor], kind: str | None = None) -> str:
 
 
 def read_manifest(folder: str) -> dict:
-    path = storage.join(folder, "_manifest.json")
+    path = storage.join(folder, MANIFEST)
     return json.loads(storage.read_text(path)) if storage.exists(path) else {}
 
 
 def read_quarantine(folder: str) -> list[dict]:
     rows = []
-    for path in storage.list_files(storage.join(folder, "quarantine"), ".parquet"):
+    for path in storage.list_files(storage.join(folder, QUARANTINE), ".parquet"):
         with storage.open_input(path) as fh:
             rows += pq.read_table(fh).to_pylist()
     return rows

@@ -22,6 +22,7 @@ import pyarrow as pa
 from filtering.audit.read import Visitor, detect_kind, read_manifest, read_quarantine, scan
 from filtering.normalize import normalize
 from filtering.rules import reason_code
+from tokenization.schema import ShardCodec
 
 PERCENTILES = (5, 25, 50, 75, 90, 95, 99)
 N_EXAMPLES = 5
@@ -82,11 +83,11 @@ def _example(rec_id: str, text: str, hyp: str, ref_norm: str, language: str, wer
 
 
 def _token_table(acc: _Acc, table: pa.Table, status: str, meta: dict) -> None:
-    n_cb, size = int(meta.get("n_codebooks", 8)), int(meta.get("codebook_size", 2048))
+    codec = ShardCodec.of(meta)
+    n_cb, size, fr = codec.n_codebooks, codec.codebook_size, codec.frame_rate
     scored = "wer" in table.column_names
     cols = {c: table.column(c).to_pylist() for c in table.column_names if c != "codes"}
     n_frames = table.column("n_frames").to_pylist()
-    fr = float(meta.get("frame_rate", 12.5))
     for i, uid in enumerate(cols["utt_id"]):
         dur = cols["duration_s"][i]
         acc.rows.append({"id": uid, "status": status, "sha1": cols["audio_sha1"][i], "seconds": dur or 0.0})
@@ -105,8 +106,8 @@ def _token_table(acc: _Acc, table: pa.Table, status: str, meta: dict) -> None:
 
 
 def _dialogue_table(acc: _Acc, table: pa.Table, status: str, meta: dict) -> None:
-    n_cb, size = int(meta.get("n_codebooks", 8)), int(meta.get("codebook_size", 2048))
-    fr = float(meta.get("frame_rate", 12.5))
+    codec = ShardCodec.of(meta)
+    n_cb, size, fr = codec.n_codebooks, codec.codebook_size, codec.frame_rate
     turns = table.column("turns").combine_chunks()
     flat = turns.flatten()  # StructArray of all turns, audio never turned into Python objects
     f = {name: flat.field(name) for name in ("role", "duration_s", "n_frames", "wer", "n_ref_words", "asr_hyp", "text", "text_ref_norm")}
@@ -205,7 +206,7 @@ def collect(folder: str, visitors: Sequence[Visitor] = (), kind: str | None = No
             [it for it in acc.items if it["rate"] is not None], "speaker", "rate")},
         "duplicates": {"n_groups": len(dups), "n_rows": sum(len(d["ids"]) for d in dups), "groups": dups[:20]},
         "codes": codes,
-        "frames": {"n_checked": len(diffs), "n_inconsistent": len(bad_frames), "frame_rate": float(acc.meta.get("frame_rate", 12.5)),
+        "frames": {"n_checked": len(diffs), "n_inconsistent": len(bad_frames), "frame_rate": ShardCodec.of(acc.meta).frame_rate,
                    "max_abs_diff": round(max((abs(n - e) for _, n, e in diffs), default=0.0), 3), "examples": bad_frames[:N_EXAMPLES]},
         "_series": {"wer": [it["wer"] for it in scored], "wer_status": [it["status"] for it in scored],
                     "duration": [it["duration"] for it in acc.items if it["duration"] is not None],

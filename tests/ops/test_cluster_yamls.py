@@ -382,8 +382,7 @@ def mounted_everywhere(spec: dict, path: str) -> list[str]:
 
 
 def test_kuberay_jobs_read_only_mounted_paths_or_s3_and_training_reads_what_data_jobs_write():
-    from filtering.shards import KEPT
-    from tokenization.sharded_job import SHARDS
+    from tokenization.schema import KEPT, SHARDS
     from training.stage_config import load_config
 
     outputs, problems, train_data = {}, [], {}
