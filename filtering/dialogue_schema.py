@@ -1,4 +1,9 @@
-"""The dialogue-shard row (one dialogue, its turns) and its Arrow schema; also the scored TTS row.
+"""The dialogue-shard row (one dialogue, its turns) and its Arrow schema; the scored TTS row; shard kinds.
+
+This is the shard contract's upper half (the token row, quarantine row, layout names and file
+metadata are in `tokenization/schema.py`): it knows every row kind, so it also says what a
+shard file holds (`row_kind`: `DIALOGUE` rows have `turns`, `TTS` rows have `codes`) and what
+an output folder is (`detect_kind`: `TOKENIZE`, `FILTER_DIALOGUE` or `FILTER_TTS`).
 
 Training reads stage 2 pairs as (user turn `audio_flac` -> next assistant turn `text`) and
 stage 3 as (user audio -> assistant text + assistant `codes`). `OUT/kept/*.parquet` and
@@ -14,12 +19,15 @@ from __future__ import annotations
 
 import io
 from dataclasses import asdict, dataclass, field, fields
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import soundfile as sf
 
-from tokenization.schema import N_CODEBOOKS, codes_to_numpy, codes_type, token_schema
+from tokenization import storage
+from tokenization.schema import KEPT, N_CODEBOOKS, REJECTS, SHARDS, codes_to_numpy, codes_type, token_schema
 
 DIALOGUE_SCHEMA_VERSION = "2"  # 2: `split` column (tokenization.splits)
 
@@ -162,6 +170,39 @@ class DialogueRow:
 def dialogue_rows_to_table(rows: list[DialogueRow | dict], n_codebooks: int = N_CODEBOOKS) -> pa.Table:
     dicts = [r.to_dict() if isinstance(r, DialogueRow) else r for r in rows]
     return pa.Table.from_pylist(dicts, schema=dialogue_schema(n_codebooks))
+
+
+# ---- shard kinds ------------------------------------------------------------------------------
+DIALOGUE, TTS = "dialogue", "tts"  # row kinds: a dialogue with `turns`; one utterance with `codes` (token or scored TTS)
+TOKENIZE, FILTER_DIALOGUE, FILTER_TTS = "tokenize", "filter-dialogue", "filter-tts"  # output-folder kinds
+ID_COLUMN = {DIALOGUE: "dialogue_id", TTS: "utt_id"}
+
+
+def row_kind(columns: Sequence[str]) -> str | None:
+    """DIALOGUE if the rows hold `turns`, TTS if they hold `codes` (token and scored TTS rows), else None."""
+    return DIALOGUE if "turns" in columns else TTS if "codes" in columns else None
+
+
+def file_row_kind(path: str) -> tuple[str | None, list[str]]:
+    """(row kind, column names) of one Parquet shard, from its footer alone."""
+    with storage.open_input(path) as f:
+        names = pq.read_schema(f).names
+    return row_kind(names), names
+
+
+def is_tokenize_output(folder: str) -> bool:
+    """True when `folder` is a tokenize job's output (it has `shards/`), e.g. the filter job's TTS-mode input."""
+    return storage.exists(storage.join(folder, SHARDS))
+
+
+def detect_kind(folder: str) -> str:
+    """TOKENIZE | FILTER_DIALOGUE | FILTER_TTS, from the folder layout and the first file's columns."""
+    if storage.list_files(storage.join(folder, SHARDS), ".parquet"):
+        return TOKENIZE
+    files = storage.list_files(storage.join(folder, KEPT), ".parquet") + storage.list_files(storage.join(folder, REJECTS), ".parquet")
+    if not files:
+        raise SystemExit(f"{folder}: no {SHARDS}/, {KEPT}/ or {REJECTS}/ Parquet files: not a tokenize or filter output")
+    return FILTER_DIALOGUE if file_row_kind(files[0])[0] == DIALOGUE else FILTER_TTS
 
 
 def pcm_to_flac(samples: np.ndarray, sample_rate: int) -> bytes:

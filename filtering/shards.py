@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from filtering.dialogue_schema import DialogueRow, dialogue_rows_to_table, tts_filter_schema
+from filtering.dialogue_schema import DIALOGUE, DialogueRow, dialogue_rows_to_table, tts_filter_schema
 from filtering.rules import reason_code
 from tokenization.schema import KEPT, N_CODEBOOKS, REJECTS
 
@@ -26,7 +26,7 @@ def _keep(row) -> bool:
 class FilterSink:
     """Scored rows -> `kept/` or `rejects/`; `kind` is "dialogue" (DialogueRow) or "tts" (token-row dicts)."""
 
-    kind: str = "dialogue"
+    kind: str = DIALOGUE
     n_codebooks: int = N_CODEBOOKS
     tables: tuple[str, ...] = (KEPT, REJECTS)
 
@@ -44,6 +44,6 @@ class FilterSink:
         return reason_code(row.reject_reason if isinstance(row, DialogueRow) else row["reject_reason"])
 
     def table(self, rows: list, sub: str) -> pa.Table:
-        if self.kind == "dialogue":
+        if self.kind == DIALOGUE:
             return dialogue_rows_to_table(rows, self.n_codebooks)
         return pa.Table.from_pylist(rows, schema=tts_filter_schema(self.n_codebooks))

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from filtering.asr import SAMPLE_RATE, AsrBackend, load_asr
 from filtering.dialogue_manifest import DialogueSpec, read_dialogue_unit
-from filtering.dialogue_schema import DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac
+from filtering.dialogue_schema import DIALOGUE, TTS, DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac
 from filtering.rules import Rules, decide, prejudge
 from filtering.shards import FilterSink
 from filtering.wer import score
@@ -213,11 +213,11 @@ def filter_job(kind: str, opts: ReaderOptions, run_id: str, *, asr: str | AsrBac
     """
     score_step = Step("score", partial(ScoreBatch, asr, rules.to_dict(), device, batch_size), cpus=asr_cpus, gpus=gpus,
                       actors=asr_actors)
-    if kind == "dialogue":
+    if kind == DIALOGUE:
         encode = Step("encode", partial(EncodeKept, codec, device, n_codebooks), cpus=codec_cpus, gpus=gpus, actors=codec_actors)
         return JobSpec("filter", partial(read_dialogues_unit, opts=opts), dialogue_id,
                        partial(load_dialogue_item, run_id=run_id, max_seconds=max_seconds, split=split.to_dict()),
-                       FilterSink("dialogue", n_codebooks), [score_step, encode], rows_per_shard, batch_size)
+                       FilterSink(DIALOGUE, n_codebooks), [score_step, encode], rows_per_shard, batch_size)
     read = partial(read_token_rows, audio_units=tuple(audio_units), opts=opts, split=split.to_dict())
     return JobSpec("filter", read, token_row_id, partial(load_tts_item, max_seconds=max_seconds),
-                   FilterSink("tts", n_codebooks), [score_step], rows_per_shard, batch_size)
+                   FilterSink(TTS, n_codebooks), [score_step], rows_per_shard, batch_size)

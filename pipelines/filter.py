@@ -17,7 +17,7 @@ import sys
 import time
 
 from filtering.dialogue_manifest import list_dialogue_units
-from filtering.dialogue_schema import DIALOGUE_SCHEMA_VERSION
+from filtering.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
 from filtering.rules import Rules
 from filtering.steps import filter_job
 from pipelines.args import (add_asr_args, add_codec_args, add_io_args, add_ray_args, add_reader_args, add_shard_args,
@@ -26,9 +26,8 @@ from pipelines.cli import run
 from tokenization import storage
 from tokenization.codec import load_codec
 from tokenization.errors import UserError
-from tokenization.schema import file_metadata
-from tokenization.sharded_job import (KEPT, REJECTS, SHARDS, check_output_writable, compute_run_id, done_shards,
-                                      pending_units, prepare_output, write_manifest)
+from tokenization.schema import KEPT, REJECTS, SHARDS, file_metadata
+from tokenization.sharded_job import check_output_writable, compute_run_id, done_shards, pending_units, prepare_output, write_manifest
 from tokenization.units import Unit
 
 TABLES = (KEPT, REJECTS)
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"--rules {args.rules}: {exc}") from exc
     check_output_writable(args.output)  # before Ray or any model starts
-    tts = storage.exists(storage.join(args.input, SHARDS))
+    tts = is_tokenize_output(args.input)
     if tts:
         if not args.audio_manifest:
             raise UserError(f"--input {args.input} is a token-shard folder: pass --audio-manifest (the tokenize job's input)")
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         audio_units = []
         units = input_units(args.input, "dialogue", opts, lister=list_dialogue_units)
     codec = load_codec(args.codec, n_codebooks=args.n_codebooks)  # validates the spec before any work
-    kind = "tts" if tts else "dialogue"
+    kind = TTS if tts else DIALOGUE
     config = {"job": "filter", "kind": kind, "asr": args.asr, "rules": rules.to_dict(),
               "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
               "max_duration": args.max_duration, "schema_version": DIALOGUE_SCHEMA_VERSION, "reader": opts.to_dict(),

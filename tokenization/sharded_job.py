@@ -32,7 +32,7 @@ import pyarrow as pa
 from tokenization import storage
 from tokenization.audio import BadAudio
 from tokenization.errors import UserError
-from tokenization.schema import (KEPT, MANIFEST, QUARANTINE, QUARANTINE_SCHEMA, REJECTS, SHARDS, QuarantineRow, sha1_hex,
+from tokenization.schema import (MANIFEST, QUARANTINE, QUARANTINE_SCHEMA, REJECTS, SHARDS, QuarantineRow, sha1_hex,
                                   stable_json, table_to_parquet_bytes)
 from tokenization.units import Unit
 

@@ -18,10 +18,11 @@ from filtering.audit.compare import compare_runs, read_facts
 from filtering.audit.lint import LintCollector, LintConfig, lint_data
 from filtering.audit.listen import ListenOptions, listen_examples
 from filtering.audit.quality import quality_meta
-from filtering.audit.read import FactCollector, detect_kind, quarantine_facts, read_manifest, run_rules
+from filtering.audit.read import FactCollector, quarantine_facts, read_manifest, run_rules
 from filtering.audit.report import write_report
 from filtering.audit.stats import collect
 from filtering.audit.threshold import threshold_curve
+from filtering.dialogue_schema import TOKENIZE, detect_kind
 
 __all__ = ["AuditOptions", "LintConfig", "ListenOptions", "audit"]
 
@@ -46,7 +47,7 @@ def audit(folder: str, report_dir: str, lint_cfg: LintConfig | None = None, opti
     figures["lint"] = {"passed": all(r.passed for r in results), "failed": [r.name for r in results if not r.passed], "checks": checks}
     all_facts = facts.facts + quarantine_facts(figures["_quarantine"])
     figures["_facts"] = all_facts
-    if kind != "tokenize":
+    if kind != TOKENIZE:
         figures["threshold_curve"] = threshold_curve(facts.facts, facts.rules.max_wer if facts.rules else None)
     figures["quality_meta"] = quality_meta(facts.facts)
     figures["listen"], figures["_audio"] = listen_examples(kind, facts.facts, figures, checks, options.listen)

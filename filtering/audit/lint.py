@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 
 from filtering.audit.read import scan
+from filtering.dialogue_schema import DIALOGUE, TTS, row_kind
 from filtering.normalize import normalize
 from tokenization.schema import ShardCodec
 
@@ -266,7 +267,7 @@ class LintCollector:
         self.meta = self.meta or meta
         names = table.column_names
         split = table.column("split").to_pylist() if "split" in names else ["train"] * table.num_rows
-        (_dialogues if "turns" in names else _utterances)(table, split, self.rows, self.clips)
+        (_dialogues if row_kind(names) == DIALOGUE else _utterances)(table, split, self.rows, self.clips)
 
     @property
     def frame_rate(self) -> float:
@@ -284,7 +285,7 @@ def _utterances(table: pa.Table, split: list[str], rows: list[Row], clips: list[
     c = {n: table.column(n).to_pylist() for n in ("utt_id", "speaker", "language", "text", "audio_sha1", "duration_s", "n_frames")}
     for i, uid in enumerate(c["utt_id"]):
         rows.append(Row(uid, split[i] or "train", c["speaker"][i] or "", c["language"][i] or "", c["text"][i] or "", c["audio_sha1"][i] or ""))
-        clips.append(Clip(uid, "tts", c["language"][i] or "", c["text"][i] or "", c["duration_s"][i], c["n_frames"][i]))
+        clips.append(Clip(uid, TTS, c["language"][i] or "", c["text"][i] or "", c["duration_s"][i], c["n_frames"][i]))
 
 
 def _dialogues(table: pa.Table, split: list[str], rows: list[Row], clips: list[Clip]) -> None:

@@ -25,7 +25,7 @@ import soundfile as sf
 
 from filtering.audit.read import RowFact, fetch_rows
 from filtering.audit.stats import N_EXAMPLES, diff_ops
-from filtering.dialogue_schema import flac_to_pcm
+from filtering.dialogue_schema import FILTER_DIALOGUE, TTS, flac_to_pcm
 from filtering.normalize import normalize
 from tokenization.audio import decode_audio, read_bytes, resample
 from tokenization.schema import codes_to_numpy
@@ -79,7 +79,7 @@ def _source_paths(kind: str, manifest: str | None) -> dict[str, list[str]]:
     """{row id: source audio path per scored clip} from the run's input manifest, when given."""
     if not manifest:
         return {}
-    if kind == "filter-dialogue":
+    if kind == FILTER_DIALOGUE:
         from filtering.dialogue_manifest import read_dialogues
 
         specs, _ = read_dialogues(manifest)
@@ -123,9 +123,9 @@ class ClipAudio:
 
 
 def _clips(kind: str, row: dict) -> list[dict]:
-    if kind == "filter-dialogue":
+    if kind == FILTER_DIALOGUE:
         return row["turns"]
-    return [{**row, "role": "tts"}]
+    return [{**row, "role": TTS}]
 
 
 def listen_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks: list[dict],

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from filtering.dialogue_schema import DIALOGUE, ID_COLUMN, TOKENIZE, TTS, detect_kind, row_kind
 from filtering.rules import Rules, decide, reason_code
 from tokenization import storage
 from tokenization.errors import UserError
@@ -29,21 +30,9 @@ Visitor = Callable[[str, str, pa.Table, dict], None]  # (status, path, table, fi
 AUDIO_LEAF = "audio_flac"
 
 
-def detect_kind(folder: str) -> str:
-    """tokenize | filter-dialogue | filter-tts, from the folder layout and the first file's columns."""
-    if storage.list_files(storage.join(folder, SHARDS), ".parquet"):
-        return "tokenize"
-    files = storage.list_files(storage.join(folder, KEPT), ".parquet") + storage.list_files(storage.join(folder, REJECTS), ".parquet")
-    if not files:
-        raise SystemExit(f"{folder}: no shards/, kept/ or rejects/ Parquet files: not a tokenize or filter output")
-    with storage.open_input(files[0]) as f:
-        names = pq.read_schema(f).names
-    return "filter-dialogue" if "turns" in names else "filter-tts"
-
-
 def data_files(folder: str, kind: str) -> list[tuple[str, str]]:
     """(status, path) of every data file: `kept`/`rejected` (a tokenize folder keeps everything)."""
-    subdirs = [(SHARDS, "kept")] if kind == "tokenize" else [(KEPT, "kept"), (REJECTS, "rejected")]
+    subdirs = [(SHARDS, "kept")] if kind == TOKENIZE else [(KEPT, "kept"), (REJECTS, "rejected")]
     return [(status, p) for sub, status in subdirs for p in storage.list_files(storage.join(folder, sub), ".parquet")]
 
 
@@ -114,12 +103,12 @@ class FactCollector:
         if self.rules is None and status != "kept":
             self.rules = run_rules({}, meta)
         cols = table.column_names
-        key = "dialogue_id" if "turns" in cols else "utt_id"
-        ids = table.column(key).to_pylist()
+        dialogue = row_kind(cols) == DIALOGUE
+        ids = table.column(ID_COLUMN[DIALOGUE if dialogue else TTS]).to_pylist()
         n = len(ids)
         get = lambda c, default=None: table.column(c).to_pylist() if c in cols else [default] * n  # noqa: E731
         source, reason, wer, metas = get("source", ""), get("reject_reason", ""), get("wer"), get("meta")
-        if "turns" in cols:
+        if dialogue:
             turns = table.column("turns").combine_chunks()
             dur = np.asarray(turns.flatten().field("duration_s").fill_null(0).to_numpy(zero_copy_only=False), np.float64)
             offs = np.asarray(turns.offsets.to_numpy(zero_copy_only=False))
@@ -140,7 +129,7 @@ class FactCollector:
         idx = [i for i, r in enumerate(reason) if reason_code(r or "") == "wer"]
         if not idx:
             return {}
-        if "turns" in table.column_names:
+        if row_kind(table.column_names) == DIALOGUE:
             fields = ("role", "wer", "cer", "duration_s", "n_ref_words", "n_del", "n_ins")
             sub = table.select(["turns"]).take(idx).column("turns").combine_chunks()
             flat, offs = sub.flatten(), sub.offsets.to_pylist()

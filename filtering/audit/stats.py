@@ -19,7 +19,8 @@ import jiwer
 import numpy as np
 import pyarrow as pa
 
-from filtering.audit.read import Visitor, detect_kind, read_manifest, read_quarantine, scan
+from filtering.audit.read import Visitor, read_manifest, read_quarantine, scan
+from filtering.dialogue_schema import FILTER_DIALOGUE, TOKENIZE, detect_kind
 from filtering.normalize import normalize
 from filtering.rules import reason_code
 from tokenization.schema import ShardCodec
@@ -156,7 +157,7 @@ def collect(folder: str, visitors: Sequence[Visitor] = (), kind: str | None = No
 
     def visit(status: str, path: str, table: pa.Table, meta: dict) -> None:
         acc.meta = acc.meta or meta
-        (_dialogue_table if kind == "filter-dialogue" else _token_table)(acc, table, status, meta)
+        (_dialogue_table if kind == FILTER_DIALOGUE else _token_table)(acc, table, status, meta)
 
     scan(folder, [visit, *visitors], kind)
     quarantine = read_quarantine(folder)
@@ -165,7 +166,7 @@ def collect(folder: str, visitors: Sequence[Visitor] = (), kind: str | None = No
     n_rej = sum(r["status"] == "rejected" for r in acc.rows)
     n_in = n_kept + n_rej + len(quarantine)
     hours = lambda s: round(sum(r["seconds"] for r in acc.rows if r["status"] == s) / 3600, 6)  # noqa: E731
-    stage = {"stage": "tokenize" if kind == "tokenize" else "filter", "in": n_in, "kept": n_kept, "rejected": n_rej,
+    stage = {"stage": TOKENIZE if kind == TOKENIZE else "filter", "in": n_in, "kept": n_kept, "rejected": n_rej,
              "quarantined": len(quarantine), "hours_kept": hours("kept"), "hours_rejected": hours("rejected"),
              "manifest_in": manifest.get("counts", {}).get("in"),
              "consistent": manifest.get("counts", {}).get("in") in (None, n_in)}

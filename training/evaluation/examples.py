@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from filtering.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, file_row_kind
 from tokenization import storage
 from training.data.sources import DialogueSource, Source, TokenShardSource
 from training.data.units import read_unit
@@ -31,13 +31,13 @@ ALL = "all"
 class EvalExample:
     id: str  # "<dialogue_id>/<turn>" for dialogues, the utt_id for TTS rows
     dialogue_id: str  # the row's id (utt_id for TTS rows)
-    kind: str  # "dialogue" | "tts"
+    kind: str  # DIALOGUE | TTS (filtering.dialogue_schema)
     language: str
     example: dict  # the Source's training example (what the stage's collator takes)
 
     @property
     def reference_text(self) -> str:
-        return self.example["assistant_text"] if self.kind == "dialogue" else self.example["text"]
+        return self.example["assistant_text"] if self.kind == DIALOGUE else self.example["text"]
 
     @property
     def user_audio(self) -> np.ndarray | None:
@@ -45,22 +45,17 @@ class EvalExample:
         return self.example.get("user_audio")
 
 
-def _schema_names(path: str) -> list[str]:
-    with storage.open_input(path) as f:
-        return pq.ParquetFile(f).schema_arrow.names
-
-
 def open_source(uri: str) -> tuple[Source, str]:
-    """The shard folder's Source and kind ("dialogue" if rows hold `turns`, "tts" if `codes`)."""
+    """The shard folder's Source and row kind (`DIALOGUE` if rows hold `turns`, `TTS` if `codes`)."""
     files = storage.list_files(uri, ".parquet") if not uri.endswith(".parquet") else [uri]
     if not files:
         raise FileNotFoundError(f"no .parquet files under {uri}")
-    names = _schema_names(files[0])
+    kind, names = file_row_kind(files[0])
     # split=None: every row group (read_examples picks rows itself and names the splits it saw)
-    if "turns" in names:
-        return DialogueSource(uri, with_codes=True, split=None), "dialogue"
-    if "codes" in names:
-        return TokenShardSource(uri, split=None), "tts"
+    if kind == DIALOGUE:
+        return DialogueSource(uri, with_codes=True, split=None), kind
+    if kind == TTS:
+        return TokenShardSource(uri, split=None), kind
     raise ValueError(f"{files[0]}: neither dialogue shards (`turns`) nor token shards (`codes`); columns {names}")
 
 
@@ -78,7 +73,7 @@ def read_examples(uri: str, split: str = "test", max_dialogues: int = 0) -> list
     if split != ALL and split not in SPLITS:
         raise ValueError(f"--split must be one of {', '.join(SPLITS + (ALL,))}, not {split!r}")
     source, kind = open_source(uri)
-    id_col = "dialogue_id" if kind == "dialogue" else "utt_id"
+    id_col = ID_COLUMN[kind]
     out: list[EvalExample] = []
     n_rows, seen_splits = 0, set()
     for unit in source.units:  # every row group: the splits seen are named when none matches

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from filtering.asr import AsrBackend
+from filtering.dialogue_schema import DIALOGUE, TTS
 from filtering.wer import score
 from tokenization.codec import SpeechCodec
 from training.data.collate import collate_dialogue, collate_tts
@@ -44,7 +45,7 @@ def teacher_forced_over(model, examples: list[EvalExample], cfg: EvalConfig) -> 
     for i in range(0, len(examples), cfg.batch_size):
         chunk = examples[i : i + cfg.batch_size]
         rows = [e.example for e in chunk]
-        if chunk[0].kind == "dialogue":
+        if chunk[0].kind == DIALOGUE:
             batch = collate_dialogue(rows, model.tokenizer, model.cfg, fe)
         else:
             batch = collate_tts(rows, model.tokenizer, model.cfg)
@@ -56,7 +57,7 @@ def teacher_forced_over(model, examples: list[EvalExample], cfg: EvalConfig) -> 
 
 def _forced_reply(ex: EvalExample, reply: str) -> str | None:
     """The text to speak instead of generating one (TTS rows always; dialogues in reference mode)."""
-    return ex.reference_text if reply == "reference" or ex.kind == "tts" else None
+    return ex.reference_text if reply == "reference" or ex.kind == TTS else None
 
 
 def speak_and_score(gen: StreamingGenerator, asr: AsrBackend, ex: EvalExample, reply: str = "generate") -> dict:
