@@ -45,10 +45,13 @@ ASR_FIELDS = [
 ]
 
 
+USER, ASSISTANT = "user", "assistant"  # DialogueTurn.role
+
+
 def turn_type(n_codebooks: int = N_CODEBOOKS) -> pa.DataType:
     return pa.struct(
         [
-            ("role", pa.string()),  # "user" | "assistant"
+            ("role", pa.string()),  # USER | ASSISTANT
             ("text", pa.string()),
             ("audio_flac", pa.binary()),
             ("sample_rate", pa.int32()),

@@ -1,52 +1,27 @@
 """Fixtures for the training tests: token shards and dialogue shards built from the espeak-ng sample.
 
 Import from a test module: `from tests.training.conftest_train import *  # noqa: F401,F403`.
-Token shards follow `tokenization.schema` (what `pipelines.tokenize` writes); dialogue shards
-follow the filter job's kept-table contract (one row per dialogue, `turns` list of structs).
+Both are built through the shard contract: token shards from `tokenization.schema.TokenRow`
+(what `pipelines.tokenize` writes), dialogue shards from `filtering.dialogue_schema.DialogueRow`
+(what the filter job writes to `kept/`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
+from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table, pcm_to_flac
 from tokenization.audio import load_audio
-from tokenization.schema import TokenRow, codes_type, file_metadata, rows_to_table, sha1_hex
+from tokenization.schema import PARQUET_COMPRESSION, TokenRow, file_metadata, rows_to_table, sha1_hex
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
-TURN_TYPE = pa.struct(
-    [
-        ("role", pa.string()),
-        ("text", pa.string()),
-        ("audio_flac", pa.binary()),
-        ("sample_rate", pa.int32()),
-        ("duration_s", pa.float32()),
-        ("codes", codes_type(8)),
-        ("n_frames", pa.int32()),
-        ("asr_hyp", pa.string()),
-        ("wer", pa.float32()),
-    ]
-)
-DIALOGUE_SCHEMA = pa.schema(
-    [
-        ("dialogue_id", pa.string()),
-        ("source", pa.string()),
-        ("language", pa.string()),
-        ("speaker", pa.string()),
-        ("turns", pa.list_(TURN_TYPE)),
-        ("keep", pa.bool_()),
-        ("reject_reason", pa.string()),
-        ("run_id", pa.string()),
-    ]
-)
 
 
 def _manifest_rows(manifest: Path) -> list[dict]:
@@ -81,22 +56,18 @@ def write_token_shards(manifest: Path, codec, out_dir: Path, n: int | None = Non
     for f in range(n_files):
         table = rows_to_table(rows[f * per_file:(f + 1) * per_file])
         table = table.replace_schema_metadata(file_metadata(codec.info))
-        pq.write_table(table, out_dir / f"shard-{f:05d}.parquet", row_group_size=rows_per_group, compression="zstd")
+        pq.write_table(table, out_dir / f"shard-{f:05d}.parquet", row_group_size=rows_per_group, compression=PARQUET_COMPRESSION)
     return out_dir
 
 
-def _flac(samples: np.ndarray, rate: int) -> bytes:
-    import soundfile as sf
+def write_dialogue_shards(manifest: Path, codec, out_dir: Path, n_dialogues: int = 12, rows_per_group: int = 4,
+                          drop: tuple[str, ...] = ()) -> Path:
+    """Dialogues of two turns: user = sentence i spoken, assistant = sentence i+1 (text + codes).
 
-    buf = io.BytesIO()
-    sf.write(buf, samples, rate, format="FLAC")
-    return buf.getvalue()
-
-
-def write_dialogue_shards(manifest: Path, codec, out_dir: Path, n_dialogues: int = 12, rows_per_group: int = 4) -> Path:
-    """Dialogues of two turns: user = sentence i spoken, assistant = sentence i+1 (text + codes)."""
+    `drop` leaves columns out, as in shards written before them (e.g. `split`).
+    """
     items = _manifest_rows(manifest)
-    user_rate = 16_000
+    user_rate = WHISPER_SAMPLE_RATE
     rows = []
     for d in range(n_dialogues):
         user, reply = items[(2 * d) % len(items)], items[(2 * d + 1) % len(items)]
@@ -104,17 +75,16 @@ def write_dialogue_shards(manifest: Path, codec, out_dir: Path, n_dialogues: int
         reply_wave = load_audio(str(manifest.parent / reply["audio_path"]), codec.sample_rate)
         reply_codes = codec.encode([reply_wave])[0]
         turns = [
-            {"role": "user", "text": user["text"], "audio_flac": _flac(user_wave, user_rate), "sample_rate": user_rate,
-             "duration_s": len(user_wave) / user_rate, "codes": None, "n_frames": None, "asr_hyp": user["text"], "wer": 0.0},
-            {"role": "assistant", "text": reply["text"], "audio_flac": None, "sample_rate": codec.sample_rate,
-             "duration_s": len(reply_wave) / codec.sample_rate, "codes": reply_codes.tolist(), "n_frames": len(reply_codes),
-             "asr_hyp": reply["text"], "wer": 0.0},
+            DialogueTurn(USER, user["text"], pcm_to_flac(user_wave, user_rate), user_rate, len(user_wave) / user_rate,
+                         asr_hyp=user["text"], wer=0.0),
+            DialogueTurn(ASSISTANT, reply["text"], None, codec.sample_rate, len(reply_wave) / codec.sample_rate,
+                         reply_codes, len(reply_codes), asr_hyp=reply["text"], wer=0.0),
         ]
-        rows.append({"dialogue_id": f"dlg_{d:03d}", "source": "espeak-dialogue", "language": "en", "speaker": user["speaker"],
-                     "turns": turns, "keep": True, "reject_reason": "", "run_id": "test"})
+        rows.append(DialogueRow(f"dlg_{d:03d}", "espeak-dialogue", "en", user["speaker"], turns, keep=True, run_id="test"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=DIALOGUE_SCHEMA)
-    pq.write_table(table, out_dir / "part-00000.parquet", row_group_size=rows_per_group, compression="zstd")
+    table = dialogue_rows_to_table(rows, codec.info.n_codebooks).drop_columns(list(drop))
+    table = table.replace_schema_metadata(file_metadata(codec.info))
+    pq.write_table(table, out_dir / "part-00000.parquet", row_group_size=rows_per_group, compression=PARQUET_COMPRESSION)
     return out_dir
 
 
@@ -167,7 +137,7 @@ def tiny_config(stage: int, data: Path, storage: Path, overrides: list[str] = ()
 
 
 def first_user_audio(dialogue_dir: Path) -> np.ndarray:
-    """The first dialogue's user turn as float32 16 kHz samples."""
+    """The first dialogue's user turn as float32 samples at the Whisper rate (16 kHz)."""
     from training.data.sources import DialogueSource
 
     source = DialogueSource(str(dialogue_dir), with_codes=False)

@@ -20,6 +20,7 @@ from tests.jobs import JOB_ENV, ROOT, run_module
 from tests.training.conftest_train import write_dialogue_shards
 from tokenization.audio import load_audio, resample
 from tokenization.sample_corpus import espeak_to_wav
+from training.data.sources import WHISPER_SAMPLE_RATE
 from training.evaluation import read_examples, speech_wer, teacher_forced_metrics
 
 # Sentences and voice the dialogue sample uses: tiny.en transcribes them exactly.
@@ -70,7 +71,7 @@ def _one_dialogue(tts_sample, codec) -> dict:
     items = [json.loads(line) for line in tts_sample.read_text().splitlines()]
     user, reply = items[0], items[1]
     codes = codec.encode([load_audio(str(tts_sample.parent / reply["audio_path"]), codec.sample_rate)])[0]
-    return {"user_audio": load_audio(str(tts_sample.parent / user["audio_path"]), 16_000),
+    return {"user_audio": load_audio(str(tts_sample.parent / user["audio_path"]), WHISPER_SAMPLE_RATE),
             "assistant_text": reply["text"], "assistant_codes": codes}
 
 
@@ -106,7 +107,7 @@ def test_teacher_forced_accuracy_after_overfitting_beats_untrained(make_model, t
 
 
 def test_read_examples_selects_split_and_explains_a_missing_column(tts_sample, tiny_codec, tmp_path):
-    shards = write_dialogue_shards(tts_sample, tiny_codec, tmp_path / "plain", n_dialogues=4)
+    shards = write_dialogue_shards(tts_sample, tiny_codec, tmp_path / "plain", n_dialogues=4, drop=("split",))
     with pytest.raises(ValueError, match="no `split` column.*--split all"):
         read_examples(str(shards), "test")
     assert [e.dialogue_id for e in read_examples(str(shards), "all")] == ["dlg_000", "dlg_001", "dlg_002", "dlg_003"]

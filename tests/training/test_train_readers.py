@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.training.conftest_train import *  # noqa: F401,F403
-from training.data.sources import DialogueSource, TokenShardSource
+from training.data.sources import WHISPER_SAMPLE_RATE, DialogueSource, TokenShardSource
 from training.data.stream import BatchStream, fixed_batches
 from training.data.units import list_units, loader_shard, shard_rows
 
@@ -73,7 +73,7 @@ def test_dialogue_pairs_for_stage2_and_stage3(dialogue_shards):
     assert len(list_units(str(dialogue_shards))) == 3
     ex2 = next(iter(BatchStream(s2, 0, 1, batch_size=2, buffer_size=4)))[0]
     assert set(ex2) == {"id", "assistant_text", "user_audio"}
-    assert ex2["user_audio"].dtype == np.float32 and len(ex2["user_audio"]) > 16_000 * 0.5
+    assert ex2["user_audio"].dtype == np.float32 and len(ex2["user_audio"]) > WHISPER_SAMPLE_RATE * 0.5
     ex3 = next(iter(BatchStream(s3, 0, 1, batch_size=2, buffer_size=4)))[0]
     assert ex3["assistant_codes"].shape[1] == 8 and ex3["assistant_codes"].dtype == np.uint16
     assert ex3["n_frames"] == len(ex3["assistant_codes"])

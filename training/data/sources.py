@@ -12,11 +12,13 @@ from typing import Iterator
 
 import pyarrow.compute as pc
 
+from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
+from filtering.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, TTS, USER, DialogueRow
 from tokenization.audio import decode_audio, resample
-from tokenization.schema import codes_to_numpy
+from tokenization.schema import FRAME_RATE, codes_to_numpy
 from training.data.units import TRAIN, Unit, list_units, read_unit
 
-WHISPER_SAMPLE_RATE = 16_000
+SAMPLES_PER_FRAME = round(WHISPER_SAMPLE_RATE / FRAME_RATE)  # 1280: user audio samples per codec frame (80 ms)
 
 
 class Source:
@@ -51,7 +53,7 @@ class Source:
 class TokenShardSource(Source):
     """Stage 1: token shards (`text`, `codes` [T, K], `n_frames`) -> TTS examples."""
 
-    columns = ["utt_id", "text", "codes", "n_frames"]
+    columns = [ID_COLUMN[TTS], "text", "codes", "n_frames"]
 
     def __init__(self, uri: str, max_frames: int = 0, split: str | None = TRAIN):
         super().__init__(uri, split)
@@ -76,7 +78,7 @@ class DialogueSource(Source):
     has no codes are skipped).
     """
 
-    columns = ["dialogue_id", "turns"]
+    columns = [ID_COLUMN[DIALOGUE], "turns"]
 
     def __init__(self, uri: str, with_codes: bool, max_audio_s: float = 0.0, max_frames: int = 0, split: str | None = TRAIN):
         super().__init__(uri, split)
@@ -85,28 +87,29 @@ class DialogueSource(Source):
         self.max_frames = max_frames
 
     def examples(self, row: dict) -> Iterator[dict]:
-        turns = row["turns"] or []
+        dialogue = DialogueRow.from_dict({**row, "turns": row["turns"] or []})  # the contract's row: typed turns
+        turns = dialogue.turns
         for i, (user, reply) in enumerate(zip(turns, turns[1:])):
-            if user["role"] != "user" or reply["role"] != "assistant" or not user.get("audio_flac"):
+            if user.role != USER or reply.role != ASSISTANT or not user.audio_flac:
                 continue
-            if self.max_audio_s and (user.get("duration_s") or 0) > self.max_audio_s:
+            if self.max_audio_s and (user.duration_s or 0) > self.max_audio_s:
                 continue
-            ex = {"id": f"{row['dialogue_id']}/{i}", "assistant_text": reply["text"]}
+            ex = {"id": f"{dialogue.dialogue_id}/{i}", "assistant_text": reply.text}
             if self.with_codes:
-                if reply.get("codes") is None:
+                if reply.codes is None:
                     continue
-                ex["assistant_codes"] = codes_to_numpy(reply["codes"])
+                ex["assistant_codes"] = reply.codes  # [T, K] uint16
                 if self.max_frames and len(ex["assistant_codes"]) > self.max_frames:
                     continue
                 ex["n_frames"] = len(ex["assistant_codes"])
-            samples, rate = decode_audio(user["audio_flac"], ex["id"])
+            samples, rate = decode_audio(user.audio_flac, ex["id"])
             ex["user_audio"] = resample(samples, rate, WHISPER_SAMPLE_RATE)
             yield ex
 
     @staticmethod
     def length(example: dict) -> int:
         # audio in 80 ms steps (the codec frame rate) plus reply frames: similar lengths pad little
-        return len(example["user_audio"]) // 1280 + example.get("n_frames", 0)
+        return len(example["user_audio"]) // SAMPLES_PER_FRAME + example.get("n_frames", 0)
 
 
 def make_source(stage: int, uri: str, max_frames: int = 0, max_audio_s: float = 0.0, split: str = TRAIN) -> Source:
