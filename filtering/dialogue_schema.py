@@ -18,7 +18,7 @@ stage 3 as (user audio -> assistant text + assistant `codes`). `OUT/kept/*.parqu
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
 import numpy as np
@@ -27,91 +27,34 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from tokenization import storage
-from tokenization.schema import KEPT, N_CODEBOOKS, REJECTS, SHARDS, codes_to_numpy, codes_type, token_schema
+from tokenization.schema import (KEPT, N_CODEBOOKS, REJECTS, SHARDS, arrow_fields, arrow_schema, codes_to_numpy, codes_type,
+                                 column, token_schema)
 
 DIALOGUE_SCHEMA_VERSION = "2"  # 2: `split` column (tokenization.splits)
-
-# Per-scored-item ASR columns (per turn for dialogues, top level for TTS rows).
-ASR_FIELDS = [
-    ("asr_hyp", pa.string()),
-    ("asr_model", pa.string()),
-    ("text_ref_norm", pa.string()),
-    ("wer", pa.float32()),
-    ("cer", pa.float32()),
-    ("n_ref_words", pa.int32()),
-    ("n_sub", pa.int32()),
-    ("n_del", pa.int32()),
-    ("n_ins", pa.int32()),
-]
-
 
 USER, ASSISTANT = "user", "assistant"  # DialogueTurn.role
 
 
-def turn_type(n_codebooks: int = N_CODEBOOKS) -> pa.DataType:
-    return pa.struct(
-        [
-            ("role", pa.string()),  # USER | ASSISTANT
-            ("text", pa.string()),
-            ("audio_flac", pa.binary()),
-            ("sample_rate", pa.int32()),
-            ("duration_s", pa.float32()),
-            ("codes", codes_type(n_codebooks)),  # assistant turns of kept rows; null otherwise
-            ("n_frames", pa.int32()),
-            *ASR_FIELDS,  # null for turns that were not scored (user turns by default)
-        ]
-    )
-
-
-def dialogue_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
-    return pa.schema(
-        [
-            ("dialogue_id", pa.string()),
-            ("source", pa.string()),
-            ("language", pa.string()),
-            ("speaker", pa.string()),
-            ("turns", pa.list_(turn_type(n_codebooks))),
-            ("asr_model", pa.string()),
-            ("wer", pa.float32()),  # worst scored turn
-            ("cer", pa.float32()),  # worst scored turn
-            ("n_ref_words", pa.int32()),  # sums over scored turns
-            ("n_sub", pa.int32()),
-            ("n_del", pa.int32()),
-            ("n_ins", pa.int32()),
-            ("keep", pa.bool_()),
-            ("reject_reason", pa.string()),  # "" when kept; "code: detail" otherwise (filtering.rules)
-            ("audio_sha1", pa.string()),  # sha1 over the turns' decoded PCM
-            ("run_id", pa.string()),
-            ("split", pa.string()),  # train | valid | test, by speaker (else dialogue id) hash
-        ]
-    )
-
-
-def tts_filter_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
-    """Token-shard rows plus the ASR columns, `keep` and `reject_reason` (TTS-shard filtering)."""
-    base = token_schema(n_codebooks)
-    extra = [pa.field(n, t) for n, t in ASR_FIELDS] + [pa.field("keep", pa.bool_()), pa.field("reject_reason", pa.string())]
-    return pa.schema(list(base) + extra)
-
-
 @dataclass
 class DialogueTurn:
-    role: str
-    text: str
-    audio_flac: bytes
-    sample_rate: int
-    duration_s: float
-    codes: np.ndarray | None = None  # [T, K] uint16
-    n_frames: int = 0
-    asr_hyp: str | None = None
-    asr_model: str | None = None
-    text_ref_norm: str | None = None
-    wer: float | None = None
-    cer: float | None = None
-    n_ref_words: int | None = None
-    n_sub: int | None = None
-    n_del: int | None = None
-    n_ins: int | None = None
+    """One turn of a dialogue row; its scoring columns (`asr_hyp` ... `n_ins`, null when not scored) close it."""
+
+    role: str = column(pa.string())  # USER | ASSISTANT
+    text: str = column(pa.string())
+    audio_flac: bytes = column(pa.binary())
+    sample_rate: int = column(pa.int32())
+    duration_s: float = column(pa.float32())
+    codes: np.ndarray | None = column(codes_type, None)  # [T, K] uint16: assistant turns of kept rows; null otherwise
+    n_frames: int = column(pa.int32(), 0)
+    asr_hyp: str | None = column(pa.string(), None)
+    asr_model: str | None = column(pa.string(), None)
+    text_ref_norm: str | None = column(pa.string(), None)
+    wer: float | None = column(pa.float32(), None)
+    cer: float | None = column(pa.float32(), None)
+    n_ref_words: int | None = column(pa.int32(), None)
+    n_sub: int | None = column(pa.int32(), None)
+    n_del: int | None = column(pa.int32(), None)
+    n_ins: int | None = column(pa.int32(), None)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -129,25 +72,36 @@ class DialogueTurn:
         return flac_to_pcm(self.audio_flac)
 
 
+# Per-scored-item ASR columns (per turn for dialogues, top level for TTS rows): the turn's last fields.
+_TURN_FIELDS = arrow_fields(DialogueTurn)
+ASR_FIELDS = [(f.name, f.type) for f in _TURN_FIELDS[[f.name for f in _TURN_FIELDS].index("asr_hyp"):]]
+
+
+def turn_type(n_codebooks: int = N_CODEBOOKS) -> pa.DataType:
+    return pa.struct(arrow_fields(DialogueTurn, n_codebooks))
+
+
 @dataclass
 class DialogueRow:
-    dialogue_id: str
-    source: str
-    language: str
-    speaker: str
-    turns: list[DialogueTurn] = field(default_factory=list)
-    asr_model: str = ""
-    wer: float | None = None
-    cer: float | None = None
-    n_ref_words: int = 0
-    n_sub: int = 0
-    n_del: int = 0
-    n_ins: int = 0
-    keep: bool = False
-    reject_reason: str = ""
-    audio_sha1: str = ""
-    run_id: str = ""
-    split: str = "train"
+    """One dialogue of a dialogue shard (`OUT/kept/`, `OUT/rejects/`)."""
+
+    dialogue_id: str = column(pa.string())
+    source: str = column(pa.string())
+    language: str = column(pa.string())
+    speaker: str = column(pa.string())
+    turns: list[DialogueTurn] = column(lambda k: pa.list_(turn_type(k)), default_factory=list)
+    asr_model: str = column(pa.string(), "")
+    wer: float | None = column(pa.float32(), None)  # worst scored turn
+    cer: float | None = column(pa.float32(), None)  # worst scored turn
+    n_ref_words: int = column(pa.int32(), 0)  # sums over scored turns
+    n_sub: int = column(pa.int32(), 0)
+    n_del: int = column(pa.int32(), 0)
+    n_ins: int = column(pa.int32(), 0)
+    keep: bool = column(pa.bool_(), False)
+    reject_reason: str = column(pa.string(), "")  # "" when kept; "code: detail" otherwise (filtering.rules)
+    audio_sha1: str = column(pa.string(), "")  # sha1 over the turns' decoded PCM
+    run_id: str = column(pa.string(), "")
+    split: str = column(pa.string(), "train")  # train | valid | test, by speaker (else dialogue id) hash
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "turns"}
@@ -168,6 +122,17 @@ class DialogueRow:
         self.cer = max((t.cer for t in scored), default=None)
         for name in ("n_ref_words", "n_sub", "n_del", "n_ins"):
             setattr(self, name, int(sum(getattr(t, name) for t in scored)))
+
+
+def dialogue_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
+    return arrow_schema(DialogueRow, n_codebooks)
+
+
+def tts_filter_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
+    """Token-shard rows plus the ASR columns, `keep` and `reject_reason` (TTS-shard filtering)."""
+    base = token_schema(n_codebooks)
+    extra = [pa.field(n, t) for n, t in ASR_FIELDS] + [pa.field("keep", pa.bool_()), pa.field("reject_reason", pa.string())]
+    return pa.schema(list(base) + extra)
 
 
 def dialogue_rows_to_table(rows: list[DialogueRow | dict], n_codebooks: int = N_CODEBOOKS) -> pa.Table:

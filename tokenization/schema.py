@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Callable, Union
 
 import numpy as np
 import pyarrow as pa
@@ -38,53 +39,45 @@ def codes_type(n_codebooks: int = N_CODEBOOKS) -> pa.DataType:
     return pa.list_(pa.list_(pa.uint16(), n_codebooks))
 
 
-def token_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
-    return pa.schema(
-        [
-            ("utt_id", pa.string()),
-            ("source", pa.string()),
-            ("speaker", pa.string()),
-            ("language", pa.string()),
-            ("text", pa.string()),
-            ("duration_s", pa.float32()),
-            ("n_frames", pa.int32()),
-            ("codes", codes_type(n_codebooks)),
-            ("audio_sha1", pa.string()),
-            ("run_id", pa.string()),
-            ("split", pa.string()),  # train | valid | test, by speaker hash (tokenization.splits)
-            ("meta", pa.string()),  # the source sample's other metadata as JSON (e.g. Emilia `dnsmos`); null if none
-        ]
-    )
+ArrowType = Union[pa.DataType, Callable[[int], pa.DataType]]  # a type, or one built from n_codebooks (codes, turns)
 
 
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("utt_id", pa.string()),  # empty when the manifest line could not be parsed
-        ("line", pa.string()),  # the manifest line (or record) as read, for rows without an id
-        ("file", pa.string()),  # the audio file or manifest the problem is in
-        ("stage", pa.string()),  # manifest | load | encode | ...
-        ("reason", pa.string()),
-        ("run_id", pa.string()),
-    ]
-)
+def column(arrow: ArrowType, default=MISSING, default_factory=MISSING):
+    """A row dataclass field that is also a Parquet column of type `arrow`: the dataclass is the schema."""
+    return field(default=default, default_factory=default_factory, metadata={"arrow": arrow})
+
+
+def arrow_fields(row_cls, n_codebooks: int = N_CODEBOOKS) -> list[pa.Field]:
+    """The Arrow fields of a row dataclass whose fields are all `column(...)`, in field order."""
+    out = []
+    for f in fields(row_cls):
+        t = f.metadata["arrow"]
+        out.append(pa.field(f.name, t if isinstance(t, pa.DataType) else t(n_codebooks)))
+    return out
+
+
+def arrow_schema(row_cls, n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
+    return pa.schema(arrow_fields(row_cls, n_codebooks))
 
 
 @dataclass
 class TokenRow:
     """One utterance of a token shard."""
 
-    utt_id: str
-    source: str
-    speaker: str
-    language: str
-    text: str
-    duration_s: float
-    n_frames: int
-    codes: np.ndarray  # [T, K] uint16
-    audio_sha1: str
-    run_id: str
-    split: str = "train"
-    meta: str | None = None  # JSON object (`meta_json`); shards before schema 3 have no column: read as None
+    utt_id: str = column(pa.string())
+    source: str = column(pa.string())
+    speaker: str = column(pa.string())
+    language: str = column(pa.string())
+    text: str = column(pa.string())
+    duration_s: float = column(pa.float32())
+    n_frames: int = column(pa.int32())
+    codes: np.ndarray = column(codes_type)  # [T, K] uint16
+    audio_sha1: str = column(pa.string())
+    run_id: str = column(pa.string())
+    split: str = column(pa.string(), "train")  # train | valid | test, by speaker hash (tokenization.splits)
+    # the source sample's other metadata as JSON (`meta_json`, e.g. Emilia `dnsmos`); null if none;
+    # shards before schema 3 have no column: read as None
+    meta: str | None = column(pa.string(), None)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,15 +98,24 @@ class TokenRow:
 
 @dataclass
 class QuarantineRow:
-    utt_id: str
-    line: str
-    file: str
-    stage: str
-    reason: str
-    run_id: str = ""
+    """An input row that could not be processed, with the file and the reason (`OUT/quarantine/`)."""
+
+    utt_id: str = column(pa.string())  # empty when the manifest line could not be parsed
+    line: str = column(pa.string())  # the manifest line (or record) as read, for rows without an id
+    file: str = column(pa.string())  # the audio file or manifest the problem is in
+    stage: str = column(pa.string())  # manifest | load | encode | ...
+    reason: str = column(pa.string())
+    run_id: str = column(pa.string(), "")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def token_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
+    return arrow_schema(TokenRow, n_codebooks)
+
+
+QUARANTINE_SCHEMA = arrow_schema(QuarantineRow)
 
 
 def codes_to_arrow(codes: list[np.ndarray], n_codebooks: int = N_CODEBOOKS, mask: np.ndarray | None = None) -> pa.Array:
