@@ -27,7 +27,7 @@ alternatives (measured on the bundled espeak clips, tiny.en int8):
     >>> load_asr("openai-whisper:tiny.en").name         # shipped weights converted once, cached
     'openai-whisper:tiny.en:fp32'
 
-Specs (`--asr`): `tiny.en`, `faster-whisper:PATH|tiny.en`, `openai-whisper:PATH|tiny.en`;
+Specs (`--asr`): `tiny.en`, `faster-whisper:PATH|tiny.en[:COMPUTE]`, `openai-whisper:PATH|tiny.en`;
 PATH is a CTranslate2 folder for faster-whisper and a `.pt` checkpoint (or a CTranslate2
 folder, converted on first use) for openai-whisper. Nothing is ever downloaded.
 """
@@ -263,18 +263,36 @@ def openai_checkpoint(path: str) -> str:
     return str(out if out.is_file() else convert(p, out))
 
 
+CT2_COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
+
+
+def resolve_spec(spec: str, device: str = "cpu", language: str = "en", batch_size: int = 8) -> str:
+    """An explicit `backend:PATH[:compute]` spec; a bare model (`tiny.en`, `PATH`) gets the fastest
+    backend/compute type on this machine (`fastest_backend`, logged).
+
+    Jobs resolve the spec once on the driver and hand the explicit one to every actor, so all actors
+    of a job, and its reruns, transcribe with the same backend whatever the load when they start.
+    Off the CPU nothing is measured (the driver may have no GPU): faster-whisper float16.
+    """
+    if ":" in spec:
+        return spec
+    if device != "cpu":
+        return f"faster-whisper:{spec}:float16"
+    backend, compute = fastest_backend(spec, device, language, batch_size)
+    return f"{backend}:{spec}" + (f":{compute}" if backend == "faster-whisper" else "")
+
+
 def load_asr(spec: str, device: str = "cpu", language: str = "en", batch_size: int = 8, **kw) -> AsrBackend:
     """Build a backend from a CLI spec (see module docstring). Nothing is downloaded.
 
-    A spec without a backend (`tiny.en`, `PATH`) gets the fastest backend/compute type on this
-    machine (`fastest_backend`, measured once per process and logged).
+    `faster-whisper:PATH:COMPUTE` names the CTranslate2 compute type (as `AsrBackend.name` prints it);
+    a spec without a backend is resolved by `resolve_spec`.
     """
-    if ":" not in spec:
-        backend, compute = fastest_backend(spec, device, language, batch_size)
-        if backend == "faster-whisper":
-            kw.setdefault("compute_type", compute)
-        spec = f"{backend}:{spec}"
-    backend, _, path = spec.partition(":")
+    backend, _, path = resolve_spec(spec, device, language, batch_size).partition(":")
+    head, _, last = path.rpartition(":")
+    if backend == "faster-whisper" and head and last in CT2_COMPUTE_TYPES:
+        path = head
+        kw.setdefault("compute_type", last)
     label = None
     if path == "tiny.en":
         path, label = shipped_tiny_en(), "tiny.en"
@@ -286,7 +304,7 @@ def load_asr(spec: str, device: str = "cpu", language: str = "en", batch_size: i
         kw.pop("compute_type", None)
         return OpenAiWhisperAsr(openai_checkpoint(path), device=device, language=language,
                                 batch_size=batch_size, label=label, **kw)
-    raise ValueError(f"unknown ASR spec {spec!r}: use tiny.en, faster-whisper:PATH or openai-whisper:PATH")
+    raise ValueError(f"unknown ASR spec {spec!r}: use tiny.en, faster-whisper:PATH[:COMPUTE] or openai-whisper:PATH")
 
 
 _FASTEST: dict[tuple[str, str], tuple[str, str]] = {}

@@ -89,3 +89,8 @@ def test_backend_without_name_is_measured_once_and_logged(capfd, monkeypatch, tm
     assert "measured earlier on this CPU" in capfd.readouterr().err
     asr = load_asr("tiny.en")
     assert asr.name.startswith(choice[0]) and asr.name.endswith(":fp32" if choice[0] == "openai-whisper" else f":{choice[1]}")
+    # The job resolves the spec once on the driver; the explicit spec names the same backend everywhere.
+    spec = asr_mod.resolve_spec("tiny.en")
+    assert spec.startswith(f"{choice[0]}:tiny.en") and asr_mod.resolve_spec(spec) == spec
+    assert load_asr(spec).name == asr.name
+    assert asr_mod.resolve_spec("tiny.en", device="cuda") == "faster-whisper:tiny.en:float16"  # no GPU probe on a driver

@@ -96,13 +96,14 @@ def test_score_batch_rejects_text_and_role_problems_before_asr(faster_asr):
 
     from filtering.dialogue_schema import DialogueRow, DialogueTurn, pcm_to_flac
     from filtering.steps import ScoreBatch
+    from tokenization.sharded_job import Item
 
     tone = pcm_to_flac(0.1 * np.sin(np.linspace(0, 440 * 2 * np.pi, 16000)).astype(np.float32), 16000)
 
     def row(did, *turns):
-        return {"shard": 0, "pos": 0, "status": "ok", "stage": "", "reason": "", "file": "",
-                "row": DialogueRow(did, "src", "en", "", [DialogueTurn(r, t, tone, 16000, 1.0) for r, t in turns],
-                                   audio_sha1="", run_id="r", split="train")}
+        return Item(unit=0, shard=0, pos=0, id=did,
+                    row=DialogueRow(did, "src", "en", "", [DialogueTurn(r, t, tone, 16000, 1.0) for r, t in turns],
+                                    audio_sha1="", run_id="r", split="train"))
 
     asr = CountingAsr(faster_asr)
     records = [row("ok", ("user", "Hi there."), ("assistant", "Hello.")),
@@ -110,6 +111,6 @@ def test_score_batch_rejects_text_and_role_problems_before_asr(faster_asr):
                row("absurd", ("user", "Hi."), ("assistant", "la " * 2000))]
     out = ScoreBatch(asr, Rules()).score(records)
     assert asr.clips == 1  # only the well-formed dialogue's assistant turn was transcribed
-    reasons = {r["row"].dialogue_id: r["row"].reject_reason for r in out}
+    reasons = {r.row.dialogue_id: r.row.reject_reason for r in out}
     assert reasons["no_user"].startswith("no_user_turn:") and reasons["absurd"] == "text_too_long: 6000 chars > 4000 (turn 1)"
-    assert [t.wer for t in out[2]["row"].turns] == [None, None] and out[0]["row"].turns[1].wer is not None
+    assert [t.wer for t in out[2].row.turns] == [None, None] and out[0].row.turns[1].wer is not None

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import socket
-
 import pytest
 
 from tests.corpora import upload_tree
+from tests.s3_server import moto_s3
 from tests.tokenization.readers_util import assert_matches, run_reader
 from tokenization.units import ReaderOptions
 
@@ -16,23 +14,8 @@ BUCKET = "corpora"
 
 @pytest.fixture(scope="module")
 def s3_client():
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-           "AWS_REGION": "us-east-1"}
-    try:
-        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                              aws_access_key_id="k", aws_secret_access_key="s")
-        client.create_bucket(Bucket=BUCKET)
+    with moto_s3(BUCKET) as (client, env):
         yield client, env
-    finally:
-        server.stop()
 
 
 @pytest.fixture
