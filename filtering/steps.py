@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from filtering.asr import SAMPLE_RATE, AsrBackend, load_asr
 from filtering.dialogue_manifest import DialogueSpec, read_dialogue_unit
-from filtering.dialogue_schema import DIALOGUE, TTS, DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac
+from filtering.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac
 from filtering.rules import Rules, decide, prejudge
 from filtering.shards import FilterSink
 from filtering.wer import score
@@ -188,7 +188,7 @@ class EncodeKept:
 
     def encode(self, items: list[Item]) -> list[Item]:
         turns = [t for i in items if i.status == "ok" and isinstance(i.row, DialogueRow) and i.row.keep
-                 for t in i.row.turns if t.role == "assistant"]
+                 for t in i.row.turns if t.role == ASSISTANT]
         if not turns:
             return items
         waves = []

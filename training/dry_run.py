@@ -20,6 +20,7 @@ from collections import defaultdict
 import pyarrow.parquet as pq
 import torch
 
+from filtering.dialogue_schema import ASSISTANT, DIALOGUE, USER, DialogueTurn, row_kind
 from tokenization import storage
 from training.model.config import VocalNetConfig
 from training.stage_config import StageConfig, resolve_init_model, resolve_tokenizer
@@ -109,7 +110,7 @@ def scan_data(cfg: StageConfig, stage: int, max_frames: int) -> dict:
         with storage.open_input(path) as f:
             pf = pq.ParquetFile(f)
             names = pf.schema_arrow.names
-            dialogue = "turns" in names
+            dialogue = row_kind(names) == DIALOGUE
             if dialogue:
                 cols = {k: _leaf(pf, "turns", k) for k in ("role", "duration_s", "n_frames", "text")}
                 cols = {k: v for k, v in cols.items() if v}
@@ -123,18 +124,18 @@ def scan_data(cfg: StageConfig, stage: int, max_frames: int) -> dict:
             s = splits[split]
             s["rows"] += 1
             if dialogue:
-                turns = row["turns"] or []
-                s["hours"] += sum(t.get("duration_s") or 0 for t in turns) / 3600
+                turns = [DialogueTurn.from_dict(t) for t in row["turns"] or []]  # the read leaves; the rest None
+                s["hours"] += sum(t.duration_s or 0 for t in turns) / 3600
                 for user, reply in zip(turns, turns[1:]):
-                    if user.get("role") != "user" or reply.get("role") != "assistant":
+                    if user.role != USER or reply.role != ASSISTANT:
                         continue
-                    frames = reply.get("n_frames")
+                    frames = reply.n_frames
                     if (stage == 3 and not frames) or (max_frames and (frames or 0) > max_frames):
                         continue
                     s["examples"] += 1
                     s["frames"] += frames or 0
-                    if len(texts) < TEXT_SAMPLE and reply.get("text"):
-                        texts.append(reply["text"])
+                    if len(texts) < TEXT_SAMPLE and reply.text:
+                        texts.append(reply.text)
             else:
                 s["hours"] += (row.get("duration_s") or 0) / 3600
                 frames = row.get("n_frames") or 0

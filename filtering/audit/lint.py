@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 
 from filtering.audit.read import scan
-from filtering.dialogue_schema import DIALOGUE, TTS, row_kind
+from filtering.dialogue_schema import DIALOGUE, TTS, USER, row_kind
 from filtering.normalize import normalize
 from tokenization.schema import ShardCodec
 
@@ -102,7 +102,7 @@ def _result(name: str, bad: list[dict], checked: int, unit: str, fix: str) -> Li
 
 # ---- checks ---------------------------------------------------------------------------------
 def check_user_audio_length(clips: list[Clip], cfg: LintConfig) -> LintResult:
-    users = [c for c in clips if c.role == "user"]
+    users = [c for c in clips if c.role == USER]
     bad = [{"id": c.id, "duration_s": round(c.duration_s, 2)} for c in users if (c.duration_s or 0) > cfg.max_user_audio_s]
     return _result("user_audio_over_whisper_window", bad, len(users), "user turns",
                    f"Whisper encodes only the first {cfg.max_user_audio_s:g} s: split or drop longer user turns "
@@ -110,7 +110,7 @@ def check_user_audio_length(clips: list[Clip], cfg: LintConfig) -> LintResult:
 
 
 def check_talker_frames(clips: list[Clip], cfg: LintConfig) -> LintResult:
-    spoken = [c for c in clips if c.role != "user" and c.n_frames is not None]
+    spoken = [c for c in clips if c.role != USER and c.n_frames is not None]
     bad = [{"id": c.id, "n_frames": c.n_frames} for c in spoken if c.n_frames > cfg.talker_max_frames]
     return _result("talker_max_frames", bad, len(spoken), "clips",
                    f"The Talker has {cfg.talker_max_frames} frame positions: longer clips are cut in training. "
@@ -298,7 +298,7 @@ def _dialogues(table: pa.Table, split: list[str], rows: list[Row], clips: list[C
         lo, hi = offsets[i], offsets[i + 1]
         rows.append(Row(did, split[i] or "train", spk[i] or "", lang[i] or "", " | ".join(t["text"][j] or "" for j in range(lo, hi)), sha[i] or ""))
         for j in range(lo, hi):
-            n_frames = t["n_frames"][j] if t["role"][j] != "user" and t["n_frames"][j] else None
+            n_frames = t["n_frames"][j] if t["role"][j] != USER and t["n_frames"][j] else None
             clips.append(Clip(f"{did}#{j - lo}", t["role"][j], lang[i] or "", t["text"][j] or "", t["duration_s"][j], n_frames))
 
 

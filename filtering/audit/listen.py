@@ -23,14 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+from filtering.asr import SAMPLE_RATE
 from filtering.audit.read import RowFact, fetch_rows
 from filtering.audit.stats import N_EXAMPLES, diff_ops
-from filtering.dialogue_schema import FILTER_DIALOGUE, TTS, flac_to_pcm
+from filtering.dialogue_schema import FILTER_DIALOGUE, TTS, USER, flac_to_pcm
 from filtering.normalize import normalize
 from tokenization.audio import decode_audio, read_bytes, resample
 from tokenization.schema import codes_to_numpy
 
-CLIP_RATE = 16000  # Opus takes 8/12/16/24/48 kHz; 16 kHz is what the ASR heard
+CLIP_RATE = SAMPLE_RATE  # what the ASR heard (16 kHz; Opus takes 8/12/16/24/48 kHz)
 MIME = "audio/ogg"
 
 
@@ -105,7 +106,7 @@ class ClipAudio:
 
     def get(self, row_id: str, turn: int, clip: dict) -> tuple[np.ndarray | None, int, str]:
         paths = self.sources.get(row_id, [])
-        if clip["role"] != "user" and turn < len(paths):
+        if clip["role"] != USER and turn < len(paths):
             try:
                 samples, rate = decode_audio(read_bytes(paths[turn]), paths[turn])
                 return samples, rate, "source file"

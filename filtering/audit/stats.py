@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from filtering.audit.read import Visitor, read_manifest, read_quarantine, scan
-from filtering.dialogue_schema import FILTER_DIALOGUE, TOKENIZE, detect_kind
+from filtering.dialogue_schema import ASSISTANT, FILTER_DIALOGUE, TOKENIZE, USER, detect_kind
 from filtering.normalize import normalize
 from filtering.rules import reason_code
 from tokenization.schema import ShardCodec
@@ -125,7 +125,7 @@ def _dialogue_table(acc: _Acc, table: pa.Table, status: str, meta: dict) -> None
         shown = False
         for j in range(lo, hi):
             dur = f["duration_s"][j]
-            acc.items.append({"id": f"{did}#{j - lo}", "source": src[i], "speaker": spk[i] if f["role"][j] == "assistant" else "user",
+            acc.items.append({"id": f"{did}#{j - lo}", "source": src[i], "speaker": spk[i] if f["role"][j] == ASSISTANT else USER,
                               "duration": dur, "status": status, "wer": f["wer"][j],
                               "rate": _speaking_rate(f["n_ref_words"][j], dur) if f["wer"][j] is not None else None})
             if f["n_frames"][j]:
