@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 
 from filtering.sample_dialogues import make_dialogue_sample
+from pipelines.cli import require_at_least, run
+from pipelines.logs import setup_logging
 from tokenization.sample_corpus import make_tts_sample
+from tokenization.sharded_job import check_output_writable
 from training.stage_config import CONFIG_DIR
 
 
@@ -43,7 +46,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=8, help="training steps per stage")
     p.add_argument("--tokenize-only", action="store_true", help="stop after the tokenize job")
     args = p.parse_args(argv)
+    check_output_writable(args.output)
+    require_at_least("--steps", args.steps, 1)
+    require_at_least("--num-cpus", args.num_cpus, 1)
     out = Path(args.output).resolve()
+    setup_logging("demo", out)  # one log for every job of the demo: OUT/logs/demo.log
     t0 = time.time()
     timings: dict[str, float] = {}
     outputs: dict[str, str] = {}
@@ -121,6 +128,10 @@ def main(argv: list[str] | None = None) -> dict:
     return {"outputs": outputs, "timings_s": timings, "total_s": round(total, 1), **summary}
 
 
-if __name__ == "__main__":
-    result = main()
+def cli(argv: list[str] | None = None) -> None:
+    result = main(argv)
     print(json.dumps({"outputs": result["outputs"], "timings_s": result["timings_s"]}))
+
+
+if __name__ == "__main__":
+    run(cli)
