@@ -81,6 +81,7 @@ def setup_logging(job: str, output: str | os.PathLike | None = None) -> Path:
     path = log_path_for(job, output)
     file_handler = _LazyFileHandler(path, job)
     file_handler.setFormatter(logging.Formatter(FORMAT))
+    file_handler.setLevel(logging.INFO)  # Ray Data's loggers run at DEBUG; their records still pass through here
     console = logging.StreamHandler(sys.stderr)
     console.addFilter(_ConsoleFilter())
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -146,7 +147,7 @@ def route_worker_output() -> bool:
         return False
     if not any(name == "ray_print_logs" for name, _ in dispatcher.handlers):
         return False
-    worker_log = logging.getLogger("ray.workers")
+    worker_log = logging.getLogger("ray_workers")  # not under "ray": ray.init sets that logger to WARNING
 
     def handle(data: dict) -> None:
         who = data.get("actor_name") or data.get("task_name") or "worker"
