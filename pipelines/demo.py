@@ -5,7 +5,8 @@
 tokenize (TTS sample -> token shards) -> filter (dialogue sample -> kept/rejects by Whisper WER)
 -> audit (HTML/JSON report + dataset lint) -> train stages 1, 2, 3 (tiny configs, a few steps each,
 chained by `init_from`) -> speak one reply to a WAV -> evaluate the stage-3 model on the valid split. Each step calls the same entry point a user runs, and
-the demo prints where every output is. Rerunning resumes: finished shards and trained stages
+the demo prints where every output is. The terminal shows progress and one summary per step;
+warnings and Ray workers' output go to OUT/logs/demo.log. Rerunning resumes: finished shards and trained stages
 are skipped by the jobs themselves.
 """
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     require_at_least("--steps", args.steps, 1)
     require_at_least("--num-cpus", args.num_cpus, 1)
     out = Path(args.output).resolve()
-    setup_logging("demo", out)  # one log for every job of the demo: OUT/logs/demo.log
+    log_file = setup_logging("demo", out)  # one log for every job of the demo: OUT/logs/demo.log
     t0 = time.time()
     timings: dict[str, float] = {}
     outputs: dict[str, str] = {}
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         step("evaluate")
 
     total = time.time() - t0
+    outputs["log"] = str(log_file)
     print(f"\n== demo finished in {total:.0f} s ==")
     for name, where in outputs.items():
         print(f"  {name:16s} {where}")

@@ -71,7 +71,6 @@ def check_args(a: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> dict:
     a = parse_args(argv)
     model_dir = check_args(a)
-    setup_logging("evaluate", a.output)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from filtering.asr import load_asr
     from tokenization.codec import load_codec
@@ -84,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         examples = read_examples(a.data, a.split, a.max_dialogues)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(f"--data {a.data} (--split {a.split}): {exc}") from None
+    setup_logging("evaluate", a.output)  # OUT/logs/evaluate.log, once the run is sure to go ahead
     t0 = time.time()
     model = VocalNetM2.from_pretrained(localize(model_dir), device=a.device, tokenizer_path=a.tokenizer)
     codec = load_codec(a.codec, device=model.cfg.device, n_codebooks=model.cfg.talker.n_codebooks)
