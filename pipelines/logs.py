@@ -105,10 +105,6 @@ def announce_log() -> None:
     print(f"[{_job}] log (warnings, Ray workers' output): {_log_path}", file=sys.stderr, flush=True)
 
 
-def current_log_path() -> Path | None:
-    return _log_path
-
-
 def quiet_ray_loggers() -> None:
     """Send Ray's driver-side loggers (`ray`, `ray.data`, ...) to the log file instead of stderr.
 

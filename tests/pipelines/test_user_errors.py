@@ -91,3 +91,22 @@ def test_console_shows_our_warnings_and_anyones_errors_but_no_dependency_noise()
     assert not shown("py.warnings", logging.WARNING) and not shown("py.warnings", logging.ERROR)  # FutureWarning & co.
     assert not shown("ray.data", logging.WARNING) and not shown("ray.train.v2._internal.execution.context", logging.INFO)
     assert TERMINAL_MARK.strip()  # a visible mark: a worker line without it never reaches the terminal
+
+
+def test_worker_lines_go_to_the_log_and_marked_lines_to_the_terminal(monkeypatch, tmp_path, capsys, caplog):
+    """The driver-side replacement of Ray's printer, fed as Ray's log subscriber feeds it (no cluster needed)."""
+    import logging
+
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    from pipelines import logs
+
+    monkeypatch.setattr(logs, "_log_path", tmp_path / "job.log")
+    monkeypatch.setattr(dispatcher, "handlers", [("ray_print_logs", lambda data: print("RAY PRINTED", data))])
+    assert logs.route_worker_output()
+    with caplog.at_level(logging.INFO, logger="ray_workers"):
+        dispatcher.emit({"lines": ["Reporting training result 1: {...}", f"{TERMINAL_MARK}stage 1 step 1/8 | loss 1.0"],
+                         "pid": 7, "actor_name": "RayTrainWorker", "is_err": False})
+    out = capsys.readouterr().out
+    assert out == "stage 1 step 1/8 | loss 1.0\n"
+    assert [r.getMessage() for r in caplog.records] == ["(RayTrainWorker pid=7) Reporting training result 1: {...}"]
