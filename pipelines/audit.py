@@ -15,7 +15,7 @@ import sys
 
 from filtering.audit import AuditOptions, ListenOptions, audit
 from filtering.audit.lint import LintConfig
-from pipelines.cli import run
+from pipelines.cli import require_input, run
 
 
 def _compare_summary(cmp: dict | None) -> dict:
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-audio-examples", type=int, default=ListenOptions.max_examples, help="example rows with audio players")
     p.add_argument("--max-audio-mb", type=float, default=ListenOptions.max_bytes / 2**20, help="cap on the audio embedded in the page")
     args = p.parse_args(argv)
+    require_input("FOLDER", args.folder, "pass the --output folder of pipelines.tokenize or pipelines.filter")
+    if args.compare:
+        require_input("--compare", args.compare, "pass an earlier pipelines.filter --output folder")
     cfg = LintConfig(args.max_user_audio_s, args.talker_max_frames, args.min_words_per_s, args.max_words_per_s,
                      d.min_rate_duration_s, args.frames_tolerance, args.tokenizer)
     listen = ListenOptions(args.codec, args.max_audio_examples, int(args.max_audio_mb * 2**20), args.audio_manifest)

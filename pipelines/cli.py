@@ -4,7 +4,8 @@
         run(main)
 
 `--debug` on the command line (removed before `main` parses it) or `VOCALNET_DEBUG=1` lets the
-traceback through.
+traceback through. The `require_*` helpers check paths where the person is, before a model
+loads or Ray starts, and raise `UserError` naming the flag, the path and what to do.
 """
 
 from __future__ import annotations
@@ -13,9 +14,56 @@ import os
 import sys
 from typing import Callable
 
+from pipelines.logs import announce_log
 from tokenization.errors import UserError
 
 EXIT_USER_ERROR = 2
+MODEL_CONFIG = "config.json"  # what VocalNetM2.save_pretrained writes first
+
+
+def require_input(flag: str, path: str, hint: str = "check the path") -> None:
+    """`path` (local or s3://) must exist."""
+    from tokenization import storage
+
+    if not storage.exists(path):
+        raise UserError(f"{flag} {path}: no such file or folder; {hint}")
+
+
+def require_checkpoint(flag: str, path: str) -> str:
+    """An exported model folder (or a Ray checkpoint holding `model/`); returns the model folder."""
+    from tokenization import storage
+    from training.checkpointing import model_dir_of
+
+    require_input(flag, path, "pass a model exported by pipelines.train (<storage_path>/<run_name>/export)")
+    model_dir = model_dir_of(path)
+    if not storage.exists(storage.join(model_dir, MODEL_CONFIG)):
+        raise UserError(f"{flag} {path}: no {MODEL_CONFIG} there, so not an exported model; pass "
+                        "<storage_path>/<run_name>/export of pipelines.train")
+    return model_dir
+
+
+def require_codec(flag: str, spec: str) -> None:
+    """`tiny` or a local checkpoint folder (nothing is downloaded)."""
+    if spec not in ("tiny", "mimi:tiny"):
+        require_input(flag, spec.removeprefix("mimi:"), "pass 'tiny' or a local Mimi checkpoint folder")
+
+
+def require_writable_file(flag: str, path: str) -> None:
+    """The folder that will hold `path` exists or can be created, and is writable."""
+    probe = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UserError(f"{flag} {path}: {probe} is a file, not a folder; pass a path in a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {probe} is not writable; pass a path you can write to")
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path}: is a folder; pass a file name")
+
+
+def require_at_least(flag: str, value: float | None, low: float) -> None:
+    if value is not None and value < low:
+        raise UserError(f"{flag} {value}: must be >= {low}")
 
 
 def debug_requested(argv: list[str]) -> bool:
@@ -23,7 +71,10 @@ def debug_requested(argv: list[str]) -> bool:
 
 
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
-    """Call `main(argv)`; a `UserError` prints `error: <message>` (one line) and exits 2."""
+    """Call `main(argv)`; a `UserError` prints `error: <message>` (one line) and exits 2.
+
+    Otherwise, at the end (success or a crash), names the job's log file once (`pipelines.logs`).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
@@ -35,3 +86,7 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
         message = " ".join(str(exc).split())  # one line, whatever the library wrote
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
+    except BaseException:
+        announce_log()
+        raise
+    announce_log()

@@ -5,7 +5,8 @@
 tokenize (TTS sample -> token shards) -> filter (dialogue sample -> kept/rejects by Whisper WER)
 -> audit (HTML/JSON report + dataset lint) -> train stages 1, 2, 3 (tiny configs, a few steps each,
 chained by `init_from`) -> speak one reply to a WAV -> evaluate the stage-3 model on the valid split. Each step calls the same entry point a user runs, and
-the demo prints where every output is. Rerunning resumes: finished shards and trained stages
+the demo prints where every output is. The terminal shows progress and one summary per step;
+warnings and Ray workers' output go to OUT/logs/demo.log. Rerunning resumes: finished shards and trained stages
 are skipped by the jobs themselves.
 """
 
@@ -20,7 +21,10 @@ import time
 from pathlib import Path
 
 from filtering.sample_dialogues import make_dialogue_sample
+from pipelines.cli import require_at_least, run
+from pipelines.logs import setup_logging
 from tokenization.sample_corpus import make_tts_sample
+from tokenization.sharded_job import check_output_writable
 from training.stage_config import CONFIG_DIR
 
 
@@ -43,7 +47,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=8, help="training steps per stage")
     p.add_argument("--tokenize-only", action="store_true", help="stop after the tokenize job")
     args = p.parse_args(argv)
+    check_output_writable(args.output)
+    require_at_least("--steps", args.steps, 1)
+    require_at_least("--num-cpus", args.num_cpus, 1)
     out = Path(args.output).resolve()
+    log_file = setup_logging("demo", out)  # one log for every job of the demo: OUT/logs/demo.log
     t0 = time.time()
     timings: dict[str, float] = {}
     outputs: dict[str, str] = {}
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         step("evaluate")
 
     total = time.time() - t0
+    outputs["log"] = str(log_file)
     print(f"\n== demo finished in {total:.0f} s ==")
     for name, where in outputs.items():
         print(f"  {name:16s} {where}")
@@ -121,6 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
     return {"outputs": outputs, "timings_s": timings, "total_s": round(total, 1), **summary}
 
 
-if __name__ == "__main__":
-    result = main()
+def cli(argv: list[str] | None = None) -> None:
+    result = main(argv)
     print(json.dumps({"outputs": result["outputs"], "timings_s": result["timings_s"]}))
+
+
+if __name__ == "__main__":
+    run(cli)

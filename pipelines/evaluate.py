@@ -21,6 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.cli import require_at_least, require_checkpoint, require_codec, require_input, run
+from pipelines.logs import setup_logging
+from tokenization.errors import UserError
+from tokenization.sharded_job import check_output_writable
+
 HEADLINE_KEYS = ("n_dialogues", "n_replies", "wer", "first_chunk_latency_s", "rtf", "text_acc", "speech_acc",
                  "codebook_acc", "mtp_acc")
 
@@ -48,12 +53,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_args(a: argparse.Namespace) -> str:
+    """Paths and numbers, before the data is read or a model loads; returns the model folder."""
+    model_dir = require_checkpoint("--checkpoint", a.checkpoint)
+    require_input("--data", a.data, "pass the filter job's OUT/kept (or token shards)")
+    check_output_writable(a.output)
+    require_codec("--codec", a.codec)
+    if a.tokenizer:
+        require_input("--tokenizer", a.tokenizer, "pass a tokenizer.json or its folder")
+    require_at_least("--max-dialogues", a.max_dialogues, 0)
+    require_at_least("--batch-size", a.batch_size, 1)
+    require_at_least("--max-text-tokens", a.max_text_tokens, 1)
+    require_at_least("--max-frames", a.max_frames, 1)
+    return model_dir
+
+
 def main(argv: list[str] | None = None) -> dict:
     a = parse_args(argv)
+    model_dir = check_args(a)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from filtering.asr import load_asr
     from tokenization.codec import load_codec
-    from training.checkpointing import localize, model_dir_of
+    from training.checkpointing import localize
     from training.evaluation import EvalConfig, evaluate, read_examples, render_html, render_markdown
     from training.inference import GenerationConfig
     from training.model import VocalNetM2
@@ -61,9 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         examples = read_examples(a.data, a.split, a.max_dialogues)
     except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"pipelines.evaluate: {exc}") from None
+        raise UserError(f"--data {a.data} (--split {a.split}): {exc}") from None
+    setup_logging("evaluate", a.output)  # OUT/logs/evaluate.log, once the run is sure to go ahead
     t0 = time.time()
-    model = VocalNetM2.from_pretrained(localize(model_dir_of(a.checkpoint)), device=a.device, tokenizer_path=a.tokenizer)
+    model = VocalNetM2.from_pretrained(localize(model_dir), device=a.device, tokenizer_path=a.tokenizer)
     codec = load_codec(a.codec, device=model.cfg.device, n_codebooks=model.cfg.talker.n_codebooks)
     asr = load_asr(a.asr, device=a.asr_device)
     gen = GenerationConfig(max_text_tokens=a.max_text_tokens, max_frames=a.max_frames, temperature=a.temperature)
@@ -87,4 +109,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

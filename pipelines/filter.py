@@ -23,7 +23,8 @@ from filtering.rules import Rules
 from filtering.steps import filter_job
 from pipelines.args import (add_asr_args, add_codec_args, add_io_args, add_ray_args, add_reader_args, add_shard_args,
                             add_split_args, check_positive, input_units, reader_options, split_config)
-from pipelines.cli import run
+from pipelines.cli import require_at_least, run
+from pipelines.logs import setup_logging
 from tokenization import storage
 from tokenization.codec import load_codec
 from tokenization.errors import UserError
@@ -65,8 +66,10 @@ def token_shard_units(folder: str, opts) -> list[Unit]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup_logging("filter", args.output)  # warnings and Ray workers' output: OUT/logs/filter.log
     t0 = time.time()
     check_positive(args, "rows_per_shard", "batch_size", "max_duration", "asr_cpus")
+    require_at_least("--max-wer", args.max_wer, 0.0)
     opts, split = reader_options(args), split_config(args)
     try:
         rules = Rules.load(args.rules) if args.rules else Rules()

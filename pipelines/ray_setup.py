@@ -1,7 +1,8 @@
 """Connect to Ray the same way on a laptop and on a cluster.
 
 `ray job submit` and `RAY_ADDRESS=...` attach to the running cluster; otherwise Ray starts an
-embedded local cluster. Either way the job code is the same.
+embedded local cluster. Either way the job code is the same. Ray's own loggers and every line
+its workers print go to the job's log file (`pipelines.logs`), not the terminal.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ import os
 
 import ray
 
+from pipelines.logs import announce_log, quiet_ray_loggers, route_worker_output
+
+log = logging.getLogger(__name__)
+
 
 def init_ray(num_cpus: int | None = None, quiet: bool = True) -> dict:
     """Start or attach to Ray; returns the cluster's resources."""
+    quiet_ray_loggers()
     if not ray.is_initialized():
         kwargs: dict = {"ignore_reinit_error": True, "log_to_driver": True}
         # RAY_ADDRESS=local forces a fresh embedded cluster even if one runs on this machine.
@@ -28,7 +34,13 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> dict:
                 raise
             kwargs.pop("num_cpus", None)
             ray.init(**kwargs)
+        quiet_ray_loggers()
+        if route_worker_output():
+            announce_log()
+        log.info("Ray session %s", ray._private.worker._global_node.get_session_dir_path()
+                 if getattr(ray._private.worker, "_global_node", None) else "(remote)")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the job prints its own progress line
     ctx.print_on_execution_start = False
+    quiet_ray_loggers()  # ray.data configures its loggers on import
     return ray.cluster_resources()

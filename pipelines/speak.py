@@ -11,12 +11,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+
+from pipelines.cli import require_at_least, require_checkpoint, require_codec, require_input, require_writable_file, run
+from pipelines.logs import setup_logging
+from tokenization.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
     print(json.dumps(speak(argv)))
     return 0
+
+
+def check_args(a: argparse.Namespace) -> None:
+    """Every path and number the person passed, before a model loads (`UserError`, one line)."""
+    if a.checkpoint:
+        require_checkpoint("--checkpoint", a.checkpoint)
+    if a.audio:
+        require_input("--audio", a.audio, "pass the user's speech as a WAV/FLAC file")
+    if a.tokenizer:
+        require_input("--tokenizer", a.tokenizer, "pass a tokenizer.json or its folder")
+    require_codec("--codec", a.codec)
+    require_writable_file("--out", a.out)
+    if a.n_mtp is not None and not 0 <= a.n_mtp <= 5:
+        raise UserError(f"--n-mtp {a.n_mtp}: must be 0-5")
+    require_at_least("--max-frames", a.max_frames, 1)
+    require_at_least("--max-text-tokens", a.max_text_tokens, 1)
+    require_at_least("--temperature", a.temperature, 0.0)
 
 
 def speak(argv: list[str] | None = None) -> dict:
@@ -40,6 +60,8 @@ def speak(argv: list[str] | None = None) -> dict:
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--no-streaming", action="store_true", help="wait for the whole reply text first")
     a = p.parse_args(argv)
+    check_args(a)
+    setup_logging("speak")  # a temp file: the output is one WAV, no folder of its own
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -73,4 +95,4 @@ def speak(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -18,6 +18,7 @@ import time
 from pipelines.args import (add_codec_args, add_io_args, add_ray_args, add_reader_args, add_shard_args, add_split_args,
                             check_positive, input_units, reader_options, split_config)
 from pipelines.cli import run
+from pipelines.logs import setup_logging
 from tokenization.codec import load_codec
 from tokenization.schema import file_metadata
 from tokenization.sharded_job import (SHARDS, check_output_writable, compute_run_id, done_shards, pending_units, prepare_output,
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup_logging("tokenize", args.output)  # warnings and Ray workers' output: OUT/logs/tokenize.log
     t0 = time.time()
     check_positive(args, "rows_per_shard", "batch_size", "max_duration", "load_cpus")
     opts, split = reader_options(args), split_config(args)

@@ -30,6 +30,7 @@ import time
 import uuid
 
 from pipelines.cli import run as run_cli
+from pipelines.logs import setup_logging, terminal_line
 from pipelines.ray_setup import init_ray
 from tokenization import storage
 from tokenization.errors import UserError
@@ -87,12 +88,12 @@ def make_progress_callback(cfg: StageConfig):
     from ray.train import UserCallback
 
     class Progress(UserCallback):
-        """Prints rank 0's metrics on the driver console at every report."""
+        """Prints rank 0's metrics on the driver's terminal at every report (this runs in Ray Train's controller actor)."""
 
         def after_report(self, run_context, metrics, checkpoint):
             if metrics and metrics[0]:
                 line = format_progress(cfg.stage, cfg.max_steps, metrics[0])
-                print(line + (" | checkpoint saved" if checkpoint else ""), flush=True)
+                terminal_line(line + (" | checkpoint saved" if checkpoint else ""))
 
     return Progress()
 
@@ -249,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torchrun", action="store_true", help="run under torchrun (its env names rank/world) instead of Ray Train")
     p.add_argument("overrides", nargs="*", help="key=value overrides with dotted keys, e.g. optim.lr=1e-4 scaling.num_workers=4")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load_config(args.config, args.overrides, stage=args.stage)
+    setup_logging(f"train-stage{cfg.stage}", None if args.dry_run else os.path.join(cfg.checkpoint.storage_path, cfg.checkpoint.run_name))
     if args.dry_run:
         from training.dry_run import format_plan, plan
 

@@ -23,5 +23,8 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# What `--asr tiny.en` may resolve to: the fastest backend on the machine (filtering.asr.resolve_spec, once per job).
+TINY_EN_MODELS = ("faster-whisper:tiny.en:int8", "faster-whisper:tiny.en:float32", "openai-whisper:tiny.en:fp32")
+
 # The filter job over the bundled dialogue sample, as every test that needs its output runs it.
 FILTER_ARGS = ["--asr", "tiny.en", "--codec", "tiny", "--rows-per-shard", "4", "--num-cpus", "2"]

@@ -24,7 +24,7 @@ def openai_checkpoint(tmp_path_factory) -> Path:
 def faster_asr():
     from filtering.asr import load_asr
 
-    return load_asr("tiny.en")
+    return load_asr("faster-whisper:tiny.en")
 
 
 @pytest.fixture(scope="session")
