@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs import FILTER_ARGS, JOB_ENV, ROOT, run_module
+from tests.jobs import FILTER_ARGS, JOB_ENV, ROOT, kill_session, run_module
 
 # Tests never reach a model hub; ray/torch pick up these limits in every worker too.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -61,7 +61,6 @@ def filter_out(tmp_path_factory, dialogue_sample, cache_dir) -> tuple[Path, dict
     """The end-to-end filter run (Ray, real tiny.en, tiny codec) over the sample dialogues, killed with
     SIGKILL once its first shard is done and then resumed. Returns (folder, summary of the resumed run
     plus `killed_done`: the shards finished before the kill and their kept-file mtimes)."""
-    import signal
     import time
 
     out = tmp_path_factory.mktemp("filter_out")
@@ -71,8 +70,7 @@ def filter_out(tmp_path_factory, dialogue_sample, cache_dir) -> tuple[Path, dict
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not list((out / "_progress").glob("*.json")):
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
-    proc.wait()
+    kill_session(proc)  # the driver and every process of its embedded Ray: no shard is written after this
     done = sorted(p.stem for p in (out / "_progress").glob("*.json"))
     mtimes = {n: (out / "kept" / f"{n}.parquet").stat().st_mtime_ns for n in done}
     summary = run_module("pipelines.filter", *args)

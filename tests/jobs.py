@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,3 +30,28 @@ TINY_EN_MODELS = ("faster-whisper:tiny.en:int8", "faster-whisper:tiny.en:float32
 
 # The filter job over the bundled dialogue sample, as every test that needs its output runs it.
 FILTER_ARGS = ["--asr", "tiny.en", "--codec", "tiny", "--rows-per-shard", "4", "--num-cpus", "2"]
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """kill -9 the job's driver and every process of its session (its embedded Ray), then wait for them."""
+    import psutil
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        alive = []
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == proc.pid:
+                    alive.append(p)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                pass
+        if not alive:
+            return
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        time.sleep(0.2)

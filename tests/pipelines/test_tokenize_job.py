@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from tests.jobs import kill_session
 from tests.pipelines.conftest import BAD_KINDS
 from tokenization.schema import SCHEMA_VERSION, codes_to_numpy, read_file_metadata, token_schema
 from tokenization.sharded_job import shard_name
@@ -25,29 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 JOB_ARGS = ["--codec", "tiny", "--rows-per-shard", "2", "--batch-size", "2", "--max-duration", "8"]
 
 
-def _kill_session(proc: subprocess.Popen) -> None:
-    """kill -9 the job's driver and every process of its session (its embedded Ray), then wait for them."""
-    import psutil
-
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        alive = []
-        for p in psutil.process_iter():
-            try:
-                if os.getsid(p.pid) == proc.pid:
-                    alive.append(p)
-            except (ProcessLookupError, PermissionError, psutil.Error):
-                pass
-        if not alive:
-            return
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        time.sleep(0.2)
 
 
 def kill9_rerun_matches(cmd: list[str], out: Path, ref_out: Path) -> None:
@@ -58,7 +36,7 @@ def kill9_rerun_matches(cmd: list[str], out: Path, ref_out: Path) -> None:
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "_progress").glob("*.json")):
         time.sleep(0.05)
-    _kill_session(proc)
+    kill_session(proc)
     done_at_kill = len(list((out / "_progress").glob("*.json")))
     n_shards = len(list((ref_out / "_progress").glob("*.json")))
     assert 1 <= done_at_kill < n_shards, "the kill should land mid-run"
