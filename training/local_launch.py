@@ -25,6 +25,7 @@ from training.stage_config import StageConfig
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint_"
+COMPLETE = ".complete"  # suffix of the marker file beside a finished checkpoint folder
 
 
 def run_dir(cfg: StageConfig) -> str:
@@ -35,10 +36,12 @@ def run_dir(cfg: StageConfig) -> str:
 
 
 def latest_checkpoint(folder: str) -> str | None:
-    """The newest complete `checkpoint_<step>` under `folder` (one with a `.complete` marker)."""
+    """The newest complete `checkpoint_<step>` under `folder` (one with a `<name>.complete` marker beside it:
+    the marker stays outside the checkpoint, whose every file its checksum manifest must list)."""
     if not os.path.isdir(folder):
         return None
-    done = sorted(d for d in os.listdir(folder) if d.startswith(PREFIX) and os.path.exists(os.path.join(folder, d, ".complete")))
+    done = sorted(d for d in os.listdir(folder) if d.startswith(PREFIX) and os.path.isdir(os.path.join(folder, d))
+                  and os.path.exists(os.path.join(folder, d + COMPLETE)))
     return os.path.join(folder, done[-1]) if done else None
 
 
@@ -65,10 +68,12 @@ class FolderReporter:
         shutil.copytree(src, dst, dirs_exist_ok=True)  # ranks write disjoint files (DeepSpeed names them by rank)
         _barrier()
         if self.rank == 0:
-            open(os.path.join(dst, ".complete"), "w").close()
-            done = sorted(d for d in os.listdir(self.folder) if d.startswith(PREFIX))
+            open(dst + COMPLETE, "w").close()
+            done = sorted(d for d in os.listdir(self.folder) if d.startswith(PREFIX) and os.path.isdir(os.path.join(self.folder, d)))
             for old in done[:-self.cfg.checkpoint.num_to_keep]:
                 shutil.rmtree(os.path.join(self.folder, old), ignore_errors=True)
+                if os.path.exists(os.path.join(self.folder, old + COMPLETE)):
+                    os.remove(os.path.join(self.folder, old + COMPLETE))
         _barrier()
         return dst
 

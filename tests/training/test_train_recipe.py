@@ -37,9 +37,10 @@ def test_recipe_steps_checkpoints_and_resumes_without_ray(handful_token_shards, 
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in reporter.reports)
     assert "val_loss" in reporter.reports[-1] and "loss/mtp2" in reporter.reports[-1]
     run_dir = tmp_path / "stage1"
-    ckpts = sorted(d for d in os.listdir(run_dir) if d.startswith("checkpoint_"))
+    ckpts = sorted(d for d in os.listdir(run_dir) if d.startswith("checkpoint_") and (run_dir / d).is_dir())
     assert len(ckpts) == 2 and latest_checkpoint(str(run_dir)).endswith(ckpts[-1])
-    assert {"latest", "trainer_state_rank0.json", "model", ".complete"} <= set(os.listdir(run_dir / ckpts[-1]))
+    assert {"latest", "trainer_state_rank0.json", "model", "checksums_rank0.json"} <= set(os.listdir(run_dir / ckpts[-1]))
+    assert (run_dir / (ckpts[-1] + ".complete")).exists()  # the launcher's marker sits beside the sealed checkpoint
     assert VocalNetM2.from_pretrained(export).cfg.talker.n_mtp == 2
     placement = json.loads((run_dir / "tensorboard" / "placement.json").read_text())
     n_trainable = sum(p.numel() for p in recipe.model.trainable_parameters())
