@@ -222,7 +222,7 @@ def run(cfg: StageConfig):
 
 def run_torchrun(cfg: StageConfig) -> None:
     """The same recipe under plain torchrun (one process per rank; no Ray, no retries)."""
-    from training.local_launch import run_local
+    from training.local_launch import close_process_group, run_local
 
     if ckpt.is_remote_uri(cfg.checkpoint.storage_path):
         raise UserError(f"{cfg.source}: checkpoint.storage_path {cfg.checkpoint.storage_path}: --torchrun writes checkpoints "
@@ -230,13 +230,10 @@ def run_torchrun(cfg: StageConfig) -> None:
     cfg = resolve_paths(cfg)
     if not cfg.scaling.use_gpu:
         os.environ.update(CPU_ENV)
-    import torch.distributed as dist
-
     try:
         _, reporter, export = run_local(cfg)
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()  # a clean exit on every rank (no teardown race at interpreter exit)
+        close_process_group()  # a clean exit on every rank (no teardown race at interpreter exit)
     if reporter.rank == 0:
         print(f"stage {cfg.stage}: exported model -> {export}")
 

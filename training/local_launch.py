@@ -106,6 +106,16 @@ def init_process_group(use_gpu: bool) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def close_process_group() -> None:
+    """Tear the group down through DeepSpeed's comm, which also drops the groups DeepSpeed cached: after a
+    plain `torch.distributed.destroy_process_group` the next `run_local` in this process (tests) would hand
+    DeepSpeed a stale group ("Group ... is not registered")."""
+    if dist.is_available() and dist.is_initialized():
+        import deepspeed.comm
+
+        deepspeed.comm.destroy_process_group()
+
+
 def run_local(cfg: StageConfig, echo: bool = True) -> tuple[StageRecipe, FolderReporter, str | None]:
     """Train one stage on this process group; returns (recipe, reporter with the metrics, export folder)."""
     rank, world, device = init_process_group(cfg.scaling.use_gpu)

@@ -19,10 +19,9 @@ STEPS = ["log_every=1", "checkpoint.every_steps=1", "checkpoint.num_to_keep=2", 
 @pytest.fixture
 def process_group():
     yield
-    import torch.distributed as dist
+    from training.local_launch import close_process_group
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    close_process_group()
 
 
 def test_recipe_steps_checkpoints_and_resumes_without_ray(handful_token_shards, tmp_path, process_group):

@@ -111,10 +111,9 @@ def test_stage3_from_stage2_then_speaks(stage2_run, dialogue_shards, tiny_codec,
     """Stage 3 runs in-process through the Ray-free launcher (what torchrun runs): the recipe is the same,
     Ray is not the point here, and it saves a Ray Train start-up."""
     import numpy as np
-    import torch.distributed as dist
 
     from tests.training.conftest_train import first_user_audio
-    from training.local_launch import run_local
+    from training.local_launch import close_process_group, run_local
     from training.inference import GenerationConfig, StreamingGenerator
     from training.model.vocalnet import VocalNetM2
 
@@ -126,7 +125,7 @@ def test_stage3_from_stage2_then_speaks(stage2_run, dialogue_shards, tiny_codec,
     try:
         run_local(cfg, echo=False)
     finally:
-        dist.destroy_process_group()
+        close_process_group()
     rows = read_jsonl(str(tmp_path / "stage3" / "tensorboard"))
     first, last = _falls(rows)
     assert last < first, (first, last)
