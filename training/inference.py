@@ -32,6 +32,7 @@ from training.data.collate import encode_prompt, eos_id
 from training.model.adaptor import n_adapted_frames
 from training.model.audio_encoder import build_feature_extractor, n_encoder_frames
 from training.model.codebook_layout import chunk_bounds, to_codec_codes, undelay
+from training.model.cpu_linear import pack_linears
 from training.model.vocalnet import VocalNetM2
 
 
@@ -47,6 +48,9 @@ class GenerationConfig:
     codec_context_frames: int | None = None  # otherwise: left context per chunk re-decode; None = all previous frames
     seed: int = 0
     clock: str = "wall"  # "cpu": process CPU time, for benchmarks on a shared machine (one torch thread)
+    # CPU fp32: run every linear (Thinker, Talker, codec) on oneDNN-packed weights, a second copy
+    # of the linear weights in memory for ~1.5-3x faster few-row steps (`training/model/cpu_linear.py`).
+    pack_weights: bool = True
 
 
 @dataclass
@@ -139,6 +143,10 @@ class StreamingGenerator:
         self.cfg = model.cfg
         self.feature_extractor = build_feature_extractor(self.cfg.audio)
         self.decoder = ChunkDecoder(codec, self.gen.codec_context_frames, self.gen.codec_streaming)
+        if self.gen.pack_weights:
+            pack_linears(model)
+            if isinstance(getattr(codec, "model", None), torch.nn.Module):
+                pack_linears(codec.model)
         self.report = LatencyReport()
         if codec.n_codebooks != self.cfg.talker.n_codebooks:
             raise ValueError(f"codec has {codec.n_codebooks} codebooks, Talker {self.cfg.talker.n_codebooks}")
@@ -189,7 +197,7 @@ class StreamingGenerator:
         # Thinker state: prefill the prompt.
         with clock.part("thinker"):
             batch = self._prompt(text, audio, tts=reply_text is not None)
-            hidden, logits, cache = m.thinker(m.embed_inputs(batch), None, use_cache=True)
+            hidden, logits, cache = m.thinker(m.embed_inputs(batch), None, use_cache=True, logits_to_keep=1)
         text_ids: list[int] = []
         conds: list[torch.Tensor] = []  # (1, 1, D) per reply token
         text_done = False

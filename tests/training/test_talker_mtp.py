@@ -9,7 +9,7 @@ import torch
 
 from training.inference import GenerationConfig, make_sampler
 from training.model.config import TalkerConfig
-from training.model.talker import Attention, LayerCache, Talker, linear
+from training.model.talker import Attention, LayerCache, Talker
 
 
 def _talker(n_mtp=2, seed=0, **kw):
@@ -200,15 +200,3 @@ def test_generation_with_growing_text_and_cached_memory_equals_recompute():
     assert torch.equal(frames, ref_frames)
     for a, b in zip(logits, ref_logits):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-def test_inference_linear_equals_f_linear():
-    """The inference kernel (oneDNN on CPU fp32 without autograd) computes what F.linear does."""
-    torch.manual_seed(0)
-    x, w, b = torch.randn(1, 5, 32), torch.randn(64, 32), torch.randn(64)
-    with torch.no_grad():
-        torch.testing.assert_close(linear(x, w, b), torch.nn.functional.linear(x, w, b), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(linear(x[0, :1], w), x[0, :1] @ w.T, rtol=1e-5, atol=1e-5)
-    x.requires_grad_(True)
-    linear(x, w, b).sum().backward()  # with autograd on it stays differentiable
-    torch.testing.assert_close(x.grad, w.sum(0).expand_as(x))

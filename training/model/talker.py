@@ -15,7 +15,9 @@ are all known by the time the module runs), so each keeps an exact KV cache.
 Inference cost follows the weights: the text memory only grows, so each layer (backbone and
 modules) projects a text position's cross-attention K/V once and caches it; frames are
 embedded once per forward and shared by the modules; the K heads of a depth are one matmul
-over a [K, V, D] weight (one embedding table [K, V, D] likewise).
+over a [K, V, D] weight (one embedding table [K, V, D] likewise); at CPU fp32 inference the
+linears run on oneDNN-packed weights (`cpu_linear.pack_linears`), so the 5 positions of an MTP
+forward cost about what one position does.
 
 Shape legend: B batch, T frames (positions), K codebooks, V codes+specials, R text
 positions, D width.
@@ -32,29 +34,7 @@ from torch.nn import functional as F
 
 from training.model.codebook_layout import IGNORE, SpecialTokens, chunk_text_visible, shift_inputs
 from training.model.config import TalkerConfig
-
-
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`; at CPU fp32 inference, oneDNN's kernel instead of MKL's sgemm.
-
-    Why: an MTP forward runs N+1 = 5 positions, and for so few rows MKL's sgemm costs ~3x a
-    one-row GEMV of the same weight (it repacks the whole weight per call), oneDNN ~1.3x, so
-    the forward follows its weight bytes. Same results within fp32 rounding; training
-    (autograd on) keeps `F.linear`.
-    """
-    if _ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return F.linear(x, weight, bias)
-
-
-class Linear(nn.Linear):
-    """`nn.Linear` (same parameters and names) through `linear` above."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+from training.model.cpu_linear import PackedWeight, linear
 
 
 def _cat(past: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
@@ -99,9 +79,9 @@ class Attention(nn.Module):
     def __init__(self, d: int, n_heads: int, dropout: float):
         super().__init__()
         self.h = n_heads
-        self.q = Linear(d, d, bias=False)
-        self.kv = Linear(d, 2 * d, bias=False)
-        self.o = Linear(d, d, bias=False)
+        self.q = nn.Linear(d, d, bias=False)
+        self.kv = nn.Linear(d, 2 * d, bias=False)
+        self.o = nn.Linear(d, d, bias=False)
         self.dropout = dropout
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +123,7 @@ class Block(nn.Module):
         self.ln1, self.ln2, self.ln3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.self_attn = Attention(d, cfg.n_heads, cfg.dropout)
         self.cross_attn = Attention(d, cfg.n_heads, cfg.dropout)
-        self.mlp = nn.Sequential(Linear(d, cfg.ffn_mult * d), nn.GELU(), Linear(cfg.ffn_mult * d, d))
+        self.mlp = nn.Sequential(nn.Linear(d, cfg.ffn_mult * d), nn.GELU(), nn.Linear(cfg.ffn_mult * d, d))
 
     def forward(self, x, memory, self_mask, cross_mask, cache: LayerCache | None = None):
         """x: [B, n, D]; memory: [B, R, D]; self_mask: [n, T_past + n]; cross_mask: [B, 1, n, R]."""
@@ -168,13 +148,17 @@ class PerCodebookWeight(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-class CodebookHeads(PerCodebookWeight):
+class CodebookHeads(PerCodebookWeight, PackedWeight):
     """K linear heads (no bias) on the same hidden state, as one matmul."""
+
+    def packed_weight(self) -> torch.Tensor:
+        K, V, D = self.weight.shape
+        return self.weight.view(K * V, D)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """[B, n, D] -> [B, n, K, V]."""
-        K, V, D = self.weight.shape
-        return linear(h, self.weight.view(K * V, D)).unflatten(-1, (K, V))
+        K, V, _ = self.weight.shape
+        return linear(h, self.packed_weight(), packed=self.packed).unflatten(-1, (K, V))
 
 
 class CodebookEmbedding(PerCodebookWeight):
@@ -194,7 +178,7 @@ class MTPModule(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.norm_h, self.norm_e = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.proj = Linear(2 * d, d, bias=False)
+        self.proj = nn.Linear(2 * d, d, bias=False)
         self.block = Block(cfg)
         self.norm = nn.LayerNorm(d)
         self.heads = CodebookHeads(cfg.n_codebooks, cfg.vocab, d)

@@ -53,22 +53,25 @@ class Thinker(nn.Module):
         attention_mask: torch.Tensor | None = None,
         cache=None,
         use_cache: bool = False,
+        logits_to_keep: int = 0,
     ):
         """
         Args:
             inputs_embeds: [B, L, H] token and speech embeddings.
             attention_mask: [B, L] (or [B, L_past + L] with a cache), 1 = real position.
             cache: a transformers `Cache` (e.g. `DynamicCache`) to extend, for streaming.
+            logits_to_keep: > 0: logits of the last that many positions only (a prompt's prefill
+                needs the last one; the LM head is 151,936 x H for Qwen3), 0: all.
         Returns:
             hidden: [B, L, H] last hidden state (after the final norm),
-            logits: [B, L, V], and the cache (None unless `use_cache`).
+            logits: [B, L or logits_to_keep, V], and the cache (None unless `use_cache`).
         """
         out = self.base.model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask,
             cache=cache, use_cache=use_cache,
         )
         hidden = out.last_hidden_state
-        return hidden, self.base.lm_head(hidden), out.cache
+        return hidden, self.base.lm_head(hidden[:, -logits_to_keep:]), out.cache
 
     def lora_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.lm.named_parameters() if "lora_" in n]
