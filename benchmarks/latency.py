@@ -21,7 +21,9 @@ Scales:
   downloaded: costs do not depend on the weights' values.
 
 Keys: `first_chunk_mtp4_vs_mtp0` (paper 350/725 = 0.48; `first_chunk_talker_mtp4_vs_mtp0` is the
-Talker's own share of it, without the Thinker's first text chunk, which is the same work in both),
+Talker's own share of it, without the Thinker's first text chunk, which is the same work in both;
+`first_chunk_floor_mtp4_vs_mtp0` is the ratio a free Talker would give: the Thinker's first text
+chunk and the codec's first chunk over MTP-0's first chunk),
 `talker_forwards_mtp0_vs_mtp4` (5.0),
 `talker_forward_cost_mtp4_vs_mtp0` (time per Talker forward) beside
 `talker_forward_weight_bytes_mtp4_vs_mtp0`, the bound a weight-bound forward would reach (bytes
@@ -181,6 +183,10 @@ def main() -> None:
         "first_chunk_mtp4_vs_mtp0": r4["first_chunk_latency_s"] / r0["first_chunk_latency_s"],
         # The Talker's own part of the first chunk (the Thinker's first text chunk is the same work in both).
         "first_chunk_talker_mtp4_vs_mtp0": r4["first_chunk_breakdown"]["talker"] / r0["first_chunk_breakdown"]["talker"],
+        # What MTP-4 would reach with a Talker that cost nothing: its first chunk's Thinker and codec
+        # work over MTP-0's first chunk. Above 0.5, no Talker speed-up can bring the ratio to 0.5.
+        "first_chunk_floor_mtp4_vs_mtp0": (r4["first_chunk_breakdown"]["thinker"] + r4["first_chunk_breakdown"]["codec"])
+        / r0["first_chunk_latency_s"],
         "talker_forward_cost_mtp4_vs_mtp0": r4["talker_s_per_forward"] / r0["talker_s_per_forward"],
         "talker_forward_weight_bytes_mtp4_vs_mtp0": r4["talker_forward_weight_mb"] / r0["talker_forward_weight_mb"],
         "talker_forwards_mtp0_vs_mtp4": r0["talker_forwards"] / r4["talker_forwards"],

@@ -200,3 +200,16 @@ def test_generation_with_growing_text_and_cached_memory_equals_recompute():
     assert torch.equal(frames, ref_frames)
     for a, b in zip(logits, ref_logits):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_self_attention_cache_grows_past_its_buffer_and_keeps_every_step():
+    """Appends copy only the new positions into a doubling buffer; what comes back is every
+    step so far, in order, across growths (capacity 64, then 128, 256)."""
+    torch.manual_seed(0)
+    cache, ks, vs = LayerCache(), [], []
+    for n in [1, 5, 5, 60, 5, 100, 1]:
+        k, v = torch.randn(1, 2, n, 4), torch.randn(1, 2, n, 4)
+        ks.append(k), vs.append(v)
+        got_k, got_v = cache.append(k, v)
+        assert torch.equal(got_k, torch.cat(ks, 2)) and torch.equal(got_v, torch.cat(vs, 2))
+    assert cache.length == 177 and cache._k.shape[2] == 256

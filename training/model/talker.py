@@ -43,20 +43,38 @@ def _cat(past: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
 
 class LayerCache:
     """One layer's keys/values: self-attention appended step by step, and the text memory's
-    cross-attention K/V, projected once per text position (the text only grows by appending)."""
+    cross-attention K/V, projected once per text position (the text only grows by appending).
+
+    Self-attention K/V live in buffers that double when full, so appending a step copies only
+    the new positions (a `torch.cat` per step would copy the whole past: quadratic in the reply).
+    """
 
     def __init__(self):
-        self.k: torch.Tensor | None = None  # (B, H, T_past, hd)
-        self.v: torch.Tensor | None = None
+        self._k: torch.Tensor | None = None  # (B, H, capacity, hd)
+        self._v: torch.Tensor | None = None
+        self.length = 0
         self.mk: torch.Tensor | None = None  # (B, H, R_seen, hd)
         self.mv: torch.Tensor | None = None
 
     @property
-    def length(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+    def k(self) -> torch.Tensor | None:
+        return None if self._k is None else self._k[:, :, : self.length]
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return None if self._v is None else self._v[:, :, : self.length]
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.k, self.v = _cat(self.k, k), _cat(self.v, v)
+        """k, v: [B, H, n, hd] -> all keys/values so far [B, H, length, hd]."""
+        end = self.length + k.shape[2]
+        if self._k is None or end > self._k.shape[2]:
+            cap = max(end, 2 * (0 if self._k is None else self._k.shape[2]), 64)
+            grown_k, grown_v = k.new_empty(*k.shape[:2], cap, k.shape[3]), v.new_empty(*v.shape[:2], cap, v.shape[3])
+            if self.length:
+                grown_k[:, :, : self.length], grown_v[:, :, : self.length] = self.k, self.v
+            self._k, self._v = grown_k, grown_v
+        self._k[:, :, self.length : end], self._v[:, :, self.length : end] = k, v
+        self.length = end
         return self.k, self.v
 
     def memory_kv(self, project: Callable, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
