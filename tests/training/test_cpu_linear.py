@@ -71,3 +71,15 @@ def test_packed_talker_and_qwen3_give_the_same_logits():
     logits, frames = run()
     torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
     assert torch.equal(frames, ref_frames)
+
+
+def test_fused_gelu_equals_linear_then_gelu():
+    from training.model.cpu_linear import linear_gelu
+
+    torch.manual_seed(0)
+    lin, x = nn.Linear(16, 48), torch.randn(1, 5, 16)
+    ref = nn.functional.gelu(lin(x)).detach()
+    pack_linears(lin)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_gelu(lin, x), ref, rtol=1e-5, atol=1e-5)
+    assert linear_gelu(lin, x).requires_grad  # autograd on: the plain, differentiable path

@@ -55,6 +55,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return F.linear(x, weight, bias)
 
 
+def linear_gelu(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`gelu(lin(x))` (exact GELU); on a packed weight oneDNN applies the GELU as it writes the
+    output, instead of a second pass over it."""
+    packed = lin.__dict__.get("packed")
+    if (packed is not None and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and packed.matches(lin.weight)):
+        return torch.ops.mkldnn._linear_pointwise(x, packed.weight, lin.bias, "gelu", [], "none")
+    return F.gelu(lin(x))
+
+
 def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return linear(x, self.weight, self.bias, self.packed)
 

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from training.model.codebook_layout import IGNORE, SpecialTokens, chunk_text_visible, shift_inputs
 from training.model.config import TalkerConfig
-from training.model.cpu_linear import PackedWeight, linear
+from training.model.cpu_linear import PackedWeight, linear, linear_gelu
 
 
 def _cat(past: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
@@ -147,7 +147,8 @@ class Block(nn.Module):
         """x: [B, n, D]; memory: [B, R, D]; self_mask: [n, T_past + n]; cross_mask: [B, 1, n, R]."""
         x = x + self.self_attn(self.ln1(x), self_mask, cache=cache)
         x = x + self.cross_attn(self.ln2(x), cross_mask, kv=memory, cache=cache)
-        return x + self.mlp(self.ln3(x))
+        up, _, down = self.mlp  # Linear, GELU, Linear: the GELU fused into `up` where it can be
+        return x + down(linear_gelu(up, self.ln3(x)))
 
 
 class PerCodebookWeight(nn.Module):
