@@ -12,7 +12,7 @@ from filtering.rules import Rules
 from filtering.steps import filter_job
 from tokenization.sharded_job import run_local, shard_name
 from tokenization.units import ReaderOptions
-from filtering.dialogue_schema import DialogueRow, dialogue_schema, tts_filter_schema
+from filtering.dialogue_schema import DialogueRow, dialogue_schema, scored_tts_schema
 from filtering.sample_dialogues import expected_outcomes
 from tests.filtering.conftest import run_module
 from tests.jobs import TINY_EN_MODELS
@@ -100,7 +100,7 @@ def test_filter_tts_token_shards(tmp_path, tokenize_out, cache_dir):
     n_token_rows = len(_rows(folder / "shards"))
     assert s["rows_in"] == n_token_rows == s["kept"] + s["rejected"] + s["quarantined"]
     kept, rejects = _rows(out / "kept"), _rows(out / "rejects")
-    assert pq.read_schema(next((out / "kept").glob("*.parquet"))).remove_metadata().equals(tts_filter_schema())
+    assert pq.read_schema(next((out / "kept").glob("*.parquet"))).remove_metadata().equals(scored_tts_schema())
     assert len({r["asr_model"] for r in kept + rejects}) == 1 and kept[0]["asr_model"] in TINY_EN_MODELS
     for r in kept + rejects:
         assert r["text_ref_norm"] and r["n_ref_words"] > 0

@@ -7,9 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from filtering.dialogue_manifest import read_dialogues
-from filtering.dialogue_schema import DialogueRow, DialogueTurn, dialogue_rows_to_table, dialogue_schema, pcm_to_flac, tts_filter_schema
+from filtering.dialogue_schema import (DialogueRow, DialogueTurn, ScoredTTSRow, dialogue_rows_to_table, dialogue_schema, pcm_to_flac,
+                                      scored_tts_schema)
 from filtering.sample_dialogues import expected_outcomes
-from tokenization.schema import table_to_parquet_bytes, token_schema
+from tokenization.schema import TokenRow, rows_to_table, table_to_parquet_bytes, token_schema
 
 
 def test_sample_reads_the_same_in_both_layouts(dialogue_sample):
@@ -70,4 +71,19 @@ def test_dialogue_schema_roundtrip_and_contract():
     assert t.field("codes").type == pa.list_(pa.list_(pa.uint16(), 8))
     assert [f.name for f in t] == ["role", "text", "audio_flac", "sample_rate", "duration_s", "codes", "n_frames", "asr_hyp",
                                    "asr_model", "text_ref_norm", "wer", "cer", "n_ref_words", "n_sub", "n_del", "n_ins"]
-    assert tts_filter_schema().names[: len(token_schema().names)] == token_schema().names
+
+
+def test_scored_tts_row_is_the_token_row_then_its_score_and_verdict():
+    token = TokenRow("u1", "src", "spk", "en", "hello there", 2.0, 25, np.arange(200, dtype=np.uint16).reshape(25, 8),
+                     "0" * 40, "run", "valid", '{"dnsmos":3.1}')
+    row = ScoredTTSRow.from_dict(rows_to_table([token]).to_pylist()[0])  # what the filter job's load step does
+    assert row.wer is None and not row.keep and np.array_equal(row.codes, token.codes)
+    row.asr_hyp, row.wer, row.n_ref_words, row.keep, row.reject_reason = "hello there", 0.0, 2, False, "wer: 0.5 > 0.3"
+    table = rows_to_table([row], row_cls=ScoredTTSRow)
+    names = scored_tts_schema().names
+    assert table.schema.equals(scored_tts_schema()) and names[: len(token_schema().names)] == token_schema().names
+    turn = dialogue_schema().field("turns").type.value_type.names  # a dialogue turn is scored with the same columns
+    assert names[len(token_schema().names):] == turn[turn.index("asr_hyp"):] + ["keep", "reject_reason"]
+    back = ScoredTTSRow.from_dict(pq.read_table(pa.BufferReader(table_to_parquet_bytes(table))).to_pylist()[0])
+    assert np.array_equal(back.codes, token.codes) and back.split == "valid" and back.meta == token.meta
+    assert (back.wer, back.n_ref_words, back.keep, back.reject_reason) == (0.0, 2, False, "wer: 0.5 > 0.3")
