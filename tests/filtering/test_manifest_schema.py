@@ -6,9 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from filtering.asr import SAMPLE_RATE
 from filtering.dialogue_manifest import read_dialogues
-from filtering.dialogue_schema import (DialogueRow, DialogueTurn, ScoredTTSRow, dialogue_rows_to_table, dialogue_schema, pcm_to_flac,
-                                      scored_tts_schema)
+from filtering.dialogue_schema import (ASSISTANT, USER, DialogueRow, DialogueTurn, ScoredTTSRow, dialogue_rows_to_table, dialogue_schema,
+                                      pcm_to_flac, scored_tts_schema)
 from filtering.sample_dialogues import expected_outcomes
 from tokenization.schema import TokenRow, rows_to_table, table_to_parquet_bytes, token_schema
 
@@ -52,10 +53,10 @@ def test_malformed_records_are_quarantined_with_reasons(tmp_path):
 
 def test_dialogue_schema_roundtrip_and_contract():
     codes = np.arange(25 * 8, dtype=np.uint16).reshape(25, 8)
-    wav = np.sin(np.linspace(0, 100, 16000)).astype(np.float32) * 0.5
+    wav = np.sin(np.linspace(0, 100, SAMPLE_RATE)).astype(np.float32) * 0.5
     row = DialogueRow("d1", "src", "en", "spk", [
-        DialogueTurn("user", "hi", pcm_to_flac(wav, 16000), 16000, 1.0),
-        DialogueTurn("assistant", "hello", pcm_to_flac(wav, 16000), 16000, 1.0, codes, 25, "hello", "fw", "hello",
+        DialogueTurn(USER, "hi", pcm_to_flac(wav, SAMPLE_RATE), SAMPLE_RATE, 1.0),
+        DialogueTurn(ASSISTANT, "hello", pcm_to_flac(wav, SAMPLE_RATE), SAMPLE_RATE, 1.0, codes, 25, "hello", "fw", "hello",
                      0.0, 0.0, 1, 0, 0, 0),
     ], keep=True, audio_sha1="x", run_id="r")
     row.aggregate()
@@ -66,7 +67,7 @@ def test_dialogue_schema_roundtrip_and_contract():
     again = DialogueRow.from_dict(back)
     assert np.array_equal(again.turns[1].codes, codes) and again.turns[0].codes is None
     samples, rate = again.turns[0].audio()
-    assert rate == 16000 and np.abs(samples - wav).max() < 1e-3
+    assert rate == SAMPLE_RATE and np.abs(samples - wav).max() < 1e-3
     t = dialogue_schema().field("turns").type.value_type
     assert t.field("codes").type == pa.list_(pa.list_(pa.uint16(), 8))
     assert [f.name for f in t] == ["role", "text", "audio_flac", "sample_rate", "duration_s", "codes", "n_frames", "asr_hyp",

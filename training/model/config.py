@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
 from tokenization.strict_config import config_error, load_dataclass
 
 
@@ -29,7 +30,7 @@ class AudioEncoderConfig:
     n_heads: int = 4
     ffn_dim: int = 128
     max_source_positions: int = 100  # encoder frames (50 Hz) -> mel frames = 2x; tiny: 2 s of audio
-    sampling_rate: int = 16_000
+    sampling_rate: int = WHISPER_SAMPLE_RATE
     hop_length: int = 160
     dtype: str = "float32"  # the frozen encoder's weights: float32 | bfloat16
 
