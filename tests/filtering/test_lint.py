@@ -185,9 +185,9 @@ def test_old_shards_without_split_count_as_train(tmp_path):
 
 
 def test_talker_limit_matches_the_model_config():
-    from training.model.config import TalkerConfig
+    from training.model.config import VocalNetConfig
 
-    cfg = TalkerConfig()
+    cfg = VocalNetConfig.tiny().talker
     assert TALKER_MAX_FRAMES == cfg.max_frames - 1 - max(cfg.delays)
 
 

