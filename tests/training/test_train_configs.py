@@ -85,25 +85,27 @@ def test_bad_configs_name_key_and_file(overrides, key):
     assert msg.startswith(path) and key in msg, msg
 
 
-def test_bad_config_fails_on_the_driver_in_one_line_exit_2(capsys):
-    """Through the entry point: exit 2, one line naming key and file, before any Ray session exists."""
+def test_bad_config_fails_on_the_driver_in_one_line_exit_2_or_1_under_dry_run(capsys):
+    """Through the entry point: exit 2 (exit 1 with --dry-run), one line naming key and file, before any Ray session exists."""
     import ray
 
     from pipelines.cli import run
     from pipelines.train import main
 
     path = os.path.join(CONFIG_DIR, "stage1_tiny.yaml")
-    for override, key in [("zero_stage=7", "zero_stage"), ("optim.lrr=1", "optim.lrr")]:
-        t0 = time.perf_counter()
+    cases = [("zero_stage=7", "zero_stage"), ("optim.lrr=1", "optim.lrr"), ("checkpoint.init_from=[x]", "model")]
+    for flags, code in [([], 2), (["--dry-run"], 1), (["--dry-run", "--json"], 1)]:
+        for override, key in cases:
+            t0 = time.perf_counter()
+            with pytest.raises(SystemExit) as exit_:
+                run(main, ["--stage", "1", "--config", path, *flags, override])
+            assert time.perf_counter() - t0 < 5  # config only: no model, no data, no Ray
+            err = capsys.readouterr().err.strip()
+            assert exit_.value.code == code and len(err.splitlines()) == 1, (flags, err)
+            assert err.startswith("error: ") and key in err and path in err, err
         with pytest.raises(SystemExit) as exit_:
-            run(main, ["--stage", "1", "--config", path, override])
-        assert time.perf_counter() - t0 < 5  # config only: no model, no data, no Ray
-        err = capsys.readouterr().err.strip()
-        assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
-        assert err.startswith("error: ") and key in err and path in err, err
-    with pytest.raises(SystemExit):
-        run(main, ["--stage", "2", "--config", path])  # a stage-1 YAML
-    assert "stage-1 config" in capsys.readouterr().err
+            run(main, ["--stage", "2", "--config", path, *flags])  # a stage-1 YAML
+        assert exit_.value.code == code and "stage-1 config" in capsys.readouterr().err
     assert not ray.is_initialized()
 
 
