@@ -23,6 +23,7 @@ import numpy as np
 
 from benchmarks.cpu_info import cpu_info
 from filtering.audit import AuditOptions, ListenOptions, audit
+from filtering.dialogue_schema import ScoredTTSRow
 from filtering.rules import Rules, decide
 from filtering.shards import FilterSink
 from tokenization.sharded_job import Item, UnitReport, shard_name, write_manifest, write_shard, write_unit_report
@@ -58,7 +59,8 @@ def write_run(folder: str, n: int, rows_per_shard: int = 2000) -> None:
     meta = file_metadata(info, {"run_id": "bench", "job": "filter", "kind": "tts", "rules": json.dumps(rules.to_dict())})
     rows = synthetic_rows(n, np.random.default_rng(0), rules)
     for k, s in enumerate(range(0, n, rows_per_shard)):
-        items = [Item(unit=0, shard=k, pos=s + i, id=r["utt_id"], row=r) for i, r in enumerate(rows[s:s + rows_per_shard])]
+        items = [Item(unit=0, shard=k, pos=s + i, id=r["utt_id"], row=ScoredTTSRow.from_dict(r))
+                 for i, r in enumerate(rows[s:s + rows_per_shard])]
         write_shard(folder, shard_name(0, k), items, sink, meta)
     unit = Unit(uri="synthetic", fmt="synthetic")
     write_unit_report(folder, UnitReport(0, unit.where, n, -(-n // rows_per_shard)))

@@ -28,10 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cpu_info import cpu_info  # noqa: E402
-from filtering.asr import fastest_backend, load_asr, shipped_tiny_en  # noqa: E402
+from filtering.asr import SAMPLE_RATE, fastest_backend, load_asr, shipped_tiny_en  # noqa: E402
 from filtering.ct2_to_openai_whisper import convert  # noqa: E402
 from filtering.wer import score as wer_score  # noqa: E402
 from filtering.dialogue_manifest import list_dialogue_units, read_dialogues  # noqa: E402
+from filtering.dialogue_schema import ASSISTANT  # noqa: E402
 from filtering.rules import Rules  # noqa: E402
 from filtering.sample_dialogues import make_dialogue_sample  # noqa: E402
 from filtering.steps import filter_job  # noqa: E402
@@ -60,11 +61,11 @@ def main() -> None:
     specs = [s for s in specs if not s.dialogue_id.startswith("q")] * args.repeat  # readable dialogues only
     for i, s in enumerate(specs):
         s.dialogue_id = f"{s.dialogue_id}_{i}"
-    clips = [t.audio_path for s in specs for t in s.turns if t.role == "assistant"]
-    audios = [load_audio(c, 16000) for c in clips]
-    audio_s = sum(len(a) for a in audios) / 16000
+    clips = [t.audio_path for s in specs for t in s.turns if t.role == ASSISTANT]
+    audios = [load_audio(c, SAMPLE_RATE) for c in clips]
+    audio_s = sum(len(a) for a in audios) / SAMPLE_RATE
 
-    texts = [t.text for s in specs for t in s.turns if t.role == "assistant"]
+    texts = [t.text for s in specs for t in s.turns if t.role == ASSISTANT]
     t = time.perf_counter()
     chosen = fastest_backend("tiny.en", batch_size=args.batch_size)
     t_choose = time.perf_counter() - t

@@ -56,7 +56,7 @@ from benchmarks.cpu_info import cpu_info  # noqa: E402
 from tokenization.codec import SpeechCodec, load_codec  # noqa: E402
 from training.inference import ChunkDecoder, GenerationConfig, StreamingGenerator  # noqa: E402
 from training.model import VocalNetConfig, VocalNetM2  # noqa: E402
-from training.model.config import FusionConfig, ThinkerConfig  # noqa: E402
+from training.model.config import FusionConfig  # noqa: E402
 
 REPLY = "Sure. Here is a short answer that the talker speaks while the thinker is still writing the rest of it."
 
@@ -74,7 +74,7 @@ def build(scale: str, tokenizer: str) -> tuple[VocalNetM2, SpeechCodec]:
     from tokenization.mimi_codec import MimiCodec
 
     cfg = VocalNetConfig.tiny(n_mtp=4)  # the audio encoder stays tiny: the prompt is text
-    cfg.thinker = ThinkerConfig(**QWEN3_0_6B)
+    cfg.thinker = dataclasses.replace(cfg.thinker, **QWEN3_0_6B)
     cfg.fusion = FusionConfig(hidden=2048, upsample=3)
     cfg.talker = dataclasses.replace(VocalNetConfig.paper("", "").talker, n_mtp=4)
     model = VocalNetM2(cfg, tokenizer).eval()

@@ -58,7 +58,7 @@ def bare_loop(manifest: Path, batch_size: int) -> tuple[float, float]:
     entries, _, _ = read_inputs(str(manifest))
     seconds = 0.0
     for i in range(0, len(entries), batch_size):
-        waves = [load_audio(e.audio_path, codec.sample_rate) for e in entries[i : i + batch_size]]
+        waves = [load_audio(e.audio.path, codec.sample_rate) for e in entries[i : i + batch_size]]
         codec.encode(waves)
         seconds += sum(len(w) for w in waves) / codec.sample_rate
     return seconds, time.perf_counter() - t0

@@ -37,6 +37,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from filtering.dialogue_schema import ASSISTANT, USER
 from tokenization.manifest import stable_utt_id
 from tokenization.paths import folder_of, list_input_files
 from tokenization.readers.base import line_of
@@ -47,7 +48,7 @@ from tokenization.schema import QuarantineRow
 from tokenization.storage import open_input
 from tokenization.units import AudioRef, ReaderOptions, Unit
 
-ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "bot": "assistant"}
+ROLES = {"user": USER, "human": USER, "assistant": ASSISTANT, "gpt": ASSISTANT, "bot": ASSISTANT}  # input spelling -> role
 TGT_KEYS = ("tgt_speech", "answer_speech", "speech_response", "tgt_audio")
 TURN_AUDIO_KEYS = ("audio_path", "audio", "speech", "wav")
 UNIT_KEYS = ("units", "unit", "tgt_units", "answer_snac", "answer_units")  # codec tokens, not audio
@@ -141,7 +142,7 @@ def _native(rec: dict, at: _Where) -> list[TurnSpec]:
             raise BadRecord(f"turn {i}: missing text")
         audio = next((t[k] for k in ("audio_path", "audio") if t.get(k) is not None), None)
         units = [k for k in UNIT_KEYS if t.get(k) is not None]
-        if audio is None and role == "assistant" and units:
+        if audio is None and role == ASSISTANT and units:
             raise _units_only(f"turn {i}", units)
         out.append(TurnSpec(role, text, at.ref(audio)))
     return out
@@ -168,7 +169,7 @@ def _llama_omni(rec: dict, at: _Where) -> list[TurnSpec]:
         if not isinstance(text, str):
             raise BadRecord(f"conversation {i}: missing value")
         audio = next((c[k] for k in TURN_AUDIO_KEYS if isinstance(c.get(k), (str, dict))), None)
-        if role == "user":
+        if role == USER:
             text = text.replace("<speech>", "").strip()
             audio = audio or (user_audio[n_user] if n_user < len(user_audio) else None)
             n_user += 1
@@ -177,7 +178,7 @@ def _llama_omni(rec: dict, at: _Where) -> list[TurnSpec]:
             n_asst += 1
         if audio is None:
             units = [k for k in UNIT_KEYS if rec.get(k) is not None or c.get(k) is not None]
-            if role == "assistant" and units:
+            if role == ASSISTANT and units:
                 raise _units_only(f"conversation {i}", units)
             raise BadRecord(f"conversation {i} ({role}): no audio (assistant audio: one of {', '.join(TGT_KEYS)})")
         out.append(TurnSpec(role, text, at.ref(audio)))
@@ -192,11 +193,11 @@ def _instruct_s2s(rec: dict, at: _Where) -> list[TurnSpec]:
         if not isinstance(text, str):
             raise BadRecord(f"conversation {i}: missing text")
         audio = c.get("speech") if c.get("speech") not in (None, "") else c.get("audio")
-        if audio is None and role == "assistant" and c.get("unit") is not None:
+        if audio is None and role == ASSISTANT and c.get("unit") is not None:
             raise _units_only(f"conversation {i}", ["unit"])
         if audio is None:
             raise BadRecord(f"conversation {i} ({role}): no audio (`speech`)")
-        out.append(TurnSpec(role, text.replace("<speech>", "").strip() if role == "user" else text, at.ref(audio)))
+        out.append(TurnSpec(role, text.replace("<speech>", "").strip() if role == USER else text, at.ref(audio)))
     return out
 
 
@@ -210,8 +211,8 @@ def _question_answer(rec: dict, at: _Where) -> list[TurnSpec]:
         if units:
             raise _units_only("answer", units)
         raise BadRecord("answer: no audio (answer_audio)")
-    return [TurnSpec("user", question if isinstance(question, str) else "", at.ref(rec.get("question_audio"))),
-            TurnSpec("assistant", answer, at.ref(rec["answer_audio"]))]
+    return [TurnSpec(USER, question if isinstance(question, str) else "", at.ref(rec.get("question_audio"))),
+            TurnSpec(ASSISTANT, answer, at.ref(rec["answer_audio"]))]
 
 
 def parse_record(rec, base: str, default_source: str, opts: ReaderOptions | None = None) -> DialogueSpec:
@@ -230,10 +231,10 @@ def parse_record(rec, base: str, default_source: str, opts: ReaderOptions | None
         turns = _question_answer(rec, at)
     else:
         turns = _native(rec, at)
-    if not any(t.role == "assistant" for t in turns):
+    if not any(t.role == ASSISTANT for t in turns):
         raise BadRecord("no assistant turn")
     for i, t in enumerate(turns):
-        if t.role == "assistant" and not t.text.strip():
+        if t.role == ASSISTANT and not t.text.strip():
             raise BadRecord(f"turn {i}: empty assistant text")
     return DialogueSpec(str(did).strip(), str(rec.get("source") or default_source), str(rec.get("language") or "en"),
                         str(rec.get("speaker") or ""), turns)

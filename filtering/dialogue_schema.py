@@ -1,4 +1,4 @@
-"""The dialogue-shard row (one dialogue, its turns) and its Arrow schema; the scored TTS row; shard kinds.
+"""The dialogue-shard row (one dialogue, its turns) and the scored TTS row with their Arrow schemas; shard kinds.
 
 This is the shard contract's upper half (the token row, quarantine row, layout names and file
 metadata are in `tokenization/schema.py`): it knows every row kind, so it also says what a
@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from tokenization import storage
-from tokenization.schema import (KEPT, N_CODEBOOKS, REJECTS, SHARDS, arrow_fields, arrow_schema, codes_to_numpy, codes_type,
-                                 column, token_schema)
+from tokenization.schema import (KEPT, N_CODEBOOKS, REJECTS, SHARDS, TokenRow, arrow_fields, arrow_schema, codes_to_numpy,
+                                 codes_type, column)
 
 DIALOGUE_SCHEMA_VERSION = "2"  # 2: `split` column (tokenization.splits)
 
@@ -36,16 +36,12 @@ USER, ASSISTANT = "user", "assistant"  # DialogueTurn.role
 
 
 @dataclass
-class DialogueTurn:
-    """One turn of a dialogue row; its scoring columns (`asr_hyp` ... `n_ins`, null when not scored) close it."""
+class AsrScore:
+    """The ASR columns of a scored item (a dialogue turn, a scored TTS row); null until it is scored.
 
-    role: str = column(pa.string())  # USER | ASSISTANT
-    text: str = column(pa.string())
-    audio_flac: bytes = column(pa.binary())
-    sample_rate: int = column(pa.int32())
-    duration_s: float = column(pa.float32())
-    codes: np.ndarray | None = column(codes_type, None)  # [T, K] uint16: assistant turns of kept rows; null otherwise
-    n_frames: int = column(pa.int32(), 0)
+    A base listed first (`class X(AsrScore, Content)`) so that these columns close the row.
+    """
+
     asr_hyp: str | None = column(pa.string(), None)
     asr_model: str | None = column(pa.string(), None)
     text_ref_norm: str | None = column(pa.string(), None)
@@ -55,6 +51,24 @@ class DialogueTurn:
     n_sub: int | None = column(pa.int32(), None)
     n_del: int | None = column(pa.int32(), None)
     n_ins: int | None = column(pa.int32(), None)
+
+
+@dataclass
+class _TurnContent:
+    """What a turn says: the columns before its ASR columns."""
+
+    role: str = column(pa.string())  # USER | ASSISTANT
+    text: str = column(pa.string())
+    audio_flac: bytes = column(pa.binary())
+    sample_rate: int = column(pa.int32())
+    duration_s: float = column(pa.float32())
+    codes: np.ndarray | None = column(codes_type, None)  # [T, K] uint16: assistant turns of kept rows; null otherwise
+    n_frames: int = column(pa.int32(), 0)
+
+
+@dataclass
+class DialogueTurn(AsrScore, _TurnContent):
+    """One turn of a dialogue row: `role` ... `n_frames`, then its ASR columns (null when not scored)."""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -70,11 +84,6 @@ class DialogueTurn:
     def audio(self) -> tuple[np.ndarray, int]:
         """Decoded float32 mono samples [S] and their rate."""
         return flac_to_pcm(self.audio_flac)
-
-
-# Per-scored-item ASR columns (per turn for dialogues, top level for TTS rows): the turn's last fields.
-_TURN_FIELDS = arrow_fields(DialogueTurn)
-ASR_FIELDS = [(f.name, f.type) for f in _TURN_FIELDS[[f.name for f in _TURN_FIELDS].index("asr_hyp"):]]
 
 
 def turn_type(n_codebooks: int = N_CODEBOOKS) -> pa.DataType:
@@ -124,15 +133,25 @@ class DialogueRow:
             setattr(self, name, int(sum(getattr(t, name) for t in scored)))
 
 
+@dataclass
+class ScoredTTSRow(AsrScore, TokenRow):
+    """One utterance of a TTS-mode filter output (`OUT/kept/`, `OUT/rejects/`): its token row, scored and judged.
+
+        >>> ScoredTTSRow.from_dict(token_row_dict).keep     # not judged yet
+        False
+    """
+
+    keep: bool = column(pa.bool_(), False)
+    reject_reason: str = column(pa.string(), "")  # "" when kept; "code: detail" otherwise (filtering.rules)
+
+
 def dialogue_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
     return arrow_schema(DialogueRow, n_codebooks)
 
 
-def tts_filter_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
-    """Token-shard rows plus the ASR columns, `keep` and `reject_reason` (TTS-shard filtering)."""
-    base = token_schema(n_codebooks)
-    extra = [pa.field(n, t) for n, t in ASR_FIELDS] + [pa.field("keep", pa.bool_()), pa.field("reject_reason", pa.string())]
-    return pa.schema(list(base) + extra)
+def scored_tts_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
+    """The token row's columns, then the ASR columns, `keep` and `reject_reason`."""
+    return arrow_schema(ScoredTTSRow, n_codebooks)
 
 
 def dialogue_rows_to_table(rows: list[DialogueRow | dict], n_codebooks: int = N_CODEBOOKS) -> pa.Table:

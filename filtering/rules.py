@@ -21,6 +21,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from filtering.dialogue_schema import ASSISTANT, USER
 from tokenization.strict_config import load_dataclass
 
 REASONS = ("no_user_turn", "text_too_long", "no_scored_turn", "too_short", "too_long", "empty_hypothesis", "wer", "cer", "speaking_rate")
@@ -37,7 +38,7 @@ class Rules:
     reject_empty_hypothesis: bool = True
     min_words_per_s: float | None = 0.5
     max_words_per_s: float | None = 6.0
-    score_roles: tuple[str, ...] = ("assistant",)  # which dialogue turns are transcribed and judged
+    score_roles: tuple[str, ...] = (ASSISTANT,)  # which dialogue turns are transcribed and judged
     require_user_turn: bool = True  # stage 3 trains on user -> assistant exchanges; none means nothing to learn
     max_text_chars: int | None = 4000  # per transcript; ~10 min of speech, far beyond any clip we keep
 
@@ -96,7 +97,7 @@ def prejudge(row: dict, rules: Rules) -> str:
             n = len(t.get("text") or "")
             if n > rules.max_text_chars:
                 return f"text_too_long: {n} chars > {rules.max_text_chars}{where(i)}"
-    if "turns" in row and rules.require_user_turn and not any(t.get("role") == "user" for t in turns):
+    if "turns" in row and rules.require_user_turn and not any(t.get("role") == USER for t in turns):
         return f"no_user_turn: roles {sorted({str(t.get('role')) for t in turns})}, no user turn to answer"
     return ""
 

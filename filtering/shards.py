@@ -13,37 +13,31 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from filtering.dialogue_schema import DIALOGUE, DialogueRow, dialogue_rows_to_table, tts_filter_schema
+from filtering.dialogue_schema import DIALOGUE, DialogueRow, ScoredTTSRow, dialogue_rows_to_table
 from filtering.rules import reason_code
-from tokenization.schema import KEPT, N_CODEBOOKS, REJECTS
-
-
-def _keep(row) -> bool:
-    return bool(row.keep if isinstance(row, DialogueRow) else row["keep"])
+from tokenization.schema import KEPT, N_CODEBOOKS, REJECTS, rows_to_table
 
 
 @dataclass
 class FilterSink:
-    """Scored rows -> `kept/` or `rejects/`; `kind` is "dialogue" (DialogueRow) or "tts" (token-row dicts)."""
+    """Scored rows -> `kept/` or `rejects/`; `kind` is "dialogue" (`DialogueRow`) or "tts" (`ScoredTTSRow`)."""
 
     kind: str = DIALOGUE
     n_codebooks: int = N_CODEBOOKS
     tables: tuple[str, ...] = (KEPT, REJECTS)
 
-    def route(self, row) -> str:
-        return KEPT if _keep(row) else REJECTS
+    def route(self, row: DialogueRow | ScoredTTSRow) -> str:
+        return KEPT if row.keep else REJECTS
 
-    def seconds(self, row) -> float:
+    def seconds(self, row: DialogueRow | ScoredTTSRow) -> float:
         if isinstance(row, DialogueRow):
             return float(sum(t.duration_s for t in row.turns))
-        return float(row.get("duration_s") or 0.0)
+        return float(row.duration_s or 0.0)
 
-    def reject_code(self, row) -> str | None:
-        if _keep(row):
-            return None
-        return reason_code(row.reject_reason if isinstance(row, DialogueRow) else row["reject_reason"])
+    def reject_code(self, row: DialogueRow | ScoredTTSRow) -> str | None:
+        return None if row.keep else reason_code(row.reject_reason)
 
     def table(self, rows: list, sub: str) -> pa.Table:
         if self.kind == DIALOGUE:
             return dialogue_rows_to_table(rows, self.n_codebooks)
-        return pa.Table.from_pylist(rows, schema=tts_filter_schema(self.n_codebooks))
+        return rows_to_table(rows, self.n_codebooks, ScoredTTSRow)

@@ -8,8 +8,8 @@
     write           `filtering.shards.FilterSink`: kept/ and rejects/
 
 `pipelines/filter.py` runs them on Ray; `sharded_job.run_local` runs them in one process (tests, benchmark).
-Items carry a `DialogueRow` (dialogues) or a dict of token-row columns (TTS) in `item.row`;
-TTS items carry their samples in `item.audio` as `(samples, rate)`.
+Items carry a `DialogueRow` (dialogues) or a `ScoredTTSRow` (TTS; a token-row dict until loaded) in
+`item.row`; TTS items carry their samples in `item.audio` as `(samples, rate)`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from filtering.asr import SAMPLE_RATE, AsrBackend, load_asr
 from filtering.dialogue_manifest import DialogueSpec, read_dialogue_unit
-from filtering.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac
+from filtering.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, flac_to_pcm, pcm_to_flac
 from filtering.rules import Rules, decide, prejudge
 from filtering.shards import FilterSink
 from filtering.wer import score
@@ -106,12 +106,13 @@ def token_row_id(row: dict) -> str:
 
 
 def load_tts_item(item: Item, max_seconds: float | None = None) -> None:
-    """Task step: read the source audio of one token row into `item.audio`. Raises BadAudio."""
+    """Task step: the token row (a dict) -> a `ScoredTTSRow`, its source audio in `item.audio`. Raises BadAudio."""
     ref = item.row.pop("_audio", None)
     if ref is None:
         raise BadAudio(f"{item.id}: no source audio for this utterance in --audio-manifest")
     item.file = ref.name
     item.audio = read_ref(ref, max_seconds)
+    item.row = ScoredTTSRow.from_dict(item.row)
 
 
 class ScoreBatch:
@@ -145,7 +146,7 @@ class ScoreBatch:
                         clips.append((item, t, t.text, row.language, resample(samples, rate, SAMPLE_RATE)))
             else:
                 samples, rate = item.audio
-                clips.append((item, row, row["text"], row.get("language") or "en", resample(samples, rate, SAMPLE_RATE)))
+                clips.append((item, row, row.text, row.language or "en", resample(samples, rate, SAMPLE_RATE)))
         return clips
 
     def score(self, items: list[Item]) -> list[Item]:
@@ -155,11 +156,8 @@ class ScoreBatch:
             s = score(text, hyp, lang)
             values = {"asr_hyp": hyp, "asr_model": self.asr.name, "text_ref_norm": s.text_ref_norm, "wer": s.wer,
                       "cer": s.cer, "n_ref_words": s.n_ref_words, "n_sub": s.n_sub, "n_del": s.n_del, "n_ins": s.n_ins}
-            if isinstance(target, DialogueTurn):
-                for k, v in values.items():
-                    setattr(target, k, v)
-            else:
-                target.update(values)
+            for k, v in values.items():  # target: a DialogueTurn or a ScoredTTSRow, both `AsrScore`s
+                setattr(target, k, v)
         for item in items:
             if item.status != "ok":
                 continue
@@ -168,7 +166,7 @@ class ScoreBatch:
                 row.aggregate()
                 row.keep, row.reject_reason = decide({"turns": [t.to_dict() for t in row.turns]}, self.rules)
             else:
-                row["keep"], row["reject_reason"] = decide(row, self.rules)
+                row.keep, row.reject_reason = decide(vars(row), self.rules)  # vars: the fields, codes not copied
                 item.audio = None  # not written; do not ship it to the writer
         return items
 

@@ -1,4 +1,4 @@
-"""Running an entry point: user errors as one line and exit 2, tracebacks only with --debug.
+"""Running an entry point: user errors as one line and exit 2 (or a code the entry point names), tracebacks only with --debug.
 
     if __name__ == "__main__":
         run(main)
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from pipelines.logs import announce_log
 from tokenization.errors import UserError
 
-EXIT_USER_ERROR = 2
+EXIT_USER_ERROR = UserError.exit_code
+EXIT_CONFIG_PROBLEM = 1  # `pipelines.train --dry-run`: its verdict on a config (issue 11), apart from usage errors
 MODEL_CONFIG = "config.json"  # what VocalNetM2.save_pretrained writes first
 
 
@@ -66,12 +68,22 @@ def require_at_least(flag: str, value: float | None, low: float) -> None:
         raise UserError(f"{flag} {value}: must be >= {low}")
 
 
+@contextmanager
+def user_errors_exit(code: int) -> Iterator[None]:
+    """A `UserError` raised inside exits with `code` instead of 2 (still one line, via `run`)."""
+    try:
+        yield
+    except UserError as exc:
+        exc.exit_code = code
+        raise
+
+
 def debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("VOCALNET_DEBUG", "") not in ("", "0")
 
 
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
-    """Call `main(argv)`; a `UserError` prints `error: <message>` (one line) and exits 2.
+    """Call `main(argv)`; a `UserError` prints `error: <message>` (one line) and exits with its `exit_code` (2).
 
     Otherwise, at the end (success or a crash), names the job's log file once (`pipelines.logs`).
     """
@@ -85,7 +97,7 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
             raise
         message = " ".join(str(exc).split())  # one line, whatever the library wrote
         print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USER_ERROR) from None
+        raise SystemExit(exc.exit_code) from None
     except BaseException:
         announce_log()
         raise

@@ -8,8 +8,8 @@
 `--dry-run` loads no weights and starts no Ray: it checks the config and prints what the run
 would be (parameters per part, ZeRO memory per GPU, tokens per step, data rows and hours per
 split, steps per epoch). `--torchrun` runs the same recipe under plain torchrun, without Ray.
-Config and input mistakes stop here, before Ray starts, as one line (exit 2; `--debug` shows
-the traceback).
+Config and input mistakes stop here, before Ray starts, as one line naming the key and the file
+(exit 2; with `--dry-run` exit 1, the dry run's verdict; `--debug` shows the traceback).
 
 Locally this starts an embedded Ray; with RAY_ADDRESS set (or under `ray job submit`) it joins
 that cluster. Rerunning with the same `checkpoint.storage_path` + `checkpoint.run_name`
@@ -29,6 +29,7 @@ import os
 import time
 import uuid
 
+from pipelines.cli import EXIT_CONFIG_PROBLEM, user_errors_exit
 from pipelines.cli import run as run_cli
 from pipelines.logs import setup_logging, terminal_line
 from pipelines.ray_setup import init_ray
@@ -247,18 +248,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torchrun", action="store_true", help="run under torchrun (its env names rank/world) instead of Ray Train")
     p.add_argument("overrides", nargs="*", help="key=value overrides with dotted keys, e.g. optim.lr=1e-4 scaling.num_workers=4")
     args = p.parse_args(argv)
-    cfg = load_config(args.config, args.overrides, stage=args.stage)
-    setup_logging(f"train-stage{cfg.stage}", None if args.dry_run else os.path.join(cfg.checkpoint.storage_path, cfg.checkpoint.run_name))
     if args.dry_run:
-        from training.dry_run import format_plan, plan
-
-        result = plan(cfg)
-        print(json.dumps(result, indent=1) if args.json else format_plan(result))
-        return 0
+        return dry_run(args)
+    cfg = load_config(args.config, args.overrides, stage=args.stage)
+    setup_logging(f"train-stage{cfg.stage}", os.path.join(cfg.checkpoint.storage_path, cfg.checkpoint.run_name))
     if args.torchrun:
         run_torchrun(cfg)
         return 0
     run(cfg)
+    return 0
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """`--dry-run`: print the plan; any config problem exits 1 with one line naming the key and the file."""
+    from training.dry_run import format_plan, plan
+
+    with user_errors_exit(EXIT_CONFIG_PROBLEM):
+        cfg = load_config(args.config, args.overrides, stage=args.stage)
+        setup_logging(f"train-stage{cfg.stage}", None)
+        result = plan(cfg)
+    print(json.dumps(result, indent=1) if args.json else format_plan(result))
     return 0
 
 

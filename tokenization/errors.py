@@ -9,4 +9,6 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """A message for the user, not a bug: shown as one line, exit code 2."""
+    """A message for the user, not a bug: shown as one line, exit code `exit_code`."""
+
+    exit_code: int = 2  # `pipelines.cli.user_errors_exit` sets another where an entry point promises one

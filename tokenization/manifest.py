@@ -3,7 +3,7 @@
 `record_to_utterance` turns one manifest record into an `Utterance` (with a span when the
 record has `start` + `end` or `offset` + `duration`, in seconds) or a `QuarantineRow`; the
 range readers (`tokenization/readers/manifests.py`) call it inside tasks. `read_inputs` is
-the whole-file listing used before units existed: `ManifestEntry` records in a stable order,
+the whole-file listing used before units existed: the same `Utterance` records in a stable order,
 and every line that cannot become one (malformed, non-UTF-8, no text, no audio path, a path
 escaping the manifest's folder, duplicate id) a `QuarantineRow` naming the manifest line and
 the reason. Nothing is dropped: the caller counts both lists.
@@ -15,8 +15,6 @@ import csv
 import os
 import hashlib
 import json
-from dataclasses import asdict, dataclass
-
 import pyarrow.parquet as pq
 
 from tokenization import storage
@@ -25,31 +23,6 @@ from tokenization.schema import QuarantineRow
 from tokenization.units import AudioRef, Utterance
 
 FORMATS = ("auto", "jsonl", "csv", "parquet", "ljspeech", "libritts")
-
-
-@dataclass
-class ManifestEntry:
-    """One utterance to encode; `audio_path` is absolute (or a full `s3://` URI).
-
-    A segment of a longer file carries its span (`start_s`, `duration_s`): read it with
-    `tokenization.audio.read_ref(AudioRef(path=audio_path, start_s=..., duration_s=...))`.
-    """
-
-    utt_id: str
-    audio_path: str
-    text: str
-    speaker: str = ""
-    source: str = ""
-    language: str = "en"
-    start_s: float = 0.0
-    duration_s: float | None = None  # None: to the end of the file
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ManifestEntry":
-        return cls(**d)
 
 
 def stable_utt_id(source: str, rel_path: str, segment: str = "") -> str:
@@ -145,14 +118,14 @@ def record_id(record) -> str:
 
 
 class _Builder:
-    """Validates records into entries; collects quarantine rows; rejects duplicate ids."""
+    """Validates records into utterances; collects quarantine rows; rejects duplicate ids."""
 
     def __init__(self, manifest: str, base_dir: str, source_default: str, audio_root: str = "", allow_outside: bool = False):
         self.manifest = manifest
         self.base_dir = base_dir  # relative audio paths resolve against it
         self.source_default = source_default
         self.audio_root, self.allow_outside = audio_root, allow_outside
-        self.entries: list[ManifestEntry] = []
+        self.entries: list[Utterance] = []
         self.quarantine: list[QuarantineRow] = []
         self.n_in = 0
         self._seen: set[str] = set()
@@ -168,8 +141,7 @@ class _Builder:
         if u.utt_id in self._seen:
             return self.bad(where, f"duplicate id {u.utt_id!r} ({u.audio.path})", u.utt_id, line)
         self._seen.add(u.utt_id)
-        self.entries.append(ManifestEntry(u.utt_id, u.audio.path, u.text, u.speaker, u.source, u.language,
-                                          u.audio.start_s, u.audio.duration_s))
+        self.entries.append(u)
 
 
 def _read_lines(uri: str) -> list[bytes]:
@@ -266,7 +238,7 @@ def _libritts(b: _Builder, folder: str) -> None:
 
 
 def read_inputs(uri: str, fmt: str = "auto", source: str = "", audio_root: str = "",
-                allow_outside: bool = False) -> tuple[list[ManifestEntry], list[QuarantineRow], int]:
+                allow_outside: bool = False) -> tuple[list[Utterance], list[QuarantineRow], int]:
     """List the input on one machine (the units of `tokenization.units` spread it over tasks).
 
     Args:
@@ -276,7 +248,8 @@ def read_inputs(uri: str, fmt: str = "auto", source: str = "", audio_root: str =
         audio_root, allow_outside: relative paths resolve under `audio_root` (default: the manifest's
             folder) and may not leave it unless `allow_outside`.
     Returns:
-        (entries in input order, quarantined lines, number of input rows).
+        (utterances in input order, each with its `AudioRef` path (absolute or s3://) and span, quarantined lines,
+        number of input rows).
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")

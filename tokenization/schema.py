@@ -140,9 +140,10 @@ def codes_to_numpy(value) -> np.ndarray:
     return arr.astype(np.uint16).reshape(len(arr), -1)
 
 
-def rows_to_table(rows: list[TokenRow], n_codebooks: int = N_CODEBOOKS) -> pa.Table:
-    schema = token_schema(n_codebooks)
-    columns = {f.name: [getattr(r, f.name) for r in rows] for f in fields(TokenRow) if f.name != "codes"}
+def rows_to_table(rows: list[TokenRow], n_codebooks: int = N_CODEBOOKS, row_cls: type = TokenRow) -> pa.Table:
+    """Token rows, or rows of a `TokenRow` subclass `row_cls` (the scored TTS row), -> a table of `row_cls`'s schema."""
+    schema = arrow_schema(row_cls, n_codebooks)
+    columns = {f.name: [getattr(r, f.name) for r in rows] for f in fields(row_cls) if f.name != "codes"}
     arrays = [
         codes_to_arrow([r.codes for r in rows], n_codebooks) if name == "codes" else pa.array(columns[name], schema.field(name).type)
         for name in schema.names

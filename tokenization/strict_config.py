@@ -2,7 +2,7 @@
 configs, filter rules).
 
 It lives on the lowest floor so `filtering/` and `training/` share it. Unknown keys, values
-of the wrong type and missing required keys raise `ConfigError`, a `UserError` whose message
+of the wrong type and missing required keys (fields without a default) raise `ConfigError`, a `UserError` whose message
 names the dotted key and the file, so a typo stops the job on the driver in one line:
 
     >>> @dataclass
@@ -37,8 +37,7 @@ def config_error(where: str, key: str, problem: str) -> ConfigError:
     return ConfigError(": ".join(p for p in (where, key, problem) if p))
 
 
-def load_dataclass(cls: type[T], d: Any, where: str = "", prefix: str = "", required: tuple[str, ...] = (),
-                   noun: str = "key") -> T:
+def load_dataclass(cls: type[T], d: Any, where: str = "", prefix: str = "", noun: str = "key") -> T:
     """Build dataclass `cls` from mapping `d`, strictly.
 
     Args:
@@ -46,7 +45,6 @@ def load_dataclass(cls: type[T], d: Any, where: str = "", prefix: str = "", requ
         d: the mapping (e.g. a YAML section); None counts as empty.
         where: the file the mapping came from, for messages.
         prefix: the dotted key of `d` in that file (e.g. "optim"), for messages.
-        required: field names that must be present (sizes that must never come from defaults).
         noun: what a key is called in messages ("rule" for filter rules).
     Returns:
         An instance of `cls`.
@@ -59,10 +57,10 @@ def load_dataclass(cls: type[T], d: Any, where: str = "", prefix: str = "", requ
     for key in d:
         if key not in fields:
             raise config_error(where, _join(prefix, str(key)), f"unknown {noun} (known: {', '.join(sorted(fields))})")
-    for key in required:
-        if key not in d:
-            raise config_error(where, _join(prefix, key), "missing (no default for it: set it, or use a preset)")
     kwargs = {name: convert(hints[name], value, where, _join(prefix, name)) for name, value in d.items()}
+    for name, f in fields.items():  # e.g. model sizes: they have no default on purpose
+        if name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise config_error(where, _join(prefix, name), "missing (no default for it: set it, or use a preset)")
     try:
         return cls(**kwargs)
     except ConfigError:

@@ -31,7 +31,7 @@ from tokenization.schema import ShardCodec
 
 N_EXAMPLES = 5
 WHISPER_WINDOW_S = 30.0  # the Whisper encoder sees 30 s of audio (3000 mel frames); the rest is cut off
-TALKER_MAX_FRAMES = 511  # training.model.config.TalkerConfig: max_frames 512 - 1 end step - max delay 0 (collate.py)
+TALKER_MAX_FRAMES = 511  # VocalNetConfig.tiny().talker: max_frames 512 - 1 end step - max delay 0 (collate.py)
 
 # Unicode name prefixes of the letters each language writes with (unicodedata.name).
 SCRIPTS = {

@@ -88,7 +88,7 @@ def _source_paths(kind: str, manifest: str | None) -> dict[str, list[str]]:
     from tokenization.manifest import read_inputs
 
     entries, _, _ = read_inputs(manifest)
-    return {e.utt_id: [e.audio_path] for e in entries}
+    return {e.utt_id: [e.audio.path] for e in entries}
 
 
 class ClipAudio:

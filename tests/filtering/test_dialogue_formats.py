@@ -6,6 +6,7 @@ import os
 import pytest
 
 from filtering.dialogue_manifest import DialogueSpec, list_dialogue_units, read_dialogue_unit, read_dialogues
+from filtering.dialogue_schema import ASSISTANT, USER
 from filtering.steps import load_dialogue
 from tests.corpora import make_hf_dialogues, make_instruct_s2s
 from tokenization.units import ReaderOptions
@@ -37,7 +38,7 @@ def test_hf_dialogue_parquet_with_embedded_audio(tmp_path, speech_cache):
     for spec in specs:  # the specs cross the task boundary as JSON and load with their embedded audio
         spec = DialogueSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
         row = load_dialogue(spec, "run", 60.0)
-        assert [t.role for t in row.turns] == ["user", "assistant"] and all(1.5 < t.duration_s < 6 for t in row.turns)
+        assert [t.role for t in row.turns] == [USER, ASSISTANT] and all(1.5 < t.duration_s < 6 for t in row.turns)
 
 
 def test_instruct_s2s_layout(tmp_path, speech_cache):
@@ -45,7 +46,7 @@ def test_instruct_s2s_layout(tmp_path, speech_cache):
     specs, bad = read_dialogues(str(corpus.input))
     _check(specs, bad, corpus)
     multi = next(s for s in specs if s.dialogue_id == "s2s_1")
-    assert [t.role for t in multi.turns] == ["user", "assistant", "user", "assistant"]
+    assert [t.role for t in multi.turns] == [USER, ASSISTANT, USER, ASSISTANT]
     assert not multi.turns[0].text.startswith("<speech>") and multi.turns[1].audio_path == str(corpus.input.parent / "wavs/c2.wav")
     assert load_dialogue(multi, "run", 60.0).turns[3].duration_s > 1.0
     allowed, bad = read_dialogues(str(corpus.input), opts=ReaderOptions(allow_outside_paths=True))

@@ -12,7 +12,7 @@ from filtering.rules import Rules
 from filtering.steps import filter_job
 from tokenization.sharded_job import run_local, shard_name
 from tokenization.units import ReaderOptions
-from filtering.dialogue_schema import DialogueRow, dialogue_schema, tts_filter_schema
+from filtering.dialogue_schema import USER, DialogueRow, dialogue_schema, scored_tts_schema
 from filtering.sample_dialogues import expected_outcomes
 from tests.filtering.conftest import run_module
 from tests.jobs import TINY_EN_MODELS
@@ -55,10 +55,10 @@ def test_kept_dialogue_shards_hold_audio_texts_and_codes(filter_out):
         for i, t in enumerate(r.turns):
             samples, rate = t.audio()
             assert rate == t.sample_rate and abs(len(samples) / rate - t.duration_s) < 1e-3
-            if t.role == "user":
+            if t.role == USER:
                 assert t.codes is None and t.wer is None
             else:
-                assert r.turns[i - 1].role == "user"  # stage 2/3 pairs: user turn -> next assistant turn
+                assert r.turns[i - 1].role == USER  # stage 2/3 pairs: user turn -> next assistant turn
                 assert t.codes.shape == (t.n_frames, 8) and abs(t.n_frames - t.duration_s * 12.5) <= 1
                 assert t.asr_hyp and t.text_ref_norm and t.n_ref_words > 0
     for r in map(DialogueRow.from_dict, _rows(out / "rejects")):
@@ -100,7 +100,7 @@ def test_filter_tts_token_shards(tmp_path, tokenize_out, cache_dir):
     n_token_rows = len(_rows(folder / "shards"))
     assert s["rows_in"] == n_token_rows == s["kept"] + s["rejected"] + s["quarantined"]
     kept, rejects = _rows(out / "kept"), _rows(out / "rejects")
-    assert pq.read_schema(next((out / "kept").glob("*.parquet"))).remove_metadata().equals(tts_filter_schema())
+    assert pq.read_schema(next((out / "kept").glob("*.parquet"))).remove_metadata().equals(scored_tts_schema())
     assert len({r["asr_model"] for r in kept + rejects}) == 1 and kept[0]["asr_model"] in TINY_EN_MODELS
     for r in kept + rejects:
         assert r["text_ref_norm"] and r["n_ref_words"] > 0

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from filtering.audit.lint import TALKER_MAX_FRAMES, LintConfig, lint
-from filtering.dialogue_schema import DialogueRow, DialogueTurn, dialogue_rows_to_table
+from filtering.asr import SAMPLE_RATE
+from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table
 from tokenization.codec import CodecInfo
 from tokenization.schema import TokenRow, file_metadata, rows_to_table, sha1_hex
 from tokenization.splits import SplitConfig
@@ -52,8 +53,8 @@ def write_tokens(folder: Path, rows: list[TokenRow]) -> Path:
 
 def dlg_row(i: int, user_s: float = 2.0, user_text: str | None = None) -> DialogueRow:
     reply_frames = 25
-    turns = [DialogueTurn("user", user_text or f"where is the {WORDS[i % 12]} today", b"flac", 16_000, user_s),
-             DialogueTurn("assistant", f"the {WORDS[i % 12]} is by the {WORDS[(i + 5) % 12]}", b"flac", 24_000, 2.0,
+    turns = [DialogueTurn(USER, user_text or f"where is the {WORDS[i % 12]} today", b"flac", SAMPLE_RATE, user_s),
+             DialogueTurn(ASSISTANT, f"the {WORDS[i % 12]} is by the {WORDS[(i + 5) % 12]}", b"flac", INFO.sample_rate, 2.0,
                           np.zeros((reply_frames, 8), np.uint16), reply_frames)]
     speaker = f"asst{i % 4}"
     return DialogueRow(f"d{i:03d}", "crafted", "en", speaker, turns, keep=True, audio_sha1=sha1_hex(f"dlg{i}".encode()),
@@ -184,9 +185,9 @@ def test_old_shards_without_split_count_as_train(tmp_path):
 
 
 def test_talker_limit_matches_the_model_config():
-    from training.model.config import TalkerConfig
+    from training.model.config import VocalNetConfig
 
-    cfg = TalkerConfig()
+    cfg = VocalNetConfig.tiny().talker
     assert TALKER_MAX_FRAMES == cfg.max_frames - 1 - max(cfg.delays)
 
 

@@ -6,10 +6,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from filtering.asr import SAMPLE_RATE
 from filtering.dialogue_manifest import read_dialogues
-from filtering.dialogue_schema import DialogueRow, DialogueTurn, dialogue_rows_to_table, dialogue_schema, pcm_to_flac, tts_filter_schema
+from filtering.dialogue_schema import (ASSISTANT, USER, DialogueRow, DialogueTurn, ScoredTTSRow, dialogue_rows_to_table, dialogue_schema,
+                                      pcm_to_flac, scored_tts_schema)
 from filtering.sample_dialogues import expected_outcomes
-from tokenization.schema import table_to_parquet_bytes, token_schema
+from tokenization.schema import TokenRow, rows_to_table, table_to_parquet_bytes, token_schema
 
 
 def test_sample_reads_the_same_in_both_layouts(dialogue_sample):
@@ -51,10 +53,10 @@ def test_malformed_records_are_quarantined_with_reasons(tmp_path):
 
 def test_dialogue_schema_roundtrip_and_contract():
     codes = np.arange(25 * 8, dtype=np.uint16).reshape(25, 8)
-    wav = np.sin(np.linspace(0, 100, 16000)).astype(np.float32) * 0.5
+    wav = np.sin(np.linspace(0, 100, SAMPLE_RATE)).astype(np.float32) * 0.5
     row = DialogueRow("d1", "src", "en", "spk", [
-        DialogueTurn("user", "hi", pcm_to_flac(wav, 16000), 16000, 1.0),
-        DialogueTurn("assistant", "hello", pcm_to_flac(wav, 16000), 16000, 1.0, codes, 25, "hello", "fw", "hello",
+        DialogueTurn(USER, "hi", pcm_to_flac(wav, SAMPLE_RATE), SAMPLE_RATE, 1.0),
+        DialogueTurn(ASSISTANT, "hello", pcm_to_flac(wav, SAMPLE_RATE), SAMPLE_RATE, 1.0, codes, 25, "hello", "fw", "hello",
                      0.0, 0.0, 1, 0, 0, 0),
     ], keep=True, audio_sha1="x", run_id="r")
     row.aggregate()
@@ -65,9 +67,24 @@ def test_dialogue_schema_roundtrip_and_contract():
     again = DialogueRow.from_dict(back)
     assert np.array_equal(again.turns[1].codes, codes) and again.turns[0].codes is None
     samples, rate = again.turns[0].audio()
-    assert rate == 16000 and np.abs(samples - wav).max() < 1e-3
+    assert rate == SAMPLE_RATE and np.abs(samples - wav).max() < 1e-3
     t = dialogue_schema().field("turns").type.value_type
     assert t.field("codes").type == pa.list_(pa.list_(pa.uint16(), 8))
     assert [f.name for f in t] == ["role", "text", "audio_flac", "sample_rate", "duration_s", "codes", "n_frames", "asr_hyp",
                                    "asr_model", "text_ref_norm", "wer", "cer", "n_ref_words", "n_sub", "n_del", "n_ins"]
-    assert tts_filter_schema().names[: len(token_schema().names)] == token_schema().names
+
+
+def test_scored_tts_row_is_the_token_row_then_its_score_and_verdict():
+    token = TokenRow("u1", "src", "spk", "en", "hello there", 2.0, 25, np.arange(200, dtype=np.uint16).reshape(25, 8),
+                     "0" * 40, "run", "valid", '{"dnsmos":3.1}')
+    row = ScoredTTSRow.from_dict(rows_to_table([token]).to_pylist()[0])  # what the filter job's load step does
+    assert row.wer is None and not row.keep and np.array_equal(row.codes, token.codes)
+    row.asr_hyp, row.wer, row.n_ref_words, row.keep, row.reject_reason = "hello there", 0.0, 2, False, "wer: 0.5 > 0.3"
+    table = rows_to_table([row], row_cls=ScoredTTSRow)
+    names = scored_tts_schema().names
+    assert table.schema.equals(scored_tts_schema()) and names[: len(token_schema().names)] == token_schema().names
+    turn = dialogue_schema().field("turns").type.value_type.names  # a dialogue turn is scored with the same columns
+    assert names[len(token_schema().names):] == turn[turn.index("asr_hyp"):] + ["keep", "reject_reason"]
+    back = ScoredTTSRow.from_dict(pq.read_table(pa.BufferReader(table_to_parquet_bytes(table))).to_pylist()[0])
+    assert np.array_equal(back.codes, token.codes) and back.split == "valid" and back.meta == token.meta
+    assert (back.wer, back.n_ref_words, back.keep, back.reject_reason) == (0.0, 2, False, "wer: 0.5 > 0.3")

@@ -4,17 +4,19 @@ import json
 
 import pytest
 
+from filtering.asr import SAMPLE_RATE
+from filtering.dialogue_schema import ASSISTANT, USER
 from filtering.rules import Rules, decide, reason_code
 
 
 def turn(**kw):
-    t = {"role": "assistant", "wer": 0.0, "cer": 0.0, "duration_s": 2.0, "n_ref_words": 5, "n_del": 0, "n_ins": 0}
+    t = {"role": ASSISTANT, "wer": 0.0, "cer": 0.0, "duration_s": 2.0, "n_ref_words": 5, "n_del": 0, "n_ins": 0}
     t.update(kw)
     return t
 
 
 def dialogue(*turns):
-    return {"turns": [{"role": "user", "wer": None, "duration_s": 1.0}, *turns]}
+    return {"turns": [{"role": USER, "wer": None, "duration_s": 1.0}, *turns]}
 
 
 @pytest.mark.parametrize(
@@ -41,9 +43,9 @@ def test_cer_rule_and_switching_rules_off():
 
 
 def test_first_failing_turn_is_named_and_unscored_rows_rejected():
-    keep, reason = decide(dialogue(turn(), {"role": "user", "wer": None}, turn(wer=0.5)), Rules())
+    keep, reason = decide(dialogue(turn(), {"role": USER, "wer": None}, turn(wer=0.5)), Rules())
     assert not keep and reason == "wer: 0.500 > 0.100 (turn 3)"
-    assert decide({"turns": [{"role": "user", "wer": None}]}, Rules())[1].startswith("no_scored_turn")
+    assert decide({"turns": [{"role": USER, "wer": None}]}, Rules())[1].startswith("no_scored_turn")
 
 
 def test_flat_tts_row():
@@ -68,7 +70,7 @@ def test_dialogue_without_user_turn_or_with_absurd_text_is_rejected_with_a_reaso
     only_assistant = {"turns": [turn()]}
     assert decide(only_assistant, Rules()) == (False, "no_user_turn: roles ['assistant'], no user turn to answer")
     assert decide(only_assistant, Rules(require_user_turn=False)) == (True, "")
-    only_unscored = {"turns": [{"role": "user", "wer": None, "text": "hi"}, {"role": "assistant", "wer": None, "text": "hello"}]}
+    only_unscored = {"turns": [{"role": USER, "wer": None, "text": "hi"}, {"role": ASSISTANT, "wer": None, "text": "hello"}]}
     assert decide(only_unscored, Rules())[1] == "no_scored_turn: no turn of a scored role ['assistant']"
     huge = dialogue(turn(text="word " * 1000))
     assert decide(huge, Rules()) == (False, "text_too_long: 5000 chars > 4000 (turn 1)")
@@ -98,17 +100,17 @@ def test_score_batch_rejects_text_and_role_problems_before_asr(faster_asr):
     from filtering.steps import ScoreBatch
     from tokenization.sharded_job import Item
 
-    tone = pcm_to_flac(0.1 * np.sin(np.linspace(0, 440 * 2 * np.pi, 16000)).astype(np.float32), 16000)
+    tone = pcm_to_flac(0.1 * np.sin(np.linspace(0, 440 * 2 * np.pi, SAMPLE_RATE)).astype(np.float32), SAMPLE_RATE)
 
     def row(did, *turns):
         return Item(unit=0, shard=0, pos=0, id=did,
-                    row=DialogueRow(did, "src", "en", "", [DialogueTurn(r, t, tone, 16000, 1.0) for r, t in turns],
+                    row=DialogueRow(did, "src", "en", "", [DialogueTurn(r, t, tone, SAMPLE_RATE, 1.0) for r, t in turns],
                                     audio_sha1="", run_id="r", split="train"))
 
     asr = CountingAsr(faster_asr)
-    records = [row("ok", ("user", "Hi there."), ("assistant", "Hello.")),
-               row("no_user", ("assistant", "Hello.")),
-               row("absurd", ("user", "Hi."), ("assistant", "la " * 2000))]
+    records = [row("ok", (USER, "Hi there."), (ASSISTANT, "Hello.")),
+               row("no_user", (ASSISTANT, "Hello.")),
+               row("absurd", (USER, "Hi."), (ASSISTANT, "la " * 2000))]
     out = ScoreBatch(asr, Rules()).score(records)
     assert asr.clips == 1  # only the well-formed dialogue's assistant turn was transcribed
     reasons = {r.row.dialogue_id: r.row.reject_reason for r in out}

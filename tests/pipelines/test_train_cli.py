@@ -133,13 +133,14 @@ def test_dry_run_counts_dialogue_pairs_without_reading_audio_or_codes(tmp_path, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from filtering.dialogue_schema import DialogueRow, DialogueTurn, dialogue_schema
+    from filtering.asr import SAMPLE_RATE
+    from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_schema
     from pipelines.cli import run
 
     def turn(role, seconds, frames):
-        return DialogueTurn(role, "hello there", b"", 16000, seconds, np.zeros((frames, 8), np.uint16) if frames else None, frames)
+        return DialogueTurn(role, "hello there", b"", SAMPLE_RATE, seconds, np.zeros((frames, 8), np.uint16) if frames else None, frames)
 
-    rows = [DialogueRow(f"d{i}", "t", "en", "s", [turn("user", 3.0, 0), turn("assistant", 2.0, 25 if i else 0)], split=split)
+    rows = [DialogueRow(f"d{i}", "t", "en", "s", [turn(USER, 3.0, 0), turn(ASSISTANT, 2.0, 25 if i else 0)], split=split)
             for i, split in enumerate(["train", "train", "train", "valid"])]
     (tmp_path / "kept").mkdir()
     pq.write_table(pa.Table.from_pylist([r.to_dict() for r in rows], schema=dialogue_schema()), tmp_path / "kept" / "part-0.parquet")

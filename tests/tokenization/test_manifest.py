@@ -11,7 +11,7 @@ from tokenization.sample_corpus import make_libritts_layout, make_ljspeech_layou
 def test_jsonl_relative_paths_resolve_against_manifest_folder(tts_sample):
     entries, bad, n_in = read_inputs(str(tts_sample))
     assert (len(entries), len(bad), n_in) == (36, 0, 36)
-    assert entries[0].audio_path == str(tts_sample.parent / "wavs/spk_us_m/spk_us_m_000.wav")
+    assert entries[0].audio.path == str(tts_sample.parent / "wavs/spk_us_m/spk_us_m_000.wav")
     assert {e.speaker for e in entries} == {"spk_us_m", "spk_us_f", "spk_gb_m", "spk_sc_f"}
 
 
@@ -47,14 +47,14 @@ def test_csv_and_parquet_manifests(tmp_path):
     assert n == 3 and [e.text for e in csv_entries] == ["one", "two"] and "malformed CSV line" in csv_bad[0].reason
     pq_entries, pq_bad, n = read_inputs(str(tmp_path / "m.parquet"))
     assert n == 2 and not pq_bad and [e.speaker for e in pq_entries] == ["s1", "s2"]
-    assert pq_entries[0].audio_path == str(tmp_path / "x/1.wav")
+    assert pq_entries[0].audio.path == str(tmp_path / "x/1.wav")
 
 
 def test_ljspeech_and_libritts_layouts(tmp_path):
     lj = make_ljspeech_layout(tmp_path / "lj", n=4)
     entries, bad, n = read_inputs(str(lj))
     assert (len(entries), len(bad), n) == (4, 0, 4)
-    assert entries[0].utt_id == "LJ001-0001" and entries[0].audio_path.endswith("wavs/LJ001-0001.wav")
+    assert entries[0].utt_id == "LJ001-0001" and entries[0].audio.path.endswith("wavs/LJ001-0001.wav")
 
     lt = make_libritts_layout(tmp_path / "lt", n=4)
     (lt / "100" / "7" / "100_7_000000.normalized.txt").unlink()  # transcript missing for one clip

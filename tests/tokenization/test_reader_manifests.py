@@ -122,4 +122,4 @@ def test_whole_file_listing_keeps_spans(span_corpus):
     entries, bad, n_in = read_inputs(str(span_corpus.input))
     assert n_in == span_corpus.n_rows and len(entries) + len(bad) == n_in
     seg1 = next(e for e in entries if e.utt_id == "seg1")
-    assert seg1.start_s > 0 and seg1.duration_s == span_corpus.durations["seg1"]
+    assert seg1.audio.start_s > 0 and seg1.audio.duration_s == span_corpus.durations["seg1"]

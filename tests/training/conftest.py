@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from filtering.asr import SAMPLE_RATE
+
 torch.set_num_threads(2)
 
 
@@ -41,7 +43,7 @@ def tts_rows():
 def dialogue_rows():
     rng = np.random.default_rng(1)
     return [
-        {"user_audio": (0.1 * rng.standard_normal(16_000)).astype(np.float32), "assistant_text": "yes indeed",
+        {"user_audio": (0.1 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32), "assistant_text": "yes indeed",
          "assistant_codes": rng.integers(0, 2048, (12, 8)).astype(np.uint16)},
         {"user_audio": (0.1 * rng.standard_normal(40_000)).astype(np.float32), "assistant_text": "no, thanks",
          "assistant_codes": rng.integers(0, 2048, (7, 8)).astype(np.uint16)},

@@ -20,7 +20,7 @@ def test_config_round_trip_and_presets():
     cfg = VocalNetConfig.tiny(n_mtp=3)
     d = json.loads(json.dumps(cfg.to_dict()))
     assert VocalNetConfig.from_dict(d) == cfg
-    assert VocalNetConfig.from_dict({"talker": {"n_mtp": 2}}).talker.n_mtp == 2
+    assert VocalNetConfig.from_dict({**d, "talker": {**d["talker"], "n_mtp": 2}}).talker.n_mtp == 2
     with pytest.raises(ValueError):
         VocalNetConfig.from_dict({"talker": {"n_mpt": 2}})
     paper = VocalNetConfig.paper("/ckpt/whisper-large-v3", "/ckpt/qwen3-8b")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.inference import GenerationConfig, make_sampler
-from training.model.config import TalkerConfig
+from training.model.config import TalkerConfig, VocalNetConfig
 from training.model.talker import Attention, LayerCache, Talker
 
 
@@ -56,9 +56,9 @@ def test_mtp_heads_get_gradients_and_reach_backbone():
 
 
 def test_mtp_weights_decay():
-    cfg = TalkerConfig(n_mtp=4)
+    cfg = VocalNetConfig.tiny(n_mtp=4).talker
     assert [round(cfg.mtp_weight(i), 4) for i in range(1, 5)] == [0.8, 0.64, 0.512, 0.4096]
-    assert TalkerConfig(n_mtp=2, mtp_weights=[1.0, 0.5]).mtp_weight(2) == 0.5
+    assert VocalNetConfig.tiny(n_mtp=2, mtp_weights=[1.0, 0.5]).talker.mtp_weight(2) == 0.5
 
 
 @pytest.mark.parametrize("n_mtp", [0, 1, 2, 4])

@@ -85,25 +85,27 @@ def test_bad_configs_name_key_and_file(overrides, key):
     assert msg.startswith(path) and key in msg, msg
 
 
-def test_bad_config_fails_on_the_driver_in_one_line_exit_2(capsys):
-    """Through the entry point: exit 2, one line naming key and file, before any Ray session exists."""
+def test_bad_config_fails_on_the_driver_in_one_line_exit_2_or_1_under_dry_run(capsys):
+    """Through the entry point: exit 2 (exit 1 with --dry-run), one line naming key and file, before any Ray session exists."""
     import ray
 
     from pipelines.cli import run
     from pipelines.train import main
 
     path = os.path.join(CONFIG_DIR, "stage1_tiny.yaml")
-    for override, key in [("zero_stage=7", "zero_stage"), ("optim.lrr=1", "optim.lrr")]:
-        t0 = time.perf_counter()
+    cases = [("zero_stage=7", "zero_stage"), ("optim.lrr=1", "optim.lrr"), ("checkpoint.init_from=[x]", "model")]
+    for flags, code in [([], 2), (["--dry-run"], 1), (["--dry-run", "--json"], 1)]:
+        for override, key in cases:
+            t0 = time.perf_counter()
+            with pytest.raises(SystemExit) as exit_:
+                run(main, ["--stage", "1", "--config", path, *flags, override])
+            assert time.perf_counter() - t0 < 5  # config only: no model, no data, no Ray
+            err = capsys.readouterr().err.strip()
+            assert exit_.value.code == code and len(err.splitlines()) == 1, (flags, err)
+            assert err.startswith("error: ") and key in err and path in err, err
         with pytest.raises(SystemExit) as exit_:
-            run(main, ["--stage", "1", "--config", path, override])
-        assert time.perf_counter() - t0 < 5  # config only: no model, no data, no Ray
-        err = capsys.readouterr().err.strip()
-        assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
-        assert err.startswith("error: ") and key in err and path in err, err
-    with pytest.raises(SystemExit):
-        run(main, ["--stage", "2", "--config", path])  # a stage-1 YAML
-    assert "stage-1 config" in capsys.readouterr().err
+            run(main, ["--stage", "2", "--config", path, *flags])  # a stage-1 YAML
+        assert exit_.value.code == code and "stage-1 config" in capsys.readouterr().err
     assert not ray.is_initialized()
 
 
@@ -129,6 +131,21 @@ def test_one_loader_for_stage_model_and_rule_configs():
     assert Rules.from_dict({"score_roles": ["user"]}).score_roles == ("user",)
     with pytest.raises(UserError, match=r"config.json: talker.n_mtp: expected a whole number"):
         VocalNetConfig.from_dict({"talker": {"n_mtp": 1.5}}, where="config.json")
+
+
+def test_model_sizes_come_from_a_preset_or_config_json_never_a_default():
+    from training.model.config import ThinkerConfig
+
+    with pytest.raises(TypeError, match="'d_model'"):
+        ThinkerConfig(n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=128, vocab_size=100, lora_rank=8)
+    with pytest.raises(TypeError, match="'talker'"):
+        VocalNetConfig(**{k: v for k, v in vars(VocalNetConfig.tiny()).items() if k != "talker"})
+    d = VocalNetConfig.tiny().to_dict()
+    del d["thinker"]["d_model"], d["talker"]["dropout"]
+    with pytest.raises(UserError, match=r"^config.json: thinker.d_model: missing"):
+        VocalNetConfig.from_dict(d, where="config.json")
+    d["thinker"]["d_model"] = 64
+    assert VocalNetConfig.from_dict(d).talker.dropout == 0.0  # knobs keep their defaults
 
 
 def test_tokenizer_spec():

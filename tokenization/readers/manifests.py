@@ -125,8 +125,7 @@ def list_folder(fmt: str):
 def read_ljspeech(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
     entries, quarantined, _ = read_inputs(unit.uri, "ljspeech", opts.source, opts.audio_root, opts.allow_outside_paths)
     yield from quarantined
-    for e in entries:
-        yield Utterance(e.utt_id, e.text, AudioRef(path=e.audio_path), e.speaker, e.source, e.language, where=e.audio_path)
+    yield from entries
 
 
 def list_libritts(uri: str, opts: ReaderOptions) -> list[Unit]:

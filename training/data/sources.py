@@ -8,14 +8,15 @@ the columns it needs.
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from typing import Iterator
 
 import pyarrow.compute as pc
 
 from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
-from filtering.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, TTS, USER, DialogueRow
+from filtering.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, USER, DialogueRow
 from tokenization.audio import decode_audio, resample
-from tokenization.schema import FRAME_RATE, codes_to_numpy
+from tokenization.schema import FRAME_RATE, TokenRow
 from training.data.units import TRAIN, Unit, list_units, read_unit
 
 SAMPLES_PER_FRAME = round(WHISPER_SAMPLE_RATE / FRAME_RATE)  # 1280: user audio samples per codec frame (80 ms)
@@ -51,19 +52,20 @@ class Source:
 
 
 class TokenShardSource(Source):
-    """Stage 1: token shards (`text`, `codes` [T, K], `n_frames`) -> TTS examples."""
+    """Stage 1: token shards (or scored TTS shards, token rows with more columns) -> TTS examples."""
 
-    columns = [ID_COLUMN[TTS], "text", "codes", "n_frames"]
+    # every column a token row must have (`split` is added per file; `meta` is absent from older shards)
+    columns = [f.name for f in fields(TokenRow) if f.default is MISSING]
 
     def __init__(self, uri: str, max_frames: int = 0, split: str | None = TRAIN):
         super().__init__(uri, split)
         self.max_frames = max_frames
 
     def examples(self, row: dict) -> Iterator[dict]:
-        codes = codes_to_numpy(row["codes"])  # [T, K] uint16
-        if self.max_frames and len(codes) > self.max_frames:
+        token = TokenRow.from_dict(row)  # the contract's row: codes [T, K] uint16
+        if self.max_frames and len(token.codes) > self.max_frames:
             return
-        yield {"id": row["utt_id"], "text": row["text"], "codes": codes, "n_frames": len(codes)}
+        yield {"id": token.utt_id, "text": token.text, "codes": token.codes, "n_frames": len(token.codes)}
 
     @staticmethod
     def length(example: dict) -> int:

@@ -82,7 +82,7 @@ def read_examples(uri: str, split: str = "test", max_dialogues: int = 0) -> list
                 f"{unit.path}: no `split` column, so --split {split} cannot pick rows. "
                 f"Rewrite the shards with a split column, or pass --split all to evaluate every row.")
         extra = ["language", "split"] if unit.has_split else ["language"]  # both shard schemas hold `language`
-        for row in read_unit(unit, source.columns + extra, None).to_pylist():
+        for row in read_unit(unit, source.columns + [c for c in extra if c not in source.columns], None).to_pylist():
             seen_splits.add(row.get("split"))
             if split != ALL and row["split"] != split:
                 continue

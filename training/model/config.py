@@ -1,5 +1,8 @@
 """Config dataclasses for VocalNet-M2: every size lives here, presets pick them.
 
+Sizes (widths, depths, heads, vocabularies, position tables, LoRA rank, MTP modules) have no
+defaults and are keyword-only: they come from a preset or a checkpoint's `config.json`, never
+from a dataclass default. Knobs (dropout, prompt strings, dtypes, ratios) keep defaults.
 `VocalNetConfig.tiny()` builds random-init tiny versions of the real classes (CPU tests);
 `VocalNetConfig.paper(whisper_path, qwen_path)` points at local Whisper-large-v3 and
 Qwen3-8B checkpoints. `to_dict`/`from_dict` round-trip through JSON; a stage YAML's `model:`
@@ -15,21 +18,22 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
 from tokenization.strict_config import config_error, load_dataclass
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AudioEncoderConfig:
-    """Frozen Whisper encoder. `path` set: load a local checkpoint; else a random-init tiny one."""
+    """Frozen Whisper encoder. `path` set: load a local checkpoint (its `config.json` sets the sizes); else random-init."""
 
     path: str | None = None
-    n_mels: int = 80
-    d_model: int = 64  # tiny sizes, ignored when `path` is set
-    n_layers: int = 2
-    n_heads: int = 4
-    ffn_dim: int = 128
-    max_source_positions: int = 100  # encoder frames (50 Hz) -> mel frames = 2x; tiny: 2 s of audio
-    sampling_rate: int = 16_000
+    n_mels: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    ffn_dim: int
+    max_source_positions: int  # encoder frames (50 Hz) -> mel frames = 2x
+    sampling_rate: int = WHISPER_SAMPLE_RATE
     hop_length: int = 160
     dtype: str = "float32"  # the frozen encoder's weights: float32 | bfloat16
 
@@ -43,27 +47,27 @@ class AudioEncoderConfig:
         return self.n_mel_frames * self.hop_length
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AdaptorConfig:
     """Concatenate `k` consecutive encoder frames, then a 2-layer MLP into the LLM width."""
 
     k: int = 4  # 50 Hz encoder frames -> 12.5 Hz
-    hidden: int = 128
+    hidden: int
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ThinkerConfig:
-    """Qwen3 LLM with LoRA. `path` set: local checkpoint; else random-init tiny sizes."""
+    """Qwen3 LLM with LoRA. `path` set: local checkpoint (its `config.json` sets the sizes); else random-init."""
 
     path: str | None = None
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    n_kv_heads: int = 2
-    head_dim: int = 16
-    ffn_dim: int = 128
-    vocab_size: int = 51_865  # tiny only; must cover the tokenizer
-    lora_rank: int = 8
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    vocab_size: int  # must cover the tokenizer
+    lora_rank: int
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -74,27 +78,27 @@ class ThinkerConfig:
     max_text_len: int = 512
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FusionConfig:
     """2 linear layers over [Thinker last hidden ; text embedding], then upsampling to frames."""
 
-    hidden: int = 128
+    hidden: int
     upsample: int = 3  # text positions -> speech frames
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TalkerConfig:
     """Multi-track AR Talker over K codebooks, plus N chained MTP modules."""
 
-    n_codebooks: int = 8
+    n_codebooks: int = 8  # the codec's geometry (tokenization.schema), not a model size
     codebook_size: int = 2048
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
+    n_layers: int
+    d_model: int
+    n_heads: int
     ffn_mult: int = 4
-    max_frames: int = 512  # learned positions; longest reply in frames (+ delays + end)
+    max_frames: int  # learned positions; longest reply in frames (+ delays + end)
     delays: list[int] = field(default_factory=lambda: [0] * 8)  # per codebook; all 0 = parallel
-    n_mtp: int = 0  # 0..5; paper: 4
+    n_mtp: int  # 0..5; paper: 4
     mtp_weights: list[float] | None = None  # explicit per-module weights, else mtp_decay**i
     mtp_decay: float = 0.8
     chunk_frames: int = 15  # streaming chunk: 15 frames = 1.2 s at 12.5 Hz
@@ -114,20 +118,28 @@ class TalkerConfig:
         return self.codebook_size + 3
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VocalNetConfig:
-    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
-    adaptor: AdaptorConfig = field(default_factory=AdaptorConfig)
-    thinker: ThinkerConfig = field(default_factory=ThinkerConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    talker: TalkerConfig = field(default_factory=TalkerConfig)
+    audio: AudioEncoderConfig
+    adaptor: AdaptorConfig
+    thinker: ThinkerConfig
+    fusion: FusionConfig
+    talker: TalkerConfig
     device: str = "cpu"
     dtype: str = "float32"  # trainable weights: float32 (CPU) | bfloat16 (GPU)
 
     @classmethod
     def tiny(cls, n_mtp: int = 0, **talker_overrides: Any) -> "VocalNetConfig":
-        """Random-init tiny sizes of the real classes, for CPU tests."""
-        return cls(talker=TalkerConfig(n_mtp=n_mtp, **talker_overrides))
+        """Random-init tiny sizes of the real classes, for CPU tests (the encoder takes 2 s of audio)."""
+        return cls(
+            audio=AudioEncoderConfig(n_mels=80, d_model=64, n_layers=2, n_heads=4, ffn_dim=128, max_source_positions=100),
+            adaptor=AdaptorConfig(hidden=128),
+            thinker=ThinkerConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=128, vocab_size=51_865,
+                                  lora_rank=8),
+            fusion=FusionConfig(hidden=128),
+            talker=TalkerConfig(**{"n_layers": 2, "d_model": 64, "n_heads": 4, "max_frames": 512, "n_mtp": n_mtp,
+                                   **talker_overrides}),
+        )
 
     @classmethod
     def paper(cls, whisper_path: str | None = None, qwen_path: str | None = None, n_mtp: int = 4) -> "VocalNetConfig":
@@ -154,8 +166,9 @@ class VocalNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "", prefix: str = "") -> "VocalNetConfig":
-        """Strictly from a nested dict (a checkpoint's `config.json`): unknown or mistyped keys name
-        themselves and `where`. Missing keys keep the defaults; YAML goes through `from_section`."""
+        """Strictly from a nested dict (a checkpoint's `config.json`): unknown, mistyped or missing
+        size keys name themselves and `where`; missing knobs keep their defaults. YAML goes through
+        `from_section`."""
         return load_dataclass(cls, d, where=where, prefix=prefix)
 
     @classmethod
