@@ -7,6 +7,7 @@ import torch
 
 from filtering.ct2_to_openai_whisper import ct2_to_state_dict, read_ct2_variables
 from filtering.asr import shipped_tiny_en
+from filtering.dialogue_schema import USER
 from filtering.rules import Rules, reason_code
 from filtering.sample_dialogues import expected_outcomes
 from filtering.steps import ScoreBatch
@@ -60,7 +61,7 @@ def test_sample_keep_reject_by_real_asr_and_backends_agree(faster_asr, openai_as
         assert "(turn 3)" in rows["m04_second_turn"].reject_reason
         kept = [r for r in rows.values() if r.keep]
         assert all(r.wer <= 0.1 and r.asr_model for r in kept)
-        user_turns = [t for r in rows.values() for t in r.turns if t.role == "user"]
+        user_turns = [t for r in rows.values() for t in r.turns if t.role == USER]
         assert all(t.wer is None and t.asr_hyp is None for t in user_turns)  # only assistant speech is judged
     assert {d: r.keep for d, r in fw.items()} == {d: r.keep for d, r in ow.items()}
     assert fw["m02_truncated"].turns[1].n_del > 0

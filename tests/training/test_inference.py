@@ -68,7 +68,7 @@ def test_text_in_audio_in_and_eos(make_model, tiny_codec, tmp_path):
     assert codes.shape[1] == 8 and codes.max() < 2048 and len(wav) == len(codes) * tiny_codec.samples_per_frame
     assert rep.text_tokens <= 8 and rep.frames <= 20
     assert sf.info(str(tmp_path / "a.wav")).samplerate == tiny_codec.sample_rate
-    audio = (0.1 * np.random.default_rng(0).standard_normal(16_000)).astype(np.float32)
+    audio = (0.1 * np.random.default_rng(0).standard_normal(m.cfg.audio.sampling_rate)).astype(np.float32)
     _, codes2, rep2 = gen.generate(audio=audio)
     assert rep2.frames == len(codes2) <= 20
     # Non-streaming (whole reply first) also works and produces the same frame budget.
