@@ -65,11 +65,14 @@ def filter_out(tmp_path_factory, dialogue_sample, cache_dir) -> tuple[Path, dict
 
     out = tmp_path_factory.mktemp("filter_out")
     args = ["--input", str(dialogue_sample), "--output", str(out), *FILTER_ARGS]
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.filter", *args], cwd=ROOT, env={**os.environ, **JOB_ENV},
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # One ASR actor: shards finish one after another, so the kill lands between them (with two, both
+    # waves of a fast machine could finish between two polls). The run id does not depend on it.
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.filter", *args, "--asr-actors", "1"], cwd=ROOT,
+                            env={**os.environ, **JOB_ENV}, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not list((out / "_progress").glob("*.json")):
-        time.sleep(0.2)
+        time.sleep(0.05)
     kill_session(proc)  # the driver and every process of its embedded Ray: no shard is written after this
     done = sorted(p.stem for p in (out / "_progress").glob("*.json"))
     mtimes = {n: (out / "kept" / f"{n}.parquet").stat().st_mtime_ns for n in done}

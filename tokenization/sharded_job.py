@@ -343,6 +343,9 @@ def write_shard(output: str, name: str, items: list[Item], sink, metadata: dict[
     for sub, sub_rows in by_sub.items():
         rows[sub], seconds[sub] = len(sub_rows), float(sum(sink.seconds(r) for r in sub_rows))
         if not sub_rows:  # no empty files: some readers (datasets) reject zero-row Parquet
+            # A re-run of a shard a killed run had written (rows can route differently when ASR
+            # batches differ) must not leave the old attempt's file beside the new ones.
+            storage.remove_if_exists(storage.join(output, sub, f"{name}.parquet"))
             continue
         data = table_to_parquet_bytes(sink.table(sub_rows, sub), metadata)
         storage.write_bytes_atomic(storage.join(output, sub, f"{name}.parquet"), data)

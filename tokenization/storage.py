@@ -88,8 +88,17 @@ def read_text(uri: str) -> str:
         return f.read().decode("utf-8")
 
 
+def remove_if_exists(uri: str) -> None:
+    """Delete one file or object; nothing there is fine."""
+    fs, path = filesystem(uri)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
 def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """Write under a temporary name, then rename: a killed writer never leaves a half file.
+    """Write under a hidden temporary name, then rename: a killed writer never leaves a half file.
 
     On S3 a single PUT is already atomic, so the object is written directly.
     """
@@ -98,8 +107,11 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
         with fs.open_output_stream(path) as f:
             f.write(data)
         return
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    folder, base = path.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    # Hidden name: a killed writer's leftover is skipped by readers of the folder (pyarrow datasets
+    # and Ray Data ignore names starting with "." or "_"), never read as a second copy of the shard.
+    tmp = f"{folder}/.{base}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

@@ -99,3 +99,53 @@ def test_run_id_follows_the_unit_listing_not_the_indexes():
     assert same == compute_run_id({"k": 1}, [Unit(**{**u.to_dict(), "index": 9}) for u in UNITS])
     assert same != compute_run_id({"k": 1}, [UNITS[0], Unit("b", "test", index=1, size=4, version="2")])  # b changed
     assert same != compute_run_id({"k": 2}, UNITS)
+
+
+def test_a_rerun_shard_leaves_no_file_of_the_killed_attempt(tmp_path):
+    """A killed run wrote shard X's row to `rejects`; the re-run routes it to `kept` (ASR batches
+    can differ between runs): `rejects/X` must go, or the row would be counted twice."""
+    from tokenization.sharded_job import Item, write_shard
+
+    class Routed(_Sink):
+        tables = ("kept", "rejects")
+
+        def __init__(self, to: str):
+            self.to = to
+
+        def route(self, row):
+            return self.to
+
+    out, name = str(tmp_path / "out"), shard_name(0, 0)
+    items = lambda: [Item(unit=0, shard=0, pos=0, row={"id": "a0", "seconds": 1.0})]  # noqa: E731
+    write_shard(out, name, items(), Routed("rejects"), {})
+    assert (tmp_path / "out" / "rejects" / f"{name}.parquet").exists()
+    write_shard(out, name, items(), Routed("kept"), {})
+    assert (tmp_path / "out" / "kept" / f"{name}.parquet").exists()
+    assert not (tmp_path / "out" / "rejects" / f"{name}.parquet").exists()
+
+
+def test_a_killed_writers_leftover_is_not_read_as_data(tmp_path, monkeypatch):
+    """Killed between write and rename: the temp file is hidden, so a dataset read of the folder
+    (pyarrow, Ray Data) does not count its rows next to the re-run's shard."""
+    import os
+
+    import pyarrow.dataset as pads
+
+    from tokenization import storage
+    from tokenization.schema import table_to_parquet_bytes
+
+    data = table_to_parquet_bytes(pa.table({"id": ["a0"]}))
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    monkeypatch.setattr(os, "getpid", lambda: 4_000_000)  # the killed job's writer process
+    try:
+        storage.write_bytes_atomic(str(tmp_path / "kept" / "shard-00000-000.parquet"), data)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    storage.write_bytes_atomic(str(tmp_path / "kept" / "shard-00000-000.parquet"), data)  # the re-run
+    assert len(list((tmp_path / "kept").iterdir())) == 2  # the leftover is there...
+    assert pads.dataset(str(tmp_path / "kept"), format="parquet").to_table().num_rows == 1  # ...and not read
