@@ -18,6 +18,7 @@ throughput is reported as a raw figure, as is the pipeline including it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -58,9 +59,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="filter_bench_"))
     manifest = make_dialogue_sample(work / "sample")
     specs, _ = read_dialogues(str(manifest))
-    specs = [s for s in specs if not s.dialogue_id.startswith("q")] * args.repeat  # readable dialogues only
-    for i, s in enumerate(specs):
-        s.dialogue_id = f"{s.dialogue_id}_{i}"
+    readable = [s for s in specs if not s.dialogue_id.startswith("q")]  # readable dialogues only
+    # Distinct copies with distinct ids: the job's id pre-pass would drop repeated ids.
+    specs = [dataclasses.replace(s, dialogue_id=f"{s.dialogue_id}_r{r}") for r in range(args.repeat) for s in readable]
     clips = [t.audio_path for s in specs for t in s.turns if t.role == ASSISTANT]
     audios = [load_audio(c, SAMPLE_RATE) for c in clips]
     audio_s = sum(len(a) for a in audios) / SAMPLE_RATE
@@ -87,7 +88,8 @@ def main() -> None:
     meta = file_metadata(codec.info, {"run_id": "bench"})
     bench_manifest = work / "bench_dialogues.jsonl"  # the repeated dialogues as one manifest unit, read like the job reads it
     bench_manifest.write_text("".join(json.dumps({"id": s.dialogue_id, "source": s.source, "language": s.language,
-                                                  "speaker": s.speaker, "turns": [t.__dict__ for t in s.turns]}) + "\n"
+                                                  "speaker": s.speaker, "turns": [{"role": t.role, "text": t.text, "audio_path": t.audio_path}
+                                                            for t in s.turns]}) + "\n"
                                       for s in specs))
     opts = ReaderOptions()
     units = list_dialogue_units(str(bench_manifest), opts)
