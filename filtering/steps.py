@@ -30,7 +30,7 @@ from tokenization import storage
 from tokenization.audio import BadAudio, read_ref, resample
 from tokenization.codec import SpeechCodec, load_codec
 from tokenization.schema import sha1_hex
-from tokenization.sharded_job import Item, JobSpec, Step
+from tokenization.sharded_job import Item, JobSpec, Step, shard_unit
 from tokenization.splits import SplitConfig, assign_split
 from tokenization.units import AudioRef, ReaderOptions, Unit, read_unit
 
@@ -76,7 +76,8 @@ _INDEX_LOCK = threading.Lock()
 
 
 def audio_index(units: tuple[Unit, ...], opts: ReaderOptions) -> dict[str, AudioRef]:
-    """utt_id -> AudioRef of the tokenize job's input units, built once per worker process (never on the driver)."""
+    """utt_id -> AudioRef of all the tokenize job's input units, built once per worker process (never on
+    the driver); the fallback of `read_token_rows` when a shard's own unit does not hold its audio."""
     key = (units, repr(opts.to_dict()))
     with _INDEX_LOCK:
         if key not in _AUDIO_INDEX:
@@ -89,15 +90,38 @@ def audio_index(units: tuple[Unit, ...], opts: ReaderOptions) -> dict[str, Audio
         return _AUDIO_INDEX[key]
 
 
+def source_refs(ids: set[str], unit: Unit, opts: ReaderOptions) -> dict[str, AudioRef]:
+    """utt_id -> AudioRef for `ids` only, read from one tokenize input unit (stops once all are found).
+
+    Memory follows one token shard, not the corpus: a tar's or a Parquet row group's embedded audio
+    is kept only for the shard's own rows."""
+    found: dict[str, AudioRef] = {}
+    for rec in read_unit(unit, opts):
+        if hasattr(rec, "audio") and rec.utt_id in ids and rec.utt_id not in found:
+            found[rec.utt_id] = rec.audio
+            if len(found) == len(ids):
+                break
+    return found
+
+
 def read_token_rows(unit: Unit, audio_units: tuple[Unit, ...] = (), opts: ReaderOptions | None = None, split: dict | None = None):
-    """Task side: the token rows of one token-shard file (codes included), each with its source audio ref."""
-    index = audio_index(tuple(audio_units), opts or ReaderOptions())
+    """Task side: the token rows of one token-shard file (codes included), each with its source audio ref.
+
+    A shard `shard-UUUUU-KKK` was tokenized from input unit U: listed the same way, `--audio-manifest`'s
+    unit U holds its audio, and only that unit is read. When it does not hold every row's audio (the
+    units were listed differently), the whole manifest's index is built once per worker instead."""
+    opts = opts or ReaderOptions()
     cfg = SplitConfig(**(split or {}))
     with storage.open_input(unit.uri) as fh:
         rows = pq.read_table(fh).to_pylist()
+    ids = {r["utt_id"] for r in rows}
+    u = shard_unit(unit.uri)
+    refs = source_refs(ids, audio_units[u], opts) if u is not None and u < len(audio_units) else {}
+    if len(refs) < len(ids):
+        refs = audio_index(tuple(audio_units), opts)
     for r in rows:
         r["split"] = r.get("split") or assign_split(r["speaker"], r["utt_id"], cfg)  # shards written before splits
-        r["_audio"] = index.get(r["utt_id"])
+        r["_audio"] = refs.get(r["utt_id"])
         yield r
 
 

@@ -22,6 +22,7 @@ Output folder:
 from __future__ import annotations
 
 import json
+import re
 import os
 import pickle
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,12 @@ DUPLICATES = f"{PROGRESS}/ids/duplicates.json"
 
 def shard_name(unit: int, shard: int) -> str:
     return f"shard-{unit:05d}-{shard:03d}"
+
+
+def shard_unit(path: str) -> int | None:
+    """The input unit a shard file was written from (`.../shard-UUUUU-KKK.parquet` -> U), else None."""
+    m = re.search(r"shard-(\d{5,})-\d{3,}\.parquet$", path)
+    return int(m.group(1)) if m else None
 
 
 @dataclass
