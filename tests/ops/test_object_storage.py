@@ -284,3 +284,21 @@ def test_train_stage1_reads_s3_checkpoints_to_s3_and_resumes(s3, tokenized, tmp_
     assert _json(client, f"ckpt/stage1/{ckpts[-1]}/trainer_state_rank0.json")["step"] == 6
     rows = [json.loads(line) for line in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_listings_page_past_a_thousand_objects(s3, monkeypatch):
+    """S3 lists 1,000 keys per page: folders and globs with more objects are listed whole, in order."""
+    from tokenization import storage
+    from tokenization.paths import list_input_files
+
+    client, env = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    keys = [f"many/part-{i:05d}.tar" for i in range(1203)]
+    for key in keys:
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    client.put_object(Bucket=BUCKET, Key="many/notes.txt", Body=b"x")
+    want = [f"s3://{BUCKET}/{k}" for k in keys]
+    assert [f.uri for f in list_input_files(f"s3://{BUCKET}/many", (".tar",))] == want
+    assert [f.uri for f in list_input_files(f"s3://{BUCKET}/many/part-*.tar", (".tar",))] == want
+    assert storage.list_files(f"s3://{BUCKET}/many", ".tar") == want
