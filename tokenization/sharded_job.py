@@ -22,9 +22,9 @@ Output folder:
 from __future__ import annotations
 
 import json
-import re
 import os
 import pickle
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol
 

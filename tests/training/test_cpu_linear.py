@@ -21,11 +21,15 @@ def test_packed_linear_matches_f_linear_and_falls_back_when_stale():
     x = torch.randn(1, 5, 32)
     ref = nn.functional.linear(x, lin.weight, lin.bias)
     assert pack_linears(lin) == 1
+    first = lin.packed
+    assert pack_linears(lin) == 1 and lin.packed is first  # packed again: the matching copy is kept
     with torch.no_grad():
         torch.testing.assert_close(lin(x), ref, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(lin(x[0, :1]), ref[0, :1], rtol=1e-5, atol=1e-5)  # 2-D, one row
         lin.weight.mul_(2)  # an in-place update (an optimizer step): the packed copy is stale
         torch.testing.assert_close(lin(x), nn.functional.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
+        pack_linears(lin)  # ... and is replaced when packed again
+        assert lin.packed is not first and lin.packed.matches(lin.weight)
     lin.weight.data = torch.zeros_like(lin.weight)  # replaced storage: stale too
     with torch.no_grad():
         assert torch.equal(lin(x), lin.bias.expand(1, 5, 64))

@@ -46,11 +46,16 @@ def packable(w: torch.Tensor) -> bool:
     return ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32 and w.dim() == 2
 
 
+def _applies(packed: Packed | None, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The packed copy may stand in for `weight`: CPU fp32 input, autograd off, weight unchanged."""
+    return (packed is not None and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and packed.matches(weight))
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            packed: Packed | None = None) -> torch.Tensor:
     """`F.linear`, through the packed oneDNN weight when it applies (see the module doc)."""
-    if (packed is not None and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_grad_enabled() and packed.matches(weight)):
+    if _applies(packed, x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, packed.weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
@@ -59,8 +64,7 @@ def linear_gelu(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`gelu(lin(x))` (exact GELU); on a packed weight oneDNN applies the GELU as it writes the
     output, instead of a second pass over it."""
     packed = lin.__dict__.get("packed")
-    if (packed is not None and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_grad_enabled() and packed.matches(lin.weight)):
+    if _applies(packed, x, lin.weight):
         return torch.ops.mkldnn._linear_pointwise(x, packed.weight, lin.bias, "gelu", [], "none")
     return F.gelu(lin(x))
 
@@ -83,17 +87,26 @@ def pack_linears(model: nn.Module) -> int:
     """Pack every `nn.Linear` (and `PackedWeight`) of `model` that holds a CPU fp32 weight.
 
     Covers any module tree: our Talker, `transformers`' Qwen3 and Mimi, peft's LoRA layers
-    (their base and adapter linears are plain `nn.Linear`). Returns how many were packed.
+    (their base and adapter linears are plain `nn.Linear`). A copy that still matches its weight is
+    kept, so packing a model again (a second generator over it) only repacks what changed.
+    Returns how many linears hold a packed copy.
     """
     n = 0
     for m in model.modules():
-        if isinstance(m, nn.Linear) and packable(m.weight):
-            m.packed = Packed(m.weight)
+        if isinstance(m, nn.Linear):
+            weight = m.weight
+        elif isinstance(m, PackedWeight):
+            weight = m.packed_weight()
+        else:
+            continue
+        if not packable(weight):
+            continue
+        packed = m.__dict__.get("packed")
+        if packed is None or not packed.matches(weight):
+            m.packed = Packed(weight)
+        if isinstance(m, nn.Linear):
             m.forward = types.MethodType(_packed_forward, m)
-            n += 1
-        elif isinstance(m, PackedWeight) and packable(m.packed_weight()):
-            m.packed = Packed(m.packed_weight())
-            n += 1
+        n += 1
     return n
 
 
