@@ -22,10 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check_args(a: argparse.Namespace) -> None:
-    """Every path and number the person passed, before a model loads (`UserError`, one line)."""
-    if a.checkpoint:
-        require_checkpoint("--checkpoint", a.checkpoint)
+def check_args(a: argparse.Namespace) -> str | None:
+    """Every path and number the person passed, before a model loads (`UserError`, one line).
+
+    Returns the exported model folder of `--checkpoint` (the export itself, or a Ray checkpoint's `model/`)."""
+    model_dir = require_checkpoint("--checkpoint", a.checkpoint) if a.checkpoint else None
     if a.audio:
         require_input("--audio", a.audio, "pass the user's speech as a WAV/FLAC file")
     if a.tokenizer:
@@ -37,6 +38,7 @@ def check_args(a: argparse.Namespace) -> None:
     require_at_least("--max-frames", a.max_frames, 1)
     require_at_least("--max-text-tokens", a.max_text_tokens, 1)
     require_at_least("--temperature", a.temperature, 0.0)
+    return model_dir
 
 
 def speak(argv: list[str] | None = None) -> dict:
@@ -63,7 +65,7 @@ def speak(argv: list[str] | None = None) -> dict:
                    help="CPU fp32: keep one copy of the linear weights (packing keeps a oneDNN copy beside "
                         "each, ~1.5-3x faster few-row steps)")
     a = p.parse_args(argv)
-    check_args(a)
+    model_dir = check_args(a)
     setup_logging("speak")  # a temp file: the output is one WAV, no folder of its own
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -86,7 +88,9 @@ def speak(argv: list[str] | None = None) -> dict:
             cfg.device = a.device
         model = VocalNetM2(cfg, tok)
     else:
-        model = VocalNetM2.from_pretrained(a.checkpoint, device=a.device, tokenizer_path=a.tokenizer)
+        from training.checkpointing import localize
+
+        model = VocalNetM2.from_pretrained(localize(model_dir), device=a.device, tokenizer_path=a.tokenizer)
     codec = load_codec(a.codec, device=model.cfg.device, n_codebooks=model.cfg.talker.n_codebooks)
     gen = StreamingGenerator(model, codec, gen=GenerationConfig(
         max_frames=a.max_frames, max_text_tokens=a.max_text_tokens, temperature=a.temperature,

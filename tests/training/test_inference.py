@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from training.inference import ChunkDecoder, GenerationConfig, StreamingGenerator
@@ -77,9 +78,11 @@ def test_text_in_audio_in_and_eos(make_model, tiny_codec, tmp_path):
     assert codes3.shape == (20, 8) and rep3.text_tokens == 1
 
 
-def test_speak_cli_tiny(tmp_path, make_model, tokenizer_path):
+@pytest.mark.parametrize("layout", ["export", "ray_checkpoint"])
+def test_speak_cli_tiny(tmp_path, make_model, tokenizer_path, layout):
+    """--checkpoint takes an export or a Ray checkpoint holding `model/`, as the check accepts both."""
     ckpt = tmp_path / "ckpt"
-    make_model(n_mtp=1).save_pretrained(ckpt)
+    make_model(n_mtp=1).save_pretrained(ckpt if layout == "export" else ckpt / "model")
     out = tmp_path / "reply.wav"
     res = subprocess.run(
         [sys.executable, "-m", "pipelines.speak", "--checkpoint", str(ckpt), "--text", "hello",
