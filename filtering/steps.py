@@ -65,10 +65,6 @@ def load_dialogue_item(item: Item, run_id: str, max_seconds: float | None = None
         raise
 
 
-def read_dialogues_unit(unit: Unit, opts: ReaderOptions):
-    return read_dialogue_unit(unit, opts)
-
-
 # --- TTS mode: token shards of a tokenize run, joined with their source audio ------------------------
 
 _AUDIO_INDEX: dict[tuple, dict[str, AudioRef]] = {}
@@ -237,7 +233,7 @@ def filter_job(kind: str, opts: ReaderOptions, run_id: str, *, asr: str | AsrBac
                       actors=asr_actors)
     if kind == DIALOGUE:
         encode = Step("encode", partial(EncodeKept, codec, device, n_codebooks), cpus=codec_cpus, gpus=gpus, actors=codec_actors)
-        return JobSpec("filter", partial(read_dialogues_unit, opts=opts), dialogue_id,
+        return JobSpec("filter", partial(read_dialogue_unit, opts=opts), dialogue_id,
                        partial(load_dialogue_item, run_id=run_id, max_seconds=max_seconds, split=split.to_dict()),
                        FilterSink(DIALOGUE, n_codebooks), [score_step, encode], rows_per_shard, batch_size)
     read = partial(read_token_rows, audio_units=tuple(audio_units), opts=opts, split=split.to_dict())

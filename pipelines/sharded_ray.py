@@ -39,8 +39,6 @@ def _block_bytes(n: int):
 class RunStats:
     shards_written: int  # done marks that this job created
     shards_skipped: int  # done marks found at the start
-    attempts: int
-    duplicates: int
 
 
 def _read_task(row: dict, job: JobSpec, output: str, done_ref, winners_ref) -> Iterator[dict]:
@@ -118,11 +116,9 @@ def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, 
     """
     before = done_shards(output)
     winners = load_duplicates(output)
-    n_dups = 0
     if winners is None:
         winners = find_duplicates(job, units, read_cpus) if len(units) > 1 and pending_units(output, units) else {}
         save_duplicates(output, winners)
-    n_dups = len(winners)
     winners_ref = ray.put(winners)
     attempt, error = 0, None
     while attempt < attempts:
@@ -141,7 +137,7 @@ def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, 
             if attempt == attempts:
                 raise
     after = done_shards(output)
-    return RunStats(len(after - before), len(before), attempt, n_dups)
+    return RunStats(len(after - before), len(before))
 
 
 def _execute(job: JobSpec, todo: list[Unit], output: str, metadata: dict, done_ref, winners_ref, read_cpus: float,

@@ -334,8 +334,7 @@ def quarantine_table(items: list[Item], run_id: str) -> pa.Table:
         schema=QUARANTINE_SCHEMA)
 
 
-def write_quarantine(output: str, name: str, rows: list[QuarantineRow] | pa.Table) -> None:
-    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist([r.to_dict() for r in rows], schema=QUARANTINE_SCHEMA)
+def write_quarantine(output: str, name: str, table: pa.Table) -> None:
     storage.write_bytes_atomic(storage.join(output, QUARANTINE, f"{name}.parquet"), table_to_parquet_bytes(table))
 
 

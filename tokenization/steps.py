@@ -21,15 +21,11 @@ from tokenization.codec import SpeechCodec, load_codec
 from tokenization.schema import N_CODEBOOKS, codes_to_arrow, meta_json, sha1_hex, token_schema
 from tokenization.sharded_job import SHARDS, Item, JobSpec, Step
 from tokenization.splits import SplitConfig, assign_split
-from tokenization.units import ReaderOptions, Unit, Utterance, read_unit
+from tokenization.units import ReaderOptions, Utterance, read_unit
 
 
 def utterance_id(rec: Utterance) -> str:
     return rec.utt_id
-
-
-def read_utterances(unit: Unit, opts: ReaderOptions):
-    return read_unit(unit, opts)
 
 
 def load_utterance(item: Item, target_rate: int, max_seconds: float | None) -> None:
@@ -124,6 +120,6 @@ def tokenize_job(opts: ReaderOptions, codec: str | SpeechCodec, run_id: str, *, 
     """The tokenize job for the engine: read -> load -> encode -> `shards/`."""
     encode = Step("encode", partial(EncodeStep, codec, run_id, device, n_codebooks, split.to_dict()),
                   cpus=encoder_cpus, gpus=encoder_gpus, actors=encoders)
-    return JobSpec("tokenize", partial(read_utterances, opts=opts), utterance_id,
+    return JobSpec("tokenize", partial(read_unit, opts=opts), utterance_id,
                    partial(load_utterance, target_rate=target_rate, max_seconds=max_seconds),
                    TokenSink(n_codebooks), [encode], rows_per_shard, batch_size)

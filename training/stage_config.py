@@ -179,9 +179,6 @@ class StageConfig:
         self.deepspeed_config()  # the JSON exists, parses, and names a ZeRO stage DeepSpeed knows
         return self
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict, where: str = "") -> "StageConfig":
         """From a YAML mapping: strictly, with `model:` built from its preset (see `load_config`)."""
