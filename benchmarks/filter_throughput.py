@@ -88,16 +88,14 @@ def main() -> None:
     # The padded baseline is the filter's own loaded model with 30 s windows (same threads, same weights).
     runs = {"filt": (filt, False), "pad": (filt, True), "fw": (fw, False), "ow": (ow, False)}
     times: dict[str, list[float]] = {k: [] for k in runs}
+    hyps: dict[str, list[str]] = {}  # the last round's transcripts
     for _ in range(args.rounds):
         for key, (asr, pad) in runs.items():
-            t, hyps = bare_loop(asr, audios, args.batch_size, pad)
+            t, hyps[key] = bare_loop(asr, audios, args.batch_size, pad)
             times[key].append(t)
-            if key == "filt":
-                hyp_filt = hyps
-            elif key == "pad":
-                hyp_pad = hyps
-    t_filt, t_pad, t_fw, t_ow = (statistics.median(times[k]) for k in ("filt", "pad", "fw", "ow"))
-    wer_delta = sum(abs(wer_score(r, a).wer - wer_score(r, b).wer) for r, a, b in zip(texts, hyp_filt, hyp_pad)) / len(texts)
+    t_filt, t_pad, t_fw, t_ow = (statistics.median(times[k]) for k in runs)
+    wer_delta = sum(abs(wer_score(r, a).wer - wer_score(r, b).wer)
+                    for r, a, b in zip(texts, hyps["filt"], hyps["pad"])) / len(texts)
 
     codec = load_codec("tiny")
     meta = file_metadata(codec.info, {"run_id": "bench"})

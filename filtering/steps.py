@@ -71,33 +71,28 @@ _AUDIO_INDEX: dict[tuple, dict[str, AudioRef]] = {}
 _INDEX_LOCK = threading.Lock()
 
 
+def audio_refs(units: tuple[Unit, ...], opts: ReaderOptions, ids: set[str] | None = None) -> dict[str, AudioRef]:
+    """utt_id -> AudioRef (the first occurrence) read from `units`; with `ids`, only those, stopping
+    once all are found: memory follows one token shard, not the corpus (a tar's or a Parquet row
+    group's embedded audio is kept only for the shard's own rows)."""
+    found: dict[str, AudioRef] = {}
+    for unit in units:
+        for rec in read_unit(unit, opts):
+            if hasattr(rec, "audio") and (ids is None or rec.utt_id in ids):
+                found.setdefault(rec.utt_id, rec.audio)
+                if ids is not None and len(found) == len(ids):
+                    return found
+    return found
+
+
 def audio_index(units: tuple[Unit, ...], opts: ReaderOptions) -> dict[str, AudioRef]:
-    """utt_id -> AudioRef of all the tokenize job's input units, built once per worker process (never on
-    the driver); the fallback of `read_token_rows` when a shard's own unit does not hold its audio."""
+    """All of `audio_refs(units)`, built once per worker process (never on the driver); the fallback
+    of `read_token_rows` when a shard's own unit does not hold its audio."""
     key = (units, repr(opts.to_dict()))
     with _INDEX_LOCK:
         if key not in _AUDIO_INDEX:
-            index = {}
-            for unit in units:
-                for rec in read_unit(unit, opts):
-                    if hasattr(rec, "audio"):
-                        index.setdefault(rec.utt_id, rec.audio)
-            _AUDIO_INDEX[key] = index
+            _AUDIO_INDEX[key] = audio_refs(units, opts)
         return _AUDIO_INDEX[key]
-
-
-def source_refs(ids: set[str], unit: Unit, opts: ReaderOptions) -> dict[str, AudioRef]:
-    """utt_id -> AudioRef for `ids` only, read from one tokenize input unit (stops once all are found).
-
-    Memory follows one token shard, not the corpus: a tar's or a Parquet row group's embedded audio
-    is kept only for the shard's own rows."""
-    found: dict[str, AudioRef] = {}
-    for rec in read_unit(unit, opts):
-        if hasattr(rec, "audio") and rec.utt_id in ids and rec.utt_id not in found:
-            found[rec.utt_id] = rec.audio
-            if len(found) == len(ids):
-                break
-    return found
 
 
 def read_token_rows(unit: Unit, audio_units: tuple[Unit, ...] = (), opts: ReaderOptions | None = None, split: dict | None = None):
@@ -112,7 +107,7 @@ def read_token_rows(unit: Unit, audio_units: tuple[Unit, ...] = (), opts: Reader
         rows = pq.read_table(fh).to_pylist()
     ids = {r["utt_id"] for r in rows}
     u = shard_unit(unit.uri)
-    refs = source_refs(ids, audio_units[u], opts) if u is not None and u < len(audio_units) else {}
+    refs = audio_refs((audio_units[u],), opts, ids) if u is not None and u < len(audio_units) else {}
     if len(refs) < len(ids):
         refs = audio_index(tuple(audio_units), opts)
     for r in rows:
