@@ -53,8 +53,9 @@ def encode_clip(samples: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
-def pick_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks: list[dict], limit: int) -> list[tuple[str, RowFact]]:
-    """(group label, row) of the rows to play: rejects per reason in turn, worst kept rows, lint examples."""
+def pick_examples(facts: list[RowFact], figures: dict, lint_checks: list[dict]) -> list[tuple[str, RowFact]]:
+    """(group label, row) of every row worth playing, in play order: rejects per reason, worst kept
+    rows and lint examples taken in turn, so the first N heard cover every group."""
     by_id = {f.id: f for f in facts if f.path}
     groups: list[tuple[str, list[str]]] = []
     for code, exs in figures["rejections"]["examples"].items():
@@ -70,7 +71,7 @@ def pick_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks: l
     depth = max((len(ids) for _, ids in groups), default=0)
     for k in range(depth):  # round robin, so every group gets heard before the cap
         for label, ids in groups:
-            if k < len(ids) and ids[k] in by_id and ids[k] not in seen and len(picked) < limit:
+            if k < len(ids) and ids[k] in by_id and ids[k] not in seen:
                 seen.add(ids[k])
                 picked.append((label, by_id[ids[k]]))
     return picked
@@ -137,7 +138,8 @@ def listen_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks:
         ({"examples": [{"group", "id", "status", "reason", "wer", "clips": [{"turn", "role", "text", "asr_hyp",
           "wer", "diff", "from", "seconds", "bytes"}]}], "n_clips", "bytes", "notes"}, {key: data URI}).
     """
-    picked = pick_examples(kind, facts, figures, lint_checks, opts.max_examples)
+    candidates = pick_examples(facts, figures, lint_checks)
+    picked = candidates[: opts.max_examples]
     wanted: dict[str, list[int]] = {}
     for _, f in picked:
         wanted.setdefault(f.path, []).append(f.index)
@@ -171,7 +173,6 @@ def listen_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks:
     if skipped:
         notes.append(f"Audio size cap of {opts.max_bytes / 2**20:g} MB reached: {skipped} clips not embedded "
                      "(raise --max-audio-mb).")
-    n_candidates = len(pick_examples(kind, facts, figures, lint_checks, 10**9))
-    if n_candidates > len(picked):
-        notes.append(f"{n_candidates - len(picked)} more example rows not played (--max-audio-examples {opts.max_examples}).")
+    if len(candidates) > len(picked):
+        notes.append(f"{len(candidates) - len(picked)} more example rows not played (--max-audio-examples {opts.max_examples}).")
     return {"examples": examples, "n_clips": len(uris), "bytes": total, "notes": notes}, uris

@@ -11,6 +11,7 @@ The few example rows whose audio the report embeds are fetched afterwards by row
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -125,7 +126,7 @@ class FactCollector:
         """Rejected rows that pass every rule but the WER one (judged again with max_wer off)."""
         if status != "rejected" or self.rules is None:
             return {}
-        rules = Rules.from_dict({**self.rules.to_dict(), "max_wer": None})
+        rules = dataclasses.replace(self.rules, max_wer=None)
         idx = [i for i, r in enumerate(reason) if reason_code(r or "") == "wer"]
         if not idx:
             return {}

@@ -145,14 +145,15 @@ def _groups(items: list[dict], key: str, field: str) -> dict:
     return {k: summary(v) for k, v in sorted(by.items())}
 
 
-def collect(folder: str, visitors: Sequence[Visitor] = (), kind: str | None = None) -> dict:
+def collect(folder: str, visitors: Sequence[Visitor] = (), kind: str | None = None, manifest: dict | None = None) -> dict:
     """All audit figures of one output folder (see module docstring).
 
     Args:
         visitors: more consumers of the same single read (lint rows, per-row facts).
+        manifest: the folder's `_manifest.json` when the caller has read it already.
     """
     kind = kind or detect_kind(folder)
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder) if manifest is None else manifest
     acc = _Acc()
 
     def visit(status: str, path: str, table: pa.Table, meta: dict) -> None:
@@ -192,7 +193,7 @@ def collect(folder: str, visitors: Sequence[Visitor] = (), kind: str | None = No
     diffs = [(i, n, e) for i, n, e in acc.frames]
     bad_frames = [{"id": i, "n_frames": n, "expected": round(e, 2)} for i, n, e in diffs if abs(n - math.ceil(e - 1e-6)) > 1]
     return {
-        "folder": folder, "kind": kind, "run_id": manifest.get("run_id", ""), "_manifest": manifest, "_meta": acc.meta, "_quarantine": quarantine,
+        "folder": folder, "kind": kind, "run_id": manifest.get("run_id", ""), "_quarantine": quarantine,
         "codec": {k: acc.meta.get(k) for k in ("codec_name", "codec_version", "frame_rate", "n_codebooks", "codebook_size")},
         "asr": manifest.get("asr", acc.meta.get("asr", "")),
         "stages": [stage],
