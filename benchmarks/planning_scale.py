@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import subprocess
 import sys
 import tarfile
@@ -33,24 +31,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from benchmarks.cpu_info import cpu_info  # noqa: E402
 from tokenization.units import ReaderOptions, formats, list_units  # noqa: E402
-
-
-def cpu() -> dict:
-    """CPU model name and the ISA flags that matter for audio/codec kernels."""
-    info = {"model": platform.processor() or platform.machine(), "count": os.cpu_count(), "flags": []}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            info["model"] = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            info["flags"] = sorted(f for f in flags if f.startswith(("avx", "sse4", "fma", "amx", "f16c")))
-            break
-    return info
 
 
 PLAN = r"""
@@ -173,7 +155,7 @@ def main() -> None:
         "tar_read_vs_files": tar["tar_read_vs_files"],
         "n": args.n, "inputs": plans, "tar_vs_files": tar,
         "goals": {"driver_rss_10x_vs_1x": 1.2, "planning_s_per_million_rows": 2.0, "tar_read_vs_files": 0.95},
-        "cpu": cpu(),
+        "cpu": cpu_info(),
     }))
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 CONFIG = os.path.join(REPO, "training", "configs", "stage1_tiny.yaml")
+
+from benchmarks.cpu_info import cpu_info  # noqa: E402
 
 
 def write_shards(folder: str, n: int = 64, seed: int = 0) -> str:
@@ -100,22 +101,6 @@ def worker(extra: list[str]) -> None:
     run_local(load_config(CONFIG, extra, stage=1), echo=False)
 
 
-def cpu_description() -> str:
-    model = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model in ("", platform.machine()):
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model} ({os.cpu_count()} CPUs; {' '.join(isa)})"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=20)
@@ -140,7 +125,7 @@ def main() -> None:
         "samples_per_s_ray_2rank": round(ray_two["samples_per_s"], 3),
         "steps": args.steps, "log_every": args.log_every, "micro_batch": args.micro_batch, "zero_stage": 2,
         "what": "training.recipe stage 1, tiny VocalNet-M2 (n_mtp=2), synthetic token shards",
-        "device": "cpu (DS_ACCELERATOR=cpu, gloo)", "cpu": cpu_description(),
+        "device": "cpu (DS_ACCELERATOR=cpu, gloo)", "cpu": cpu_info(),
     }))
 
 
