@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 from pipelines.logs import announce_log
 from tokenization.errors import UserError
+from tokenization.paths import nearest_existing
 
 EXIT_USER_ERROR = UserError.exit_code
 EXIT_CONFIG_PROBLEM = 1  # `pipelines.train --dry-run`: its verdict on a config (issue 11), apart from usage errors
@@ -52,9 +53,7 @@ def require_codec(flag: str, spec: str) -> None:
 
 def require_writable_file(flag: str, path: str) -> None:
     """The folder that will hold `path` exists or can be created, and is writable."""
-    probe = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
+    probe = nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(probe):
         raise UserError(f"{flag} {path}: {probe} is a file, not a folder; pass a path in a folder")
     if not os.access(probe, os.W_OK | os.X_OK):

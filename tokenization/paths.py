@@ -68,6 +68,14 @@ def list_input_files(uri: str, suffixes: tuple[str, ...]) -> list[InputFile]:
     return sorted((_info(prefix, i) for i in files), key=lambda f: f.uri)
 
 
+def nearest_existing(path: str) -> str:
+    """Local `path` made absolute, or its nearest existing ancestor: where a write to it would land."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    return probe
+
+
 def folder_of(uri: str) -> str:
     """The folder a manifest's relative paths resolve against (absolute for local files)."""
     folder = uri.rsplit("/", 1)[0] if "/" in uri else "."

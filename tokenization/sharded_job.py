@@ -33,6 +33,7 @@ import pyarrow as pa
 from tokenization import storage
 from tokenization.audio import BadAudio
 from tokenization.errors import UserError
+from tokenization.paths import nearest_existing
 from tokenization.schema import (MANIFEST, QUARANTINE, QUARANTINE_SCHEMA, REJECTS, SHARDS, QuarantineRow, sha1_hex,
                                   stable_json, table_to_parquet_bytes)
 from tokenization.units import Unit
@@ -159,13 +160,7 @@ def check_output_writable(output: str) -> None:
     """Fail before Ray starts when `--output` cannot be written (read-only mount, a path under a file)."""
     if output.startswith("s3://"):
         return  # checked by the first write; S3 has no local permission model to probe
-    path = os.path.abspath(output)
-    probe = path
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
+    probe = nearest_existing(output)
     if not os.path.isdir(probe):
         raise UserError(f"--output {output}: {probe} is a file, not a folder; pass a folder path")
     if not os.access(probe, os.W_OK | os.X_OK):
