@@ -28,8 +28,9 @@ from filtering.audit.read import RowFact, fetch_rows
 from filtering.audit.stats import N_EXAMPLES, diff_ops
 from filtering.dialogue_schema import FILTER_DIALOGUE, TTS, USER, flac_to_pcm
 from filtering.normalize import normalize
-from tokenization.audio import decode_audio, read_bytes, resample
+from tokenization.audio import read_ref, resample
 from tokenization.schema import codes_to_numpy
+from tokenization.units import AudioRef
 
 CLIP_RATE = SAMPLE_RATE  # what the ASR heard (16 kHz; Opus takes 8/12/16/24/48 kHz)
 MIME = "audio/ogg"
@@ -77,25 +78,26 @@ def pick_examples(facts: list[RowFact], figures: dict, lint_checks: list[dict]) 
     return picked
 
 
-def _source_paths(kind: str, manifest: str | None) -> dict[str, list[str]]:
-    """{row id: source audio path per scored clip} from the run's input manifest, when given."""
+def _source_refs(kind: str, manifest: str | None, ids: set[str]) -> dict[str, list[AudioRef]]:
+    """{row id: source audio per clip} of the rows in `ids`, from the run's input manifest when given
+    (spans and embedded audio included; only the picked rows' refs are kept)."""
     if not manifest:
         return {}
     if kind == FILTER_DIALOGUE:
         from filtering.dialogue_manifest import read_dialogues
 
         specs, _ = read_dialogues(manifest)
-        return {s.dialogue_id: [t.audio_path for t in s.turns] for s in specs}
+        return {s.dialogue_id: [t.audio for t in s.turns] for s in specs if s.dialogue_id in ids}
     from tokenization.manifest import read_inputs
 
     entries, _, _ = read_inputs(manifest)
-    return {e.utt_id: [e.audio.path] for e in entries}
+    return {e.utt_id: [e.audio] for e in entries if e.utt_id in ids}
 
 
 class ClipAudio:
     """Turns one clip into samples by the first route that works; remembers why one failed."""
 
-    def __init__(self, opts: ListenOptions, sources: dict[str, list[str]]):
+    def __init__(self, opts: ListenOptions, sources: dict[str, list[AudioRef]]):
         self.opts, self.sources, self._codec = opts, sources, None
 
     def codec(self):
@@ -106,10 +108,10 @@ class ClipAudio:
         return self._codec
 
     def get(self, row_id: str, turn: int, clip: dict) -> tuple[np.ndarray | None, int, str]:
-        paths = self.sources.get(row_id, [])
-        if clip["role"] != USER and turn < len(paths):
+        refs = self.sources.get(row_id, [])
+        if clip["role"] != USER and turn < len(refs):
             try:
-                samples, rate = decode_audio(read_bytes(paths[turn]), paths[turn])
+                samples, rate = read_ref(refs[turn])
                 return samples, rate, "source file"
             except (OSError, ValueError):
                 pass  # unreachable from here: the shard or the codes still speak
@@ -144,7 +146,7 @@ def listen_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks:
     for _, f in picked:
         wanted.setdefault(f.path, []).append(f.index)
     rows = fetch_rows(wanted)
-    audio = ClipAudio(opts, _source_paths(kind, opts.audio_manifest))
+    audio = ClipAudio(opts, _source_refs(kind, opts.audio_manifest, {f.id for _, f in picked}))
     uris: dict[str, str] = {}
     total, skipped, examples, notes = 0, 0, [], []
     for label, f in picked:

@@ -361,3 +361,18 @@ def test_compare_report_renders_in_headless_chromium(second_run, tmp_path):
         assert driver.find_element(By.ID, "plot-compare_wer").get_attribute("src").startswith("data:image/png")
     finally:
         driver.quit()
+
+
+def test_clip_from_a_source_span_plays_only_the_span(tmp_path):
+    """A segment manifest's clip (a span of a longer file) is played as the span, not the whole file."""
+    import numpy as np
+    import soundfile as sf
+
+    from filtering.audit.listen import ClipAudio
+    from tokenization.units import AudioRef
+
+    rate = 16000
+    sf.write(tmp_path / "long.wav", np.linspace(-0.5, 0.5, 4 * rate, dtype=np.float32), rate)
+    span = AudioRef(path=str(tmp_path / "long.wav"), start_s=1.0, duration_s=1.5)
+    samples, got_rate, route = ClipAudio(ListenOptions(), {"u1": [span]}).get("u1", 0, {"role": "tts"})
+    assert route == "source file" and got_rate == rate and len(samples) == int(1.5 * rate)
