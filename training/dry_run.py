@@ -22,6 +22,7 @@ import torch
 
 from filtering.dialogue_schema import ASSISTANT, DIALOGUE, USER, DialogueTurn, row_kind
 from tokenization import storage
+from training.data.units import parquet_files
 from training.model.config import VocalNetConfig
 from training.stage_config import StageConfig, resolve_init_model, resolve_tokenizer
 
@@ -101,9 +102,7 @@ def _leaf(pf: pq.ParquetFile, top: str, name: str) -> str | None:
 
 def scan_data(cfg: StageConfig, stage: int, max_frames: int) -> dict:
     """Rows, hours and stage examples per split, from small columns only (never `codes` or audio)."""
-    files = [cfg.data.path] if cfg.data.path.endswith(".parquet") else storage.list_files(cfg.data.path, ".parquet")
-    if not files:
-        raise FileNotFoundError(f"no .parquet files under {cfg.data.path}")
+    files = parquet_files(cfg.data.path)
     splits: dict[str, dict] = defaultdict(lambda: {"rows": 0, "hours": 0.0, "examples": 0, "frames": 0})
     texts: list[str] = []
     for path in files:

@@ -53,12 +53,11 @@ def _split_range(md, row_group: int) -> tuple[str, str] | None:
     return None
 
 
-def list_units(uri: str, split: str | None = None) -> list[Unit]:
-    """Every (file, row group) of the `*.parquet` files directly under a folder (local or s3://).
+def parquet_files(uri: str) -> list[str]:
+    """The `.parquet` files of a shard folder (or the one file `uri` names), sorted.
 
-    `uri` may also name a single `.parquet` file. Only footers are read. With `split`, row
-    groups whose statistics show no row of that split are left out (files without a `split`
-    column hold only train rows).
+    Raises:
+        DataPathError: the folder cannot be listed or holds no `.parquet` file.
     """
     try:
         files = [uri] if uri.endswith(".parquet") else storage.list_files(uri, ".parquet")
@@ -66,8 +65,18 @@ def list_units(uri: str, split: str | None = None) -> list[Unit]:
         raise DataPathError(f"data.path {uri}: cannot list it ({exc})") from None
     if not files:
         raise DataPathError(f"data.path {uri}: no .parquet files there (point it at the tokenize/filter job's output folder)")
+    return files
+
+
+def list_units(uri: str, split: str | None = None) -> list[Unit]:
+    """Every (file, row group) of the `*.parquet` files directly under a folder (local or s3://).
+
+    `uri` may also name a single `.parquet` file. Only footers are read. With `split`, row
+    groups whose statistics show no row of that split are left out (files without a `split`
+    column hold only train rows).
+    """
     units = []
-    for path in files:
+    for path in parquet_files(uri):
         md, has_split = parquet_footer(path)
         if not has_split and split:
             log.warning("%s: no `split` column (written before splits existed): every row counts as train", path)

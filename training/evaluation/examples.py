@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from filtering.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, file_row_kind
-from tokenization import storage
 from training.data.sources import DialogueSource, Source, TokenShardSource
-from training.data.units import read_unit
+from training.data.units import parquet_files, read_unit
 
 SPLITS = ("train", "valid", "test")
 ALL = "all"
@@ -47,9 +46,7 @@ class EvalExample:
 
 def open_source(uri: str) -> tuple[Source, str]:
     """The shard folder's Source and row kind (`DIALOGUE` if rows hold `turns`, `TTS` if `codes`)."""
-    files = storage.list_files(uri, ".parquet") if not uri.endswith(".parquet") else [uri]
-    if not files:
-        raise FileNotFoundError(f"no .parquet files under {uri}")
+    files = parquet_files(uri)
     kind, names = file_row_kind(files[0])
     # split=None: every row group (read_examples picks rows itself and names the splits it saw)
     if kind == DIALOGUE:
