@@ -20,8 +20,9 @@ from collections import defaultdict
 import pyarrow.parquet as pq
 import torch
 
-from filtering.dialogue_schema import ASSISTANT, DIALOGUE, USER, DialogueTurn, row_kind
+from filtering.dialogue_schema import DIALOGUE, DialogueTurn, row_kind
 from tokenization import storage
+from training.data.sources import speech_pair
 from training.data.units import parquet_files
 from training.model.config import VocalNetConfig
 from training.stage_config import StageConfig, resolve_init_model, resolve_tokenizer
@@ -126,7 +127,7 @@ def scan_data(cfg: StageConfig, stage: int, max_frames: int) -> dict:
                 turns = [DialogueTurn.from_dict(t) for t in row["turns"] or []]  # the read leaves; the rest None
                 s["hours"] += sum(t.duration_s or 0 for t in turns) / 3600
                 for user, reply in zip(turns, turns[1:]):
-                    if user.role != USER or reply.role != ASSISTANT:
+                    if not speech_pair(user, reply, cfg.data.max_audio_s):
                         continue
                     frames = reply.n_frames
                     if (stage == 3 and not frames) or (max_frames and (frames or 0) > max_frames):

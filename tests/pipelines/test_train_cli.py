@@ -153,3 +153,8 @@ def test_dry_run_counts_dialogue_pairs_without_reading_audio_or_codes(tmp_path, 
     assert train["hours"] == pytest.approx(3 * 5.0 / 3600, abs=1e-6)
     assert plan["steps_per_epoch"] == 2
     assert "parameters" not in plan and any("no-export" in w and "not computed" in w for w in plan["warnings"])
+    # data.max_audio_s drops pairs whose user speech is longer, as the training stream does (3 s users here)
+    run(train_cli.main, ["--stage", "3", "--config", os.path.join(CONFIG_DIR, "stage3_tiny.yaml"), "--dry-run", "--json",
+                         f"data.path={tmp_path / 'kept'}", f"checkpoint.init_from=[{tmp_path}/no-export]",
+                         "scaling.num_workers=1", "data.micro_batch_size=1", "data.max_audio_s=2.5"])
+    assert json.loads(capsys.readouterr().out)["data"]["splits"]["train"]["examples"] == 0

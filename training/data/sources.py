@@ -14,7 +14,7 @@ from typing import Iterator
 import pyarrow.compute as pc
 
 from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
-from filtering.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, USER, DialogueRow
+from filtering.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, USER, DialogueRow, DialogueTurn
 from tokenization.audio import decode_audio, resample
 from tokenization.schema import FRAME_RATE, TokenRow
 from training.data.units import TRAIN, Unit, list_units, read_unit
@@ -72,6 +72,13 @@ class TokenShardSource(Source):
         return example["n_frames"]
 
 
+def speech_pair(user: DialogueTurn, reply: DialogueTurn, max_audio_s: float = 0.0) -> bool:
+    """A user turn answered by an assistant turn, the user's speech within `max_audio_s` (0: any):
+    the stage-2/3 example rule, shared by the stream and the dry run's count."""
+    return (user.role == USER and reply.role == ASSISTANT
+            and not (max_audio_s and (user.duration_s or 0) > max_audio_s))
+
+
 class DialogueSource(Source):
     """Stages 2 and 3: dialogue shards -> one example per (user turn, next assistant turn).
 
@@ -92,9 +99,7 @@ class DialogueSource(Source):
         dialogue = DialogueRow.from_dict({**row, "turns": row["turns"] or []})  # the contract's row: typed turns
         turns = dialogue.turns
         for i, (user, reply) in enumerate(zip(turns, turns[1:])):
-            if user.role != USER or reply.role != ASSISTANT or not user.audio_flac:
-                continue
-            if self.max_audio_s and (user.duration_s or 0) > self.max_audio_s:
+            if not speech_pair(user, reply, self.max_audio_s) or not user.audio_flac:
                 continue
             ex = {"id": f"{dialogue.dialogue_id}/{i}", "assistant_text": reply.text}
             if self.with_codes:
