@@ -35,13 +35,17 @@ def run_dir(cfg: StageConfig) -> str:
     return os.path.join(os.path.abspath(cfg.checkpoint.storage_path), cfg.checkpoint.run_name)
 
 
+def checkpoints(folder: str) -> list[str]:
+    """The `checkpoint_<step>` folder names under `folder`, oldest first (finished or not)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(d for d in os.listdir(folder) if d.startswith(PREFIX) and os.path.isdir(os.path.join(folder, d)))
+
+
 def latest_checkpoint(folder: str) -> str | None:
     """The newest complete `checkpoint_<step>` under `folder` (one with a `<name>.complete` marker beside it:
     the marker stays outside the checkpoint, whose every file its checksum manifest must list)."""
-    if not os.path.isdir(folder):
-        return None
-    done = sorted(d for d in os.listdir(folder) if d.startswith(PREFIX) and os.path.isdir(os.path.join(folder, d))
-                  and os.path.exists(os.path.join(folder, d + COMPLETE)))
+    done = [d for d in checkpoints(folder) if os.path.exists(os.path.join(folder, d + COMPLETE))]
     return os.path.join(folder, done[-1]) if done else None
 
 
@@ -69,8 +73,7 @@ class FolderReporter:
         _barrier()
         if self.rank == 0:
             open(dst + COMPLETE, "w").close()
-            done = sorted(d for d in os.listdir(self.folder) if d.startswith(PREFIX) and os.path.isdir(os.path.join(self.folder, d)))
-            for old in done[:-self.cfg.checkpoint.num_to_keep]:
+            for old in checkpoints(self.folder)[:-self.cfg.checkpoint.num_to_keep]:
                 shutil.rmtree(os.path.join(self.folder, old), ignore_errors=True)
                 if os.path.exists(os.path.join(self.folder, old + COMPLETE)):
                     os.remove(os.path.join(self.folder, old + COMPLETE))
