@@ -281,7 +281,8 @@ def resolve_spec(spec: str, device: str = "cpu", language: str = "en", batch_siz
     if ":" in spec:
         return spec
     if device != "cpu":
-        return f"faster-whisper:{spec}:float16"
+        backend, compute = backend_candidates(device)[0]
+        return f"{backend}:{spec}:{compute}"
     backend, compute = fastest_backend(spec, device, language, batch_size)
     return f"{backend}:{spec}" + (f":{compute}" if backend == "faster-whisper" else "")
 
@@ -301,7 +302,7 @@ def load_asr(spec: str, device: str = "cpu", language: str = "en", batch_size: i
     if path == "tiny.en":
         path, label = shipped_tiny_en(), "tiny.en"
     if backend == "faster-whisper":
-        compute = kw.pop("compute_type", "int8" if device == "cpu" else "float16")
+        compute = kw.pop("compute_type", backend_candidates(device)[0][1])  # the device's default
         return FasterWhisperAsr(path, device=device, compute_type=compute, language=language,
                                 batch_size=batch_size, label=label, **kw)
     if backend == "openai-whisper":
