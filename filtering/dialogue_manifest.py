@@ -40,7 +40,7 @@ from typing import Iterator
 from filtering.dialogue_schema import ASSISTANT, USER
 from tokenization.manifest import stable_utt_id
 from tokenization.paths import folder_of, list_input_files
-from tokenization.readers.base import line_of
+from tokenization.readers.base import bad, line_of
 from tokenization.readers.hf import audio_ref, read_row_group, row_groups_of
 from tokenization.readers.manifests import decoded_lines
 from tokenization.readers.ranges import ranges_of
@@ -324,7 +324,7 @@ def read_dialogue_unit(unit: Unit, opts: ReaderOptions) -> Iterator[DialogueSpec
             if spec.dialogue_id in seen:
                 raise BadRecord("duplicate id")
         except BadRecord as exc:
-            yield QuarantineRow(rid, line, unit.uri, "manifest", f"{where}: {exc}")
+            yield bad(unit.uri, where, str(exc), rid, line)
             continue
         seen.add(spec.dialogue_id)
         yield spec
@@ -338,14 +338,14 @@ def read_dialogues(manifest: str, source: str | None = None,
         (dialogues in manifest order, quarantine rows for malformed records and duplicate ids).
     """
     opts = opts or ReaderOptions(source=source or "")
-    specs, bad, seen = [], [], set()
+    specs, quarantined, seen = [], [], set()
     for unit in list_dialogue_units(manifest, opts):
         for rec in read_dialogue_unit(unit, opts):
             if isinstance(rec, QuarantineRow):
-                bad.append(rec)
+                quarantined.append(rec)
             elif rec.dialogue_id in seen:  # across units (within one, the unit reader catches it)
-                bad.append(QuarantineRow(rec.dialogue_id, "", unit.uri, "manifest", f"{unit.where}: duplicate id"))
+                quarantined.append(bad(unit.uri, unit.where, "duplicate id", rec.dialogue_id))
             else:
                 seen.add(rec.dialogue_id)
                 specs.append(rec)
-    return specs, bad
+    return specs, quarantined
