@@ -199,7 +199,7 @@ def resolve_paths(cfg: StageConfig) -> StageConfig:
     for p in cfg.checkpoint.init_from:
         if not storage.exists(p):
             raise UserError(f"{cfg.source}: checkpoint.init_from: {p} does not exist (train the previous stage first)")
-    problem = resolve_init_model(cfg)  # the model config travels typed to the workers
+    problem = resolve_init_model(cfg)  # sizes known on the driver (checks, dry run); workers load the export itself
     if problem:
         raise UserError(f"{cfg.source}: {problem}")
     return cfg

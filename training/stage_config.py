@@ -264,8 +264,7 @@ def resolve_init_model(cfg: StageConfig) -> str | None:
         d = json.loads(storage.read_text(path))
     except Exception as exc:  # noqa: BLE001 - any reason it cannot be read is reported, not fatal
         return f"checkpoint.init_from: cannot read {path} ({type(exc).__name__}: {exc}): model sizes unknown"
-    d.pop("format", None)
-    cfg.model = VocalNetConfig.from_dict(d, where=path)
+    cfg.model = VocalNetConfig.from_export(d, where=path)  # ConfigError: not an export of ours
     cfg.notes.append(f"model: from {path}")
     return None
 

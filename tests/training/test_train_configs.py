@@ -183,3 +183,22 @@ def test_checkpoint_config_json_sets_sizes_and_a_missing_size_is_named(tmp_path)
     (tmp_path / "qwen" / "config.json").write_text(json.dumps(qwen))
     with pytest.raises(UserError, match=r"qwen/config.json: num_hidden_layers: missing \(needed for model.thinker.n_layers"):
         load_config(path, [f"model.thinker.path={tmp_path}/qwen"])
+
+
+def test_init_from_an_export_of_another_format_fails_on_the_driver(tmp_path):
+    """The driver reads the export's sizes, checking its `format` as the workers' from_pretrained does."""
+    import json
+
+    from tokenization.strict_config import ConfigError
+    from training.model.config import EXPORT_FORMAT
+    from training.stage_config import resolve_init_model
+
+    export = tmp_path / "export"
+    export.mkdir()
+    good = {"format": EXPORT_FORMAT, **VocalNetConfig.tiny().to_dict()}
+    cfg = load_config(os.path.join(CONFIG_DIR, "stage2_tiny.yaml"), [f"checkpoint.init_from=[{export}]"], stage=2)
+    (export / "config.json").write_text(json.dumps(good))
+    assert resolve_init_model(cfg) is None and cfg.model.talker.d_model == VocalNetConfig.tiny().talker.d_model
+    (export / "config.json").write_text(json.dumps({**good, "format": "someone-else/3"}))
+    with pytest.raises(ConfigError, match="format 'someone-else/3'"):
+        resolve_init_model(cfg)

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
-from tokenization.strict_config import config_error, load_dataclass
+from tokenization.strict_config import ConfigError, config_error, load_dataclass
+
+
+EXPORT_FORMAT = "vocalnet-m2/1"  # the `format` of an exported model's config.json and safetensors
 
 
 @dataclass(kw_only=True)
@@ -163,6 +166,15 @@ class VocalNetConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_export(cls, d: dict[str, Any], where: str) -> "VocalNetConfig":
+        """From an export's `config.json` (`VocalNetM2.save_pretrained`): its `format` checked, then strictly."""
+        d = dict(d)
+        fmt = d.pop("format", None)
+        if fmt != EXPORT_FORMAT:
+            raise ConfigError(f"{where}: format {fmt!r}: not a {EXPORT_FORMAT} checkpoint (VocalNetM2.save_pretrained writes it)")
+        return cls.from_dict(d, where=where)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "", prefix: str = "") -> "VocalNetConfig":

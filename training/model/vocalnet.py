@@ -31,12 +31,12 @@ from torch.nn import functional as F
 from training.model.adaptor import Adaptor
 from training.model.audio_encoder import AudioEncoder
 from training.model.codebook_layout import IGNORE, SpecialTokens, build_targets
-from training.model.config import VocalNetConfig, torch_dtype
+from training.model.config import EXPORT_FORMAT, VocalNetConfig, torch_dtype
 from training.model.fusion import Fusion
 from training.model.talker import Talker, TalkerOutput
 from training.model.thinker import Thinker, load_tokenizer
 
-FORMAT = "vocalnet-m2/1"
+FORMAT = EXPORT_FORMAT
 STAGE_TRAINS = {1: ("fusion", "talker"), 2: ("adaptor", "lora"), 3: ("adaptor", "lora", "fusion", "talker")}
 
 
@@ -215,10 +215,7 @@ class VocalNetM2(nn.Module):
                         tokenizer_path: str | None = None) -> "VocalNetM2":
         """Rebuild from `save_pretrained` output; safetensors only, nothing unpickled."""
         out = Path(out_dir)
-        d = json.loads((out / "config.json").read_text())
-        if d.pop("format", None) != FORMAT:
-            raise ValueError(f"{out}: not a {FORMAT} checkpoint")
-        cfg = VocalNetConfig.from_dict(d)
+        cfg = VocalNetConfig.from_export(json.loads((out / "config.json").read_text()), where=str(out))
         cfg.device = device or cfg.device
         cfg.dtype = dtype or cfg.dtype
         if tokenizer_path is None and (out / "tokenizer.json").is_file():
