@@ -7,6 +7,7 @@ import os
 import pytest
 
 from pipelines import train as train_cli
+from tests.training.conftest_train import synthetic_token_shards
 from tokenization.errors import UserError
 from training.stage_config import CONFIG_DIR, load_config
 
@@ -66,20 +67,6 @@ WHISPER_LARGE_V3 = {"num_mel_bins": 128, "d_model": 1280, "encoder_layers": 32, 
                     "encoder_ffn_dim": 5120, "max_source_positions": 1500, "model_type": "whisper"}
 
 
-def _token_shards(folder, splits: list[str], frames: int = 25):
-    """A token shard through the shard contract (`tokenization.schema`): one row per split entry."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from tokenization.schema import TokenRow, rows_to_table
-
-    folder.mkdir(parents=True)
-    rows = [TokenRow(f"u{i}", "test", f"spk{i}", "en", "a few words", frames / 12.5, frames,
-                     np.zeros((frames, 8), np.uint16), "0" * 40, "test", split) for i, split in enumerate(splits)]
-    pq.write_table(rows_to_table(rows), folder / "shard-00000.parquet", row_group_size=2)
-    return folder
-
-
 def test_dry_run_paper_preset_on_the_meta_device(tmp_path, capsys):
     """Sizes from the checkpoints' config.json (no weights there at all), data figures from the shards, in seconds."""
     import json
@@ -90,7 +77,7 @@ def test_dry_run_paper_preset_on_the_meta_device(tmp_path, capsys):
     for name, cfg in (("whisper", WHISPER_LARGE_V3), ("qwen", QWEN3_8B)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(cfg))
-    data = _token_shards(tmp_path / "tokens", ["train"] * 6 + ["valid"] * 2)
+    data = synthetic_token_shards(tmp_path / "tokens", ["train"] * 6 + ["valid"] * 2)
     t0 = time.perf_counter()
     run(train_cli.main, ["--stage", "1", "--config", os.path.join(CONFIG_DIR, "stage1.yaml"), "--dry-run", "--json",
                          f"model.audio.path={tmp_path}/whisper", f"model.thinker.path={tmp_path}/qwen", f"data.path={data}",

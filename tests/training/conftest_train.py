@@ -60,6 +60,22 @@ def write_token_shards(manifest: Path, codec, out_dir: Path, n: int | None = Non
     return out_dir
 
 
+def synthetic_token_shards(folder: Path, splits: list[str], frames: int = 25, prefix: str = "u", codec_info=None,
+                           row_group_size: int = 2) -> Path:
+    """A token shard through the shard contract without audio: one all-zero row per split entry, ids `<prefix><i>`.
+
+    `codec_info` (a `CodecInfo`) writes its file metadata, as the tokenize job does.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [TokenRow(f"{prefix}{i}", "test", f"spk{i}", "en", "a few words", frames / 12.5, frames,
+                     np.zeros((frames, 8), np.uint16), "0" * 40, "test", split) for i, split in enumerate(splits)]
+    table = rows_to_table(rows)
+    if codec_info is not None:
+        table = table.replace_schema_metadata(file_metadata(codec_info))
+    pq.write_table(table, folder / "shard-00000.parquet", row_group_size=row_group_size, compression=PARQUET_COMPRESSION)
+    return folder
+
+
 def write_dialogue_shards(manifest: Path, codec, out_dir: Path, n_dialogues: int = 12, rows_per_group: int = 4,
                           drop: tuple[str, ...] = ()) -> Path:
     """Dialogues of two turns: user = sentence i spoken, assistant = sentence i+1 (text + codes).
