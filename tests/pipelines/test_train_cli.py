@@ -145,3 +145,54 @@ def test_dry_run_counts_dialogue_pairs_without_reading_audio_or_codes(tmp_path, 
                          f"data.path={tmp_path / 'kept'}", f"checkpoint.init_from=[{tmp_path}/no-export]",
                          "scaling.num_workers=1", "data.micro_batch_size=1", "data.max_audio_s=2.5"])
     assert json.loads(capsys.readouterr().out)["data"]["splits"]["train"]["examples"] == 0
+
+
+def _two_sources(tmp_path, info, codec_b: str | None = None):
+    """Two token folders for a 3:1 mixture: `big` (8 train, 2 valid rows) and `small` (2 train rows), written by the
+    codec of `info` (`small` under the name `codec_b` when given)."""
+    from dataclasses import replace
+
+    big = synthetic_token_shards(tmp_path / "big" / "shards", ["train"] * 8 + ["valid"] * 2, prefix="b", codec_info=info)
+    small = synthetic_token_shards(tmp_path / "small", ["train"] * 2, prefix="s", codec_info=replace(info, name=codec_b or info.name))
+    return f"data.sources=[{{path: {big}, weight: 3}}, {{path: {small}, weight: 1}}]"
+
+
+def test_dry_run_lists_every_source_with_weight_share_and_epochs(tmp_path, tiny_codec, capsys):
+    """Stage 1 (tiny) on two folders 3:1: 40 steps x 2 workers x 4 = 320 samples, 240 from `big` (8 rows: 30 epochs)."""
+    import json
+
+    from pipelines.cli import run
+
+    argv = ["--stage", "1", "--config", os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), "--dry-run", _two_sources(tmp_path, tiny_codec.info),
+            "max_steps=40", "scaling.num_workers=2", "data.micro_batch_size=4"]
+    run(train_cli.main, [*argv, "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    big, small = plan["data"]["sources"]
+    assert (big["name"], big["weight"], big["share"], big["path"]) == ("big", 3.0, 0.75, str(tmp_path / "big" / "shards"))
+    assert (small["name"], small["weight"], small["share"]) == ("small", 1.0, 0.25)
+    assert big["splits"]["train"]["rows"] == 8 and big["splits"]["valid"]["rows"] == 2 and small["splits"]["train"]["rows"] == 2
+    assert big["splits"]["train"]["hours"] == pytest.approx(8 * 2.0 / 3600, abs=1e-6)
+    assert big["samples_at_max_steps"] == 240 and big["epochs_at_max_steps"] == 30 and small["epochs_at_max_steps"] == 40
+    assert plan["data"]["splits"]["train"]["rows"] == 10  # summed over the sources
+    assert sum("repeats" in w for w in plan["warnings"]) == 2, plan["warnings"]
+    run(train_cli.main, [*argv, "max_steps=1"])  # 8 samples: `big` never finishes an epoch (6 of its 8 rows)
+    text = capsys.readouterr().out
+    assert "big never finishes an epoch: 75%" in text, text
+    rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["big"], ["small"])]
+    assert rows[0][:4] == ["big", "3", "75.0%", "0.75"] and rows[1][:4] == ["small", "1", "25.0%", "1.00"], text
+
+
+def test_sources_of_different_codecs_stop_before_ray_in_one_line(tmp_path, tiny_codec, capsys):
+    import ray
+
+    from pipelines.cli import run
+
+    argv = ["--stage", "1", "--config", os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), _two_sources(tmp_path, tiny_codec.info, codec_b="xy"),
+            f"checkpoint.storage_path={tmp_path}/ck"]
+    for flags, code in (([], 2), (["--dry-run"], 1)):
+        with pytest.raises(SystemExit) as exit_:
+            run(train_cli.main, [*argv, *flags])
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == code and len(err.splitlines()) == 1, err
+        assert "big (" in err and "small (" in err and "codec_name" in err and "vs 'xy'" in err, err
+    assert not ray.is_initialized()
