@@ -144,11 +144,11 @@ def ray_two_nodes():
         cluster.shutdown()
 
 
-def tiny_config(stage: int, data: Path, storage: Path, overrides: list[str] = ()):
-    """A stage's tiny YAML pointed at test data and storage (+ overrides)."""
+def tiny_config(stage: int, data: Path | None, storage: Path, overrides: list[str] = ()):
+    """A stage's tiny YAML pointed at test data (None: a `data.sources` override names it) and storage (+ overrides)."""
     from training.stage_config import CONFIG_DIR, load_config
 
-    base = [f"data.path={data}", f"checkpoint.storage_path={storage}", "checkpoint.init_from=[]"]
+    base = ([f"data.path={data}"] if data else []) + [f"checkpoint.storage_path={storage}", "checkpoint.init_from=[]"]
     return load_config(os.path.join(CONFIG_DIR, f"stage{stage}_tiny.yaml"), base + list(overrides), stage=stage)
 
 
