@@ -237,6 +237,7 @@ def plan(cfg: StageConfig) -> dict:
     n_gpus = cfg.scaling.num_workers
     per_step = cfg.data.micro_batch_size * cfg.optim.grad_accum * n_gpus
     out["zero_stage"] = ds["zero_optimization"].get("stage")
+    out["max_steps"] = cfg.max_steps
     out["batch"] = {"micro_batch_size": cfg.data.micro_batch_size, "grad_accum": cfg.optim.grad_accum,
                     "num_workers": n_gpus, "examples_per_step": per_step}
     n_codebooks = cfg.model.talker.n_codebooks if cfg.model else None
@@ -286,7 +287,8 @@ def format_plan(p: dict) -> str:
     if "data" in p:
         for split, s in p["data"]["splits"].items():
             lines.append(f"  data {split}: {s['rows']:,} rows, {s['hours']:.2f} h, {s['examples']:,} examples")
-        lines.append(f"  {'source':<16}{'weight':>8}{'share':>8}{'epochs':>9}  rows / hours per split")
+        lines.append(f"  {'source':<16}{'weight':>8}{'share':>8}{'epochs':>9}  rows / hours per split "
+                     f"(share of samples, epochs reached at max_steps {p['max_steps']:,})")
         for s in p["data"]["sources"]:
             epochs = s.get("epochs_at_max_steps")
             per_split = ", ".join(f"{k} {v['rows']:,} / {v['hours']:.2f} h" for k, v in s.get("splits", {}).items()) or "not readable here"

@@ -35,6 +35,10 @@ def test_every_yaml_loads(path):
     assert not any(v == "auto" for v in ds.values())
     if cfg.stage > 1:
         assert cfg.checkpoint.init_from, "stages 2 and 3 start from the previous stage's export"
+    # the header's mixture example is a valid override: it replaces data.path with two weighted sources
+    mixture = next(line for line in open(path) if "data.sources=" in line).split("'")[1]
+    mixed = load_config(path, [mixture]).data
+    assert mixed.path == "" and len(mixed.mixture()) == 2 and mixed.mixture()[0].weight > mixed.mixture()[1].weight
 
 
 def test_overrides_and_zero3():
