@@ -201,7 +201,8 @@ def resolve_paths(cfg: StageConfig) -> StageConfig:
         cfg.tokenizer = os.path.abspath(cfg.tokenizer)
     mixture = cfg.data.mixture()
     for source in mixture:
-        list_units(source.path)  # UserError: no shards there, or a file that is not Parquet (footers only are read)
+        what = f"data.sources {source.name}" if cfg.data.sources else "data.path"
+        list_units(source.path, what=what)  # UserError: no shards there, or a file that is not Parquet (footers only)
     check_sources(cfg.stage, [(s.name, s.path) for s in mixture])
     for p in cfg.checkpoint.init_from:
         if not storage.exists(p):

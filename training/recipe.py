@@ -198,11 +198,8 @@ class StageRecipe:
         cfg = self.cfg
         if not cfg.eval_every or not cfg.eval_batches:
             return {}
-        out = {}
-        for s in self.sources:
-            source = self._source(s.path, "valid")
-            if source.units:
-                out[s.name] = fixed_batches(source, cfg.data.micro_batch_size, cfg.eval_batches)
+        out = {s.name: fixed_batches(self._source(s.path, "valid"), cfg.data.micro_batch_size, cfg.eval_batches)
+               for s in self.sources}
         return {name: batches for name, batches in out.items() if batches}
 
     def tensorboard_dir(self) -> str:

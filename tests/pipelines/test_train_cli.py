@@ -195,4 +195,8 @@ def test_sources_of_different_codecs_stop_before_ray_in_one_line(tmp_path, tiny_
         err = capsys.readouterr().err.strip()
         assert exit_.value.code == code and len(err.splitlines()) == 1, err
         assert "big (" in err and "small (" in err and "codec_name" in err and "vs 'xy'" in err, err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        run(train_cli.main, [*argv[:4], f"data.sources=[{{path: {tmp_path / 'big'}/shards}}, {{path: {tmp_path / 'empty'}}}]", argv[-1]])
+    assert f"data.sources empty {tmp_path / 'empty'}: no .parquet files" in capsys.readouterr().err
     assert not ray.is_initialized()
