@@ -60,15 +60,17 @@ def write_token_shards(manifest: Path, codec, out_dir: Path, n: int | None = Non
     return out_dir
 
 
-def synthetic_token_shards(folder: Path, splits: list[str], frames: int = 25, prefix: str = "u", codec_info=None,
+def synthetic_token_shards(folder: Path, splits: list[str], frames: int | list[int] = 25, prefix: str = "u", codec_info=None,
                            row_group_size: int = 2) -> Path:
     """A token shard through the shard contract without audio: one all-zero row per split entry, ids `<prefix><i>`.
 
-    `codec_info` (a `CodecInfo`) writes its file metadata, as the tokenize job does.
+    `frames`: every row's length, or one per row. `codec_info` (a `CodecInfo`) writes its file
+    metadata, as the tokenize job does.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [TokenRow(f"{prefix}{i}", "test", f"spk{i}", "en", "a few words", frames / 12.5, frames,
-                     np.zeros((frames, 8), np.uint16), "0" * 40, "test", split) for i, split in enumerate(splits)]
+    lengths = frames if isinstance(frames, list) else [frames] * len(splits)
+    rows = [TokenRow(f"{prefix}{i}", "test", f"spk{i}", "en", "a few words", n / 12.5, n,
+                     np.zeros((n, 8), np.uint16), "0" * 40, "test", split) for i, (split, n) in enumerate(zip(splits, lengths))]
     table = rows_to_table(rows)
     if codec_info is not None:
         table = table.replace_schema_metadata(file_metadata(codec_info))

@@ -1,14 +1,17 @@
-"""Mixtures of data sources: weighted deterministic interleave, per-source epochs, exact resume, agreement checks."""
+"""Mixtures of data sources: weighted deterministic interleave, per-source epochs, exact resume, agreement checks.
+
+Shards here are written through the shard contracts without audio (fast); importing conftest_train's
+fixtures would rebuild them for this module.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.training.conftest_train import *  # noqa: F401,F403
 from tests.training.conftest_train import synthetic_token_shards
 from tokenization.errors import UserError
 from tokenization.schema import file_metadata
@@ -34,9 +37,12 @@ def _draw(mix: MixtureStream, n: int) -> list[tuple[str, list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def halves(token_shards) -> dict[str, str]:
-    """The session's 36 token rows as two sources of 18: one file each."""
-    return {"a": str(token_shards / "shard-00000.parquet"), "b": str(token_shards / "shard-00001.parquet")}
+def halves(tmp_path_factory, tiny_codec) -> dict[str, str]:
+    """Two sources of 18 train rows (of 5..39 frames, so buckets differ), written as the tiny codec's."""
+    root = tmp_path_factory.mktemp("halves")
+    return {name: str(synthetic_token_shards(root / name, ["train"] * 18, frames=list(range(5, 41, 2)), prefix=name,
+                                             codec_info=tiny_codec.info, row_group_size=6))
+            for name in ("a", "b")}
 
 
 def test_weights_3_to_1_give_three_quarters_of_the_rows_and_each_source_its_own_epochs(halves):
@@ -97,23 +103,29 @@ def test_a_state_saved_before_mixtures_resumes_the_one_source(halves):
     assert [ids for _, ids in _draw(mix, 2)] == reference[10:12]
 
 
-def test_sources_of_another_codec_or_kind_are_one_line_errors_naming_both(token_shards, dialogue_shards, tiny_codec, tmp_path):
+def test_sources_of_another_codec_or_kind_are_one_line_errors_naming_both(halves, tiny_codec, tmp_path):
     from dataclasses import replace
 
-    ok = str(token_shards)
+    from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table
+
+    ok = halves["a"]
     other = tmp_path / "other"
     other.mkdir()
-    for f in sorted(token_shards.glob("*.parquet")):
-        table = pq.read_table(f)
-        info = replace(tiny_codec.info, name="xy-tokenizer")
-        pq.write_table(table.replace_schema_metadata(file_metadata(info)), other / f.name)
-    check_sources(1, [("emilia", ok), ("copy", str(token_shards))])  # the same codec: fine
+    table = pq.read_table(halves["b"])
+    pq.write_table(table.replace_schema_metadata(file_metadata(replace(tiny_codec.info, name="xy-tokenizer"))),
+                   other / "shard-00000.parquet")
+    check_sources(1, [("emilia", ok), ("copy", halves["b"])])  # the same codec: fine
     with pytest.raises(UserError) as err:
         check_sources(1, [("emilia", ok), ("xy", str(other))])
     msg = str(err.value)
     assert len(msg.splitlines()) == 1 and f"emilia ({ok})" in msg and f"xy ({other})" in msg and "codec_name" in msg, msg
+    dialogue = tmp_path / "kept"
+    dialogue.mkdir()
+    turns = [DialogueTurn(USER, "hi", b"", 16000, 1.0), DialogueTurn(ASSISTANT, "hello", None, 24000, 1.0,
+                                                                        np.zeros((12, 8), np.uint16), 12)]
+    pq.write_table(dialogue_rows_to_table([DialogueRow("d0", "t", "en", "s", turns)]), dialogue / "part-0.parquet")
     with pytest.raises(UserError) as err:
-        check_sources(1, [("emilia", ok), ("dialogue", str(dialogue_shards))])
+        check_sources(1, [("emilia", ok), ("dialogue", str(dialogue))])
     msg = str(err.value)
-    assert f"dialogue ({dialogue_shards})" in msg and f"emilia ({ok})" in msg and "stage 1" in msg, msg
-    shutil.rmtree(other)
+    assert f"dialogue ({dialogue})" in msg and f"emilia ({ok})" in msg and "stage 1" in msg, msg
+    check_sources(3, [("dialogue", str(dialogue))])  # the kind stage 3 trains on
