@@ -14,7 +14,7 @@ def test_emilia_tars_read_by_key_with_meta_and_every_bad_kind_quarantined(webdat
     first = out.kept["EN_B000000_S00000_W000000"]
     assert first.text == first.text.strip() and first.speaker == "EN_B000000_S00000" and first.language == "en"
     assert first.meta == {"wav": "EN_B000000_S00000_W000000.mp3", "duration": 1.0, "dnsmos": 3.25}
-    assert all(2.0 < s < 6.0 for s in out.seconds.values())  # real speech decoded from MP3/FLAC
+    assert all(1.5 < s < 6.0 for s in out.seconds.values())  # real speech decoded from MP3/FLAC (shortest: 1.9 s)
     txt_sample = out.kept["sub/EN_B000001_S00001_W000001"]  # no JSON: key as id, .txt as text
     assert txt_sample.meta is None and not txt_sample.text.endswith("\n")
     broken = [q for q in out.quarantined if q.file.endswith("EN-B000002.tar")]
