@@ -151,3 +151,86 @@ def test_a_killed_writers_leftover_is_not_read_as_data(tmp_path, monkeypatch):
     storage.write_bytes_atomic(str(tmp_path / "kept" / "shard-00000-000.parquet"), data)  # the re-run
     assert len(list((tmp_path / "kept").iterdir())) == 2  # the leftover is there...
     assert pads.dataset(str(tmp_path / "kept"), format="parquet").to_table().num_rows == 1  # ...and not read
+
+
+# --- a living output folder: grow / change / remove, each equal to a fresh run --------------------
+
+
+def _corpus(spec: dict[str, tuple[str, list]]) -> tuple[list[Unit], dict]:
+    """{uri: (version, records)} -> (keyed units in listing order, the records each reads)."""
+    units = keyed([Unit(uri, "test", size=len(recs), version=v) for uri, (v, recs) in sorted(spec.items())], "")
+    return units, {uri: recs for uri, (_, recs) in spec.items()}
+
+
+def _run_into(out, spec: dict) -> tuple:
+    from tokenization.sharded_job import sync_output
+
+    units, records = _corpus(spec)
+    job = JobSpec("test", lambda u: iter(records[u.uri]), str, _load, _Sink(), [], 3, 2)
+    plan = sync_output(str(out), units)
+    written = run_local(job, units, str(out), {b"run_id": b"r1"})
+    manifest = write_manifest(str(out), "r1", units, (SHARDS,))
+    return plan, written, manifest
+
+
+def _files(folder) -> dict[str, bytes]:
+    """What a reader of the folder sees: data, quarantine and the manifest, by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not str(p.relative_to(folder)).startswith(("_progress", "."))}
+
+
+def test_grow_change_remove_redo_only_that_unit_and_match_a_fresh_run(tmp_path):
+    out = tmp_path / "living"
+    spec = {"b": ("1", ["b0", "b1", "b2", "b3"]), "d": ("1", ["d0", "bad", "d2"])}
+    _run_into(out, spec)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / SHARDS).iterdir()}
+    steps = [
+        ("grow", {**spec, "a": ("1", ["a0", "a1"])}, {"units_new": 1, "units_unchanged": 2}),  # sorts first
+        ("change", {**spec, "a": ("1", ["a0", "a1"]), "b": ("2", ["B0"])}, {"units_changed": 1, "units_unchanged": 2}),
+        ("remove", {"a": ("1", ["a0", "a1"]), "b": ("2", ["B0"])}, {"units_removed": 1, "units_unchanged": 2}),
+    ]
+    for what, spec, counts in steps:
+        plan, written, manifest = _run_into(out, spec)
+        expect = {"units_new": 0, "units_changed": 0, "units_removed": 0, "units_unchanged": 0, **counts}
+        assert plan.counts() == expect, what
+        fresh = tmp_path / f"fresh-{what}"
+        _run_into(fresh, spec)
+        assert _files(out) == _files(fresh), what
+        assert {w.rsplit("-", 1)[0] for w in written} == {f"shard-{k}" for k in plan.new + plan.changed}, what
+        for p in (out / SHARDS).iterdir():  # untouched shards keep their bytes and their mtime
+            if p.name in mtimes and p.name.split("-")[1] in plan.unchanged:
+                assert p.stat().st_mtime_ns == mtimes[p.name], (what, p.name)
+        mtimes = {p.name: p.stat().st_mtime_ns for p in (out / SHARDS).iterdir()}
+    assert manifest["counts"] == {"in": 3, "kept": 3, "quarantined": 0, "hours": round(3 * 1.5 / 3600, 6)}
+
+
+def test_a_new_unit_that_takes_a_duplicate_id_reruns_the_unit_that_lost_it(tmp_path):
+    out = tmp_path / "living"
+    spec = {"b": ("1", ["x", "b1"]), "c": ("1", ["c0"])}
+    _run_into(out, spec)
+    plan, written, _ = _run_into(out, {**spec, "a": ("1", ["x"])})  # a sorts first: its x wins now
+    kb = _corpus(spec)[0][0].key
+    assert plan.counts()["units_new"] == 1 and any(w.startswith(f"shard-{kb}") for w in written)
+    q = pq.read_table(out / "quarantine" / f"{shard_name(kb, 0)}.parquet").to_pylist()
+    assert [r["utt_id"] for r in q] == ["x"] and "kept its occurrence in a, record 0" in q[0]["reason"]
+    fresh = tmp_path / "fresh"
+    _run_into(fresh, {**spec, "a": ("1", ["x"])})
+    assert _files(out) == _files(fresh)
+    plan, written, _ = _run_into(out, spec)  # a is gone again: b keeps x
+    assert plan.counts()["units_removed"] == 1 and any(w.startswith(f"shard-{kb}") for w in written)
+    assert sorted(pq.read_table(out / SHARDS).column("id").to_pylist()) == ["b1", "c0", "x"]
+    assert _run_into(out, spec)[1] == []  # nothing changed: nothing runs
+
+
+def test_another_config_is_refused_in_one_line_naming_the_key(tmp_path):
+    import pytest
+
+    from tokenization.errors import UserError
+    from tokenization.sharded_job import prepare_output
+
+    out = str(tmp_path / "out")
+    prepare_output(out, compute_run_id({"rows_per_shard": 4}), {"rows_per_shard": 4})
+    prepare_output(out, compute_run_id({"rows_per_shard": 4}), {"rows_per_shard": 4})  # same config: fine
+    with pytest.raises(UserError) as err:
+        prepare_output(out, compute_run_id({"rows_per_shard": 8}), {"rows_per_shard": 8})
+    assert "\n" not in str(err.value) and "rows_per_shard 4 -> 8" in str(err.value) and "--overwrite" in str(err.value)
