@@ -41,12 +41,12 @@ def test_a_shard_reads_only_the_unit_it_was_tokenized_from(tmp_path, monkeypatch
     real = steps.read_unit
     monkeypatch.setattr(steps, "read_unit", lambda unit, opts: (read.append(unit.uri), real(unit, opts))[1])
     steps._AUDIO_INDEX.clear()
-    shard = _shard(tmp_path, shard_name(1, 0), ["m1_0", "m1_1"])
+    shard = _shard(tmp_path, shard_name(units[1].key, 0), ["m1_0", "m1_1"])
     rows = list(steps.read_token_rows(shard, units))
     assert [r["_audio"].path.rsplit("/", 1)[-1] for r in rows] == ["m1_0.wav", "m1_1.wav"]
     assert read == [units[1].uri] and not steps._AUDIO_INDEX  # one unit read, no corpus-wide index built
 
-    # Units listed differently from the tokenize run (shard 0's rows live in unit 1): the whole index.
+    # Units listed differently from the tokenize run (unit 0's shard holds unit 1's rows): the whole index.
     read.clear()
-    rows = list(steps.read_token_rows(_shard(tmp_path, shard_name(0, 0), ["m1_1"]), units))
+    rows = list(steps.read_token_rows(_shard(tmp_path, shard_name(units[0].key, 0), ["m1_1"]), units))
     assert rows[0]["_audio"].path.endswith("m1_1.wav") and read == [units[0].uri, units[0].uri, units[1].uri]

@@ -20,6 +20,7 @@ from tests.jobs import kill_session
 from tests.pipelines.conftest import BAD_KINDS
 from tokenization.schema import SCHEMA_VERSION, codes_to_numpy, read_file_metadata, token_schema
 from tokenization.sharded_job import shard_name
+from tokenization.units import ReaderOptions, list_units
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -96,7 +97,8 @@ def test_shards_follow_the_contract(reference, dirty_corpus):
     out, _ = reference
     files = sorted((out / "shards").glob("*.parquet"))
     progress = sorted(p.stem for p in (out / "_progress").glob("*.json"))
-    assert progress == [shard_name(0, k) for k in range(len(progress))]  # one manifest = one unit: its numbered shards, all done
+    (unit,) = list_units(str(dirty_corpus), "jsonl", ReaderOptions())
+    assert progress == [shard_name(unit.key, k) for k in range(len(progress))]  # one manifest = one unit: its shards, all done
     assert {f.stem for f in files} <= set(progress) and len(files) >= 6  # all-quarantined shards leave no empty file
     table = pq.read_table(files)
     assert pq.read_schema(files[0]).remove_metadata() == token_schema()
@@ -261,7 +263,8 @@ def test_tars_tokenize_with_every_bad_kind_and_duplicate_quarantined(wds_referen
     assert len(dups) == n_dup - 1 and all("EN-B000000.tar" in q["reason"] and q["file"].endswith("EN-B000009.tar") for q in dups)
     assert len(dups) == len({q["utt_id"] for q in dups})
     names = sorted(p.stem for p in (out / "_progress").glob("*.json"))
-    assert names[-3:] == [shard_name(3, k) for k in range(3)]  # 4 tars; the copy (listed last) holds 5 records: 3 shards
+    copy = next(u for u in list_units(str(wds_corpus.input), "webdataset", ReaderOptions()) if u.uri.endswith("EN-B000009.tar"))
+    assert [n for n in names if copy.key in n] == [shard_name(copy.key, k) for k in range(3)]  # the copy's 5 records: 3 shards
 
 
 def test_tars_kill9_then_rerun_is_byte_identical(wds_reference, wds_corpus, tmp_path):
@@ -294,5 +297,75 @@ def test_tars_from_s3_to_s3(wds_reference, wds_corpus, tmp_path):
     ref_out, ref = wds_reference
     assert {k: summary[k] for k in ("rows_in", "kept", "quarantined")} == {k: ref[k] for k in ("rows_in", "kept", "quarantined")}
     local_rows = pq.read_table(ref_out / "shards").to_pylist()
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "run_id"} for r in rows]  # noqa: E731 - run_id hashes the URIs
-    assert strip(s3_rows) == strip(local_rows)
+    assert s3_rows == local_rows  # the same config and unit keys (paths under the input root): the same run id and shard names
+
+
+# --- a corpus that grows: Emilia-style tars grow by a tar, have one re-uploaded, lose one --------------------
+
+
+def _retar(src: Path, dst: Path, rename: tuple[str, str] = ("", ""), drop_last: int = 0) -> None:
+    """A tar with `src`'s members (minus the last `drop_last`), `rename[0]` -> `rename[1]` in names and JSON."""
+    import tarfile
+
+    from tests.corpora import _tar
+
+    with tarfile.open(src) as tf:
+        members = [(m.name, tf.extractfile(m).read()) for m in tf.getmembers() if m.isfile()]
+    members = members[: len(members) - drop_last]
+    old, new = rename
+    _tar(dst, [(n.replace(old, new), d.replace(old.encode(), new.encode()) if n.endswith(".json") and old else d)
+               for n, d in members])
+
+
+def _tokenize_into(corpus: Path, out: Path, codec) -> tuple:
+    """The tokenize job's steps over the tars, in this process (no Ray), as `pipelines.tokenize` orders them:
+    prepare, sync the folder to the listing, run what is pending, write the manifest."""
+    from tokenization.schema import file_metadata
+    from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, sync_output, write_manifest
+    from tokenization.steps import tokenize_job
+
+    opts = ReaderOptions()
+    units = list_units(str(corpus), "webdataset", opts)
+    config = {"codec": codec.info.__dict__, "rows_per_shard": 2}
+    run_id = compute_run_id(config)
+    prepare_output(str(out), run_id, config)
+    plan = sync_output(str(out), units)
+    job = tokenize_job(opts, codec, run_id, target_rate=codec.sample_rate, max_seconds=8.0, rows_per_shard=2, batch_size=2)
+    written = run_local(job, units, str(out), file_metadata(codec.info, {"run_id": run_id}))
+    write_manifest(str(out), run_id, units, (SHARDS,), {"codec": codec.info.__dict__})
+    return plan, written, {u.uri.rsplit("/", 1)[-1]: u.key for u in units}
+
+
+def _visible(folder: Path) -> dict[str, bytes]:
+    """What a reader of the folder sees (data, quarantine, manifest, run), by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not str(p.relative_to(folder)).startswith(("_progress", "logs", "."))}
+
+
+def test_tars_grow_change_remove_redo_only_that_tar_and_match_a_fresh_run(wds_corpus, tiny_codec, tmp_path):
+    import shutil
+
+    corpus, out = tmp_path / "EN", tmp_path / "living"
+    shutil.copytree(wds_corpus.input, corpus)
+    _tokenize_into(corpus, out, tiny_codec)
+    steps = [
+        ("grow", "EN-B000005.tar", lambda: _retar(corpus / "EN-B000000.tar", corpus / "EN-B000005.tar", ("B000000", "B000005"))),
+        ("change", "EN-B000001.tar", lambda: _retar(corpus / "EN-B000001.tar", corpus / "EN-B000001.tar", drop_last=2)),
+        ("remove", "EN-B000002.tar", lambda: (corpus / "EN-B000002.tar").unlink()),
+    ]
+    for what, tar, change in steps:
+        before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "shards").iterdir()}
+        change()
+        plan, written, keys = _tokenize_into(corpus, out, tiny_codec)
+        key = keys.get(tar) or next(k for k in plan.removed)
+        assert plan.counts() == {"units_new": int(what == "grow"), "units_changed": int(what == "change"),
+                                 "units_removed": int(what == "remove"), "units_unchanged": 4}, what
+        assert written and all(key in w for w in written) if what != "remove" else written == [], (what, written)
+        for name, (mtime, data) in before.items():  # every other tar's shards: same bytes, same mtime
+            if key not in name:
+                p = out / "shards" / name
+                assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data, (what, name)
+        assert not any(key in p.name for p in out.rglob("*")) if what == "remove" else True
+        fresh = tmp_path / f"fresh_{what}"
+        _tokenize_into(corpus, fresh, tiny_codec)
+        assert _visible(out) == _visible(fresh), what
