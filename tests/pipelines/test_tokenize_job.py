@@ -369,3 +369,44 @@ def test_tars_grow_change_remove_redo_only_that_tar_and_match_a_fresh_run(wds_co
         fresh = tmp_path / f"fresh_{what}"
         _tokenize_into(corpus, fresh, tiny_codec)
         assert _visible(out) == _visible(fresh), what
+
+
+UNIT_COUNTS = ("units_new", "units_changed", "units_removed", "units_unchanged")
+
+
+def test_tars_incremental_run_as_users_run_it(wds_reference, wds_corpus, tmp_path, capsys):
+    """`pipelines.tokenize` into a folder made before one tar arrived and before another was re-uploaded: another
+    --rows-per-shard is refused in one line; the same flags run only those two tars, report it, and leave the
+    folder equal to the fresh run's byte for byte. (Removal and SIGKILL during an incremental run: the tests above
+    and tests/tokenization/test_sharded_job.py.)"""
+    import shutil
+
+    from pipelines.tokenize import main
+    from tokenization.errors import UserError
+    from tokenization.sharded_job import retire_units
+
+    ref_out, _ = wds_reference
+    out = tmp_path / "living"
+    shutil.copytree(ref_out, out)  # copy2: the files and their mtimes
+    keys = {u.uri.rsplit("/", 1)[-1]: u.key for u in list_units(str(wds_corpus.input), "webdataset", ReaderOptions())}
+    retire_units(str(out), {keys["EN-B000002.tar"]}, None, ("shards",))  # the folder as it was before that tar arrived
+
+    with pytest.raises(UserError) as refused:
+        main(["--input", str(wds_corpus.input), "--output", str(out), *WDS_ARGS, "--rows-per-shard", "3"])
+    assert "\n" not in str(refused.value) and "rows_per_shard 2 -> 3" in str(refused.value)
+
+    touched = wds_corpus.input / "EN-B000001.tar"
+    st = touched.stat()
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir() if keys["EN-B000001.tar"] not in p.name}
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # re-uploaded: same size, new mtime
+    capsys.readouterr()
+    try:
+        s = main(["--input", str(wds_corpus.input), "--output", str(out), *WDS_ARGS])
+    finally:
+        os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert {k: s[k] for k in UNIT_COUNTS} == {"units_new": 1, "units_changed": 1, "units_removed": 0, "units_unchanged": 2}
+    assert "units: 1 new, 1 changed, 0 removed, 2 unchanged" in capsys.readouterr().err
+    assert_same_files(out, ref_out)
+    assert (out / "_manifest.json").read_bytes() == (ref_out / "_manifest.json").read_bytes()
+    for name, mtime in kept.items():  # the other tars' shards were never rewritten
+        assert (out / "shards" / name).stat().st_mtime_ns == mtime, name
