@@ -234,3 +234,50 @@ def test_another_config_is_refused_in_one_line_naming_the_key(tmp_path):
     with pytest.raises(UserError) as err:
         prepare_output(out, compute_run_id({"rows_per_shard": 8}), {"rows_per_shard": 8})
     assert "\n" not in str(err.value) and "rows_per_shard 4 -> 8" in str(err.value) and "--overwrite" in str(err.value)
+
+
+KILLABLE = """
+import json, sys, time
+from tests.tokenization import test_sharded_job as t
+real = t._load
+def slow(item):
+    time.sleep(0.2)
+    real(item)
+t._load = slow
+t._run_into(sys.argv[2], {k: tuple(v) for k, v in json.load(open(sys.argv[1])).items()})
+"""
+
+
+def test_kill9_during_an_incremental_run_resumes_to_the_fresh_runs_folder(tmp_path):
+    """SIGKILL while an incremental run writes a changed unit and a new one: no manifest is left claiming the old
+    state, every visible shard is whole, and the rerun ends equal to a fresh run over today's input."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "living"
+    _run_into(out, {"b": ("1", ["b0", "b1", "b2", "b3"]), "d": ("1", ["d0", "d1", "d2"])})
+    today = {"a": ("1", ["a0", "a1", "a2", "a3", "a4", "a5"]), "b": ("2", ["B0", "B1", "B2", "B3", "B4"])}  # grow, change, remove d
+    (tmp_path / "today.json").write_text(json.dumps(today))
+    marks = lambda: {p.name for p in (out / "_progress").glob("*.json")}  # noqa: E731
+    initial = marks()
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(tmp_path / "today.json"), str(out)], cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    deadline = time.time() + 60
+    while time.time() < deadline and not (marks() - initial) and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marks() - initial and not (out / "_manifest.json").exists(), "killed after a new shard, before the end"
+    for p in (out / SHARDS).glob("*.parquet"):
+        pq.read_metadata(p)  # whole files only
+    plan, written, manifest = _run_into(out, today)
+    assert written and "error" not in manifest["counts"] and plan.counts()["units_removed"] == 0  # d was retired before
+    fresh = tmp_path / "fresh"
+    _run_into(fresh, today)
+    assert _files(out) == _files(fresh)
