@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from tests.jobs import kill_session
+from tests.jobs import kill_session, visible_files
 from tests.pipelines.conftest import BAD_KINDS
 from tokenization.schema import SCHEMA_VERSION, codes_to_numpy, read_file_metadata, token_schema
 from tokenization.sharded_job import shard_name
@@ -336,12 +336,6 @@ def _tokenize_into(corpus: Path, out: Path, codec) -> tuple:
     return plan, written, {u.uri.rsplit("/", 1)[-1]: u.key for u in units}
 
 
-def _visible(folder: Path) -> dict[str, bytes]:
-    """What a reader of the folder sees (data, quarantine, manifest, run), by relative path."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not str(p.relative_to(folder)).startswith(("_progress", "logs", "."))}
-
-
 def test_tars_grow_change_remove_redo_only_that_tar_and_match_a_fresh_run(wds_corpus, tiny_codec, tmp_path):
     import shutil
 
@@ -368,7 +362,7 @@ def test_tars_grow_change_remove_redo_only_that_tar_and_match_a_fresh_run(wds_co
         assert not any(key in p.name for p in out.rglob("*")) if what == "remove" else True
         fresh = tmp_path / f"fresh_{what}"
         _tokenize_into(corpus, fresh, tiny_codec)
-        assert _visible(out) == _visible(fresh), what
+        assert visible_files(out) == visible_files(fresh), what
 
 
 UNIT_COUNTS = ("units_new", "units_changed", "units_removed", "units_unchanged")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tests.jobs import visible_files
 from tokenization.schema import QuarantineRow
 from tokenization.sharded_job import (SHARDS, BadInput, JobSpec, compute_run_id, done_shards, find_duplicates, pending_units,
                                       read_batches, run_local, shard_name, write_manifest)
@@ -173,12 +174,6 @@ def _run_into(out, spec: dict) -> tuple:
     return plan, written, manifest
 
 
-def _files(folder) -> dict[str, bytes]:
-    """What a reader of the folder sees: data, quarantine and the manifest, by relative path."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not str(p.relative_to(folder)).startswith(("_progress", "."))}
-
-
 def test_grow_change_remove_redo_only_that_unit_and_match_a_fresh_run(tmp_path):
     out = tmp_path / "living"
     spec = {"b": ("1", ["b0", "b1", "b2", "b3"]), "d": ("1", ["d0", "bad", "d2"])}
@@ -195,7 +190,7 @@ def test_grow_change_remove_redo_only_that_unit_and_match_a_fresh_run(tmp_path):
         assert plan.counts() == expect, what
         fresh = tmp_path / f"fresh-{what}"
         _run_into(fresh, spec)
-        assert _files(out) == _files(fresh), what
+        assert visible_files(out) == visible_files(fresh), what
         assert {w.rsplit("-", 1)[0] for w in written} == {f"shard-{k}" for k in plan.new + plan.changed}, what
         for p in (out / SHARDS).iterdir():  # untouched shards keep their bytes and their mtime
             if p.name in mtimes and p.name.split("-")[1] in plan.unchanged:
@@ -215,7 +210,7 @@ def test_a_new_unit_that_takes_a_duplicate_id_reruns_the_unit_that_lost_it(tmp_p
     assert [r["utt_id"] for r in q] == ["x"] and "kept its occurrence in a, record 0" in q[0]["reason"]
     fresh = tmp_path / "fresh"
     _run_into(fresh, {**spec, "a": ("1", ["x"])})
-    assert _files(out) == _files(fresh)
+    assert visible_files(out) == visible_files(fresh)
     plan, written, _ = _run_into(out, spec)  # a is gone again: b keeps x
     assert plan.counts()["units_removed"] == 1 and any(w.startswith(f"shard-{kb}") for w in written)
     assert sorted(pq.read_table(out / SHARDS).column("id").to_pylist()) == ["b1", "c0", "x"]
@@ -280,4 +275,4 @@ def test_kill9_during_an_incremental_run_resumes_to_the_fresh_runs_folder(tmp_pa
     assert written and "error" not in manifest["counts"] and plan.counts()["units_removed"] == 0  # d was retired before
     fresh = tmp_path / "fresh"
     _run_into(fresh, today)
-    assert _files(out) == _files(fresh)
+    assert visible_files(out) == visible_files(fresh)
