@@ -442,6 +442,9 @@ def resolve_duplicates(output: str, units: list[Unit], count: IdCounter, holders
     The pre-pass reads cached ids of unchanged units (`record_ids`); a second pass over the cache finds the
     holders of ids whose winner moved, and only those whose outcome changed (kept <-> quarantined, or
     quarantined naming another winner) run again."""
+    keys = [u.key for u in units]
+    if not all(keys) or len(set(keys)) != len(keys):  # a lister that bypassed `tokenization.units.keyed`
+        raise ValueError("units need distinct keys (tokenization.units.keyed): shard names derive from them")
     path = storage.join(output, DUPLICATES)
     saved = json.loads(storage.read_text(path)) if storage.exists(path) else {}
     listing = listing_hash(units)
