@@ -99,6 +99,8 @@ def test_filter_tts_token_shards(tmp_path, tokenize_out, cache_dir):
                    "--asr", "tiny.en", "--max-wer", "0.3", "--num-cpus", "2")
     n_token_rows = len(_rows(folder / "shards"))
     assert s["rows_in"] == n_token_rows == s["kept"] + s["rejected"] + s["quarantined"]
+    assert (s["units_new"], s["units_changed"], s["units_removed"], s["units_unchanged"]) == (
+        len(list((folder / "shards").glob("*.parquet"))), 0, 0, 0)  # a first run: every token shard is a new unit
     kept, rejects = _rows(out / "kept"), _rows(out / "rejects")
     assert pq.read_schema(next((out / "kept").glob("*.parquet"))).remove_metadata().equals(scored_tts_schema())
     assert len({r["asr_model"] for r in kept + rejects}) == 1 and kept[0]["asr_model"] in TINY_EN_MODELS
