@@ -202,7 +202,8 @@ def prepare_output(output: str, run_id: str, config: dict, overwrite: bool = Fal
             old, new = _flat(previous.get("config") or {}), _flat(config)
             diff = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
             raise UserError(
-                f"--output {output} holds run {previous.get('run_id')} of another config ({diff or 'other config'}); "
+                f"--output {output} holds run {previous.get('run_id')} of another config "
+                f"({diff or 'the same keys, written by an older version of this job'}); "
                 f"this run is {run_id}. Use another --output, or --overwrite to replace it."
             )
         return
