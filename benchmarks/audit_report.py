@@ -27,7 +27,7 @@ from filtering.dialogue_schema import ScoredTTSRow
 from filtering.rules import Rules, decide
 from filtering.shards import FilterSink
 from tokenization.sharded_job import Item, UnitReport, shard_name, write_manifest, write_shard, write_unit_report
-from tokenization.units import Unit
+from tokenization.units import Unit, keyed
 from tokenization.codec import load_codec
 from tokenization.schema import file_metadata
 
@@ -58,12 +58,12 @@ def write_run(folder: str, n: int, rows_per_shard: int = 2000) -> None:
     info = load_codec("tiny").info
     meta = file_metadata(info, {"run_id": "bench", "job": "filter", "kind": "tts", "rules": json.dumps(rules.to_dict())})
     rows = synthetic_rows(n, np.random.default_rng(0), rules)
+    unit = keyed([Unit(uri="synthetic", fmt="synthetic")], "")[0]
     for k, s in enumerate(range(0, n, rows_per_shard)):
-        items = [Item(unit=0, shard=k, pos=s + i, id=r["utt_id"], row=ScoredTTSRow.from_dict(r))
+        items = [Item(unit=unit.key, shard=k, pos=s + i, id=r["utt_id"], row=ScoredTTSRow.from_dict(r))
                  for i, r in enumerate(rows[s:s + rows_per_shard])]
-        write_shard(folder, shard_name(0, k), items, sink, meta)
-    unit = Unit(uri="synthetic", fmt="synthetic")
-    write_unit_report(folder, UnitReport(0, unit.where, n, -(-n // rows_per_shard)))
+        write_shard(folder, shard_name(unit.key, k), items, sink, meta)
+    write_unit_report(folder, UnitReport(unit.key, unit.where, n, -(-n // rows_per_shard)))
     write_manifest(folder, "bench", [unit], sink.tables, {"rules": rules.to_dict(), "kind": "tts", "codec": info.__dict__})
 
 

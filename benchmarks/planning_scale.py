@@ -45,7 +45,7 @@ t_import = time.perf_counter() - t
 rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 units = list_units(sys.argv[2], sys.argv[3], ReaderOptions())
-run_id = compute_run_id({"bench": 1}, units)
+run_id = compute_run_id({"bench": 1})
 todo = pending_units(sys.argv[4], units)
 seconds = time.perf_counter() - t
 print(json.dumps({"seconds": seconds, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

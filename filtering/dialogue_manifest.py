@@ -39,14 +39,14 @@ from typing import Iterator
 
 from filtering.dialogue_schema import ASSISTANT, USER
 from tokenization.manifest import stable_utt_id
-from tokenization.paths import folder_of, list_input_files
+from tokenization.paths import folder_of, input_root, list_input_files
 from tokenization.readers.base import bad, line_of
 from tokenization.readers.hf import audio_ref, read_row_group, row_groups_of
 from tokenization.readers.manifests import decoded_lines
 from tokenization.readers.ranges import ranges_of
 from tokenization.schema import QuarantineRow
 from tokenization.storage import open_input
-from tokenization.units import AudioRef, ReaderOptions, Unit
+from tokenization.units import AudioRef, ReaderOptions, Unit, keyed
 
 ROLES = {"user": USER, "human": USER, "assistant": ASSISTANT, "gpt": ASSISTANT, "bot": ASSISTANT}  # input spelling -> role
 TGT_KEYS = ("tgt_speech", "answer_speech", "speech_response", "tgt_audio")
@@ -244,7 +244,7 @@ def parse_record(rec, base: str, default_source: str, opts: ReaderOptions | None
 
 
 def list_dialogue_units(uri: str, opts: ReaderOptions) -> list[Unit]:
-    """Driver side: JSONL byte ranges, one unit per `.json` file, one per Parquet row group."""
+    """Driver side: JSONL byte ranges, one unit per `.json` file, one per Parquet row group; keyed (shard names)."""
     units = []
     for f in list_input_files(uri, SUFFIXES):
         lower = f.uri.lower()
@@ -254,7 +254,7 @@ def list_dialogue_units(uri: str, opts: ReaderOptions) -> list[Unit]:
             units.append(Unit(uri=f.uri, fmt=FMT, size=f.size, version=f.version))
         else:
             units += ranges_of(f, FMT, opts)
-    return units
+    return keyed(units, input_root(uri))
 
 
 def _json_records(unit: Unit) -> Iterator[tuple[str, str, object]]:

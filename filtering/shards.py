@@ -3,8 +3,8 @@
 Everything else (quarantine table, progress marks, `_run.json`, `_manifest.json` with
 in = kept + rejected + quarantined) is the engine's (`tokenization/sharded_job.py`):
 
-    kept/shard-00000-000.parquet        rows with keep = true (dialogue or scored-TTS schema); absent when none
-    rejects/shard-00000-000.parquet     rows with keep = false, same columns, `reject_reason` set; absent when none
+    kept/shard-KEY-000.parquet          rows with keep = true (dialogue or scored-TTS schema); absent when none
+    rejects/shard-KEY-000.parquet       rows with keep = false, same columns, `reject_reason` set; absent when none
 """
 
 from __future__ import annotations

@@ -98,16 +98,17 @@ def audio_index(units: tuple[Unit, ...], opts: ReaderOptions) -> dict[str, Audio
 def read_token_rows(unit: Unit, audio_units: tuple[Unit, ...] = (), opts: ReaderOptions | None = None, split: dict | None = None):
     """Task side: the token rows of one token-shard file (codes included), each with its source audio ref.
 
-    A shard `shard-UUUUU-KKK` was tokenized from input unit U: listed the same way, `--audio-manifest`'s
-    unit U holds its audio, and only that unit is read. When it does not hold every row's audio (the
+    A shard `shard-KEY-KKK` was tokenized from the input unit keyed KEY (`Unit.key`: its path under the
+    input root and its range, so it holds across incremental runs): listed the same way, `--audio-manifest`'s
+    unit KEY holds its audio, and only that unit is read. When it does not hold every row's audio (the
     units were listed differently), the whole manifest's index is built once per worker instead."""
     opts = opts or ReaderOptions()
     cfg = SplitConfig(**(split or {}))
     with storage.open_input(unit.uri) as fh:
         rows = pq.read_table(fh).to_pylist()
     ids = {r["utt_id"] for r in rows}
-    u = shard_unit(unit.uri)
-    refs = audio_refs((audio_units[u],), opts, ids) if u is not None and u < len(audio_units) else {}
+    source = next((a for a in audio_units if a.key == shard_unit(unit.uri)), None)
+    refs = audio_refs((source,), opts, ids) if source is not None else {}
     if len(refs) < len(ids):
         refs = audio_index(tuple(audio_units), opts)
     for r in rows:

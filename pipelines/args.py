@@ -15,7 +15,8 @@ import argparse
 from tokenization import storage
 from tokenization.errors import UserError
 from tokenization.splits import SplitConfig
-from tokenization.units import ReaderOptions, Unit, formats, list_units
+from tokenization.paths import input_root
+from tokenization.units import ReaderOptions, Unit, formats, keyed, list_units
 
 
 def add_io_args(p: argparse.ArgumentParser, input_help: str) -> None:
@@ -99,8 +100,8 @@ def input_units(uri: str, fmt: str, opts: ReaderOptions, lister=None) -> list[Un
     if not any(c in uri for c in "*?[") and not storage.exists(uri):
         raise UserError(f"--input {uri}: no such file or folder")
     try:
-        if lister is not None:  # indexed in listing order, as list_units does: shard names derive from it
-            units = [Unit(**{**u.to_dict(), "index": i}) for i, u in enumerate(lister(uri, opts))]
+        if lister is not None:  # indexed and keyed as list_units does: shard names derive from the keys
+            units = keyed(lister(uri, opts), input_root(uri))
         else:
             units = list_units(uri, fmt, opts)
     except (ValueError, FileNotFoundError, OSError) as exc:

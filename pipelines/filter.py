@@ -29,7 +29,8 @@ from tokenization import storage
 from tokenization.codec import load_codec
 from tokenization.errors import UserError
 from tokenization.schema import KEPT, REJECTS, SHARDS, file_metadata
-from tokenization.sharded_job import check_output_writable, compute_run_id, done_shards, pending_units, prepare_output, write_manifest
+from tokenization.sharded_job import (check_output_writable, compute_run_id, done_shards, duplicates_current, pending_units,
+                                      prepare_output, sync_output, write_manifest)
 from tokenization.units import Unit
 
 TABLES = (KEPT, REJECTS)
@@ -95,12 +96,14 @@ def main(argv: list[str] | None = None) -> dict:
               "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
               "max_duration": args.max_duration, "schema_version": DIALOGUE_SCHEMA_VERSION, "reader": opts.to_dict(),
               "split": split.to_dict()}
-    run_id = compute_run_id(config, [*units, *audio_units])
+    run_id = compute_run_id(config)
     prepare_output(args.output, run_id, config, args.overwrite, TABLES)
+    plan = sync_output(args.output, units, TABLES)  # retires changed and removed units
     todo = pending_units(args.output, units)
-    print(f"[filter] run {run_id}: {len(units)} input units ({len(units) - len(todo)} already done)", file=sys.stderr)
+    print(f"[filter] run {run_id}: {len(units)} input units ({len(units) - len(todo)} already done); {plan.line()}",
+          file=sys.stderr)
     written, skipped = 0, len(done_shards(args.output))
-    if todo:
+    if todo or not duplicates_current(args.output, units):
         stats = run_pipeline(args, units, audio_units, run_id, rules, codec, kind, split, opts)
         written, skipped = stats.shards_written, stats.shards_skipped
 
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
                               {"job": "filter", "asr": args.asr, "rules": rules.to_dict(), "codec": codec.info.__dict__, "kind": kind})
     c = manifest["counts"]
     summary = {"output": args.output, "run_id": run_id, "rows_in": c["in"], "kept": c["kept"], "rejected": c["rejected"],
-               "quarantined": c["quarantined"], "shards_written": written, "shards_skipped": skipped,
+               "quarantined": c["quarantined"], "shards_written": written, "shards_skipped": skipped, **plan.counts(),
                "elapsed_s": round(time.time() - t0, 2)}
     print(f"[filter] rows in {c['in']} = kept {c['kept']} + rejected {c['rejected']} + quarantined {c['quarantined']}"
           f"{'' if 'error' not in c else '  MISMATCH: ' + c['error']}", file=sys.stderr)

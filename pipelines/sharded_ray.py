@@ -1,6 +1,7 @@
 """The one Ray adapter of the sharded-job engine (`tokenization/sharded_job.py`), used by tokenize and filter.
 
-    units (driver) -> [id pre-pass: Ray Data groupby, only duplicated ids come back]
+    units (driver) -> [id pre-pass when the listing changed: Ray Data groupby over the units' ids (cached
+                       per unit), only duplicated ids come back]
     -> read (a Ray task per unit, streaming batches) -> load (a task per batch) -> each job step (actor pool)
     -> one writer actor
     -> units whose shards are missing (a killed writer, a failed run) run again, up to `attempts` times.
@@ -14,13 +15,14 @@ import json
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Iterator
 
 import ray
 from tqdm import tqdm
 
-from tokenization.sharded_job import (Batch, JobSpec, ShardWriter, done_shards, load_batch, load_duplicates, pack,
-                                      pending_units, read_batches, record_ids, save_duplicates, unpack, winners_from)
+from tokenization.sharded_job import (Batch, JobSpec, ShardWriter, done_shards, load_batch, pack, pending_units, read_batches,
+                                      record_ids, resolve_duplicates, unpack)
 from tokenization.units import Unit
 
 
@@ -57,8 +59,13 @@ def _get(ref):
     return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
 
 
-def _ids_task(row: dict, job: JobSpec) -> list[dict]:
-    return list(record_ids(job, Unit.from_dict(json.loads(row["unit"]))))
+def _ids_task(row: dict, job: JobSpec, output: str) -> list[dict]:
+    return list(record_ids(job, Unit.from_dict(json.loads(row["unit"])), output))
+
+
+def _holders_task(row: dict, job: JobSpec, output: str, ids_ref) -> list[dict]:
+    unit, ids = Unit.from_dict(json.loads(row["unit"])), _get(ids_ref)
+    return [{"key": unit.key, "pos": r["loc"] & 0xFFFFFFFF, "id": r["id"]} for r in record_ids(job, unit, output) if r["id"] in ids]
 
 
 class _StepActor:
@@ -94,17 +101,23 @@ def _unit_items(units: list[Unit]) -> ray.data.Dataset:
     return ray.data.from_items(items, override_num_blocks=max(1, len(items)))
 
 
-def find_duplicates(job: JobSpec, units: list[Unit], cpus: float) -> dict[str, tuple]:
-    """Distributed id pre-pass: ids are read in tasks, grouped by Ray Data; only duplicated ids reach the driver.
-
-    Returns {id: (unit, pos, where)} of the occurrence each duplicated id keeps (the lowest (unit, pos)).
-    """
+def count_ids(job: JobSpec, output: str, cpus: float, units: list[Unit], keep: set[str]) -> dict[str, tuple[int, int]]:
+    """Distributed id pre-pass: ids are read in tasks (from each unit's id cache when it has one), grouped by
+    Ray Data; only duplicated ids (and `keep` ids) reach the driver: {id: (lowest loc, count)}."""
     from ray.data.aggregate import Count, Min
 
-    ids = _unit_items(units).flat_map(_ids_task, fn_kwargs={"job": job}, num_cpus=cpus)
+    ids = _unit_items(units).flat_map(_ids_task, fn_kwargs={"job": job, "output": output}, num_cpus=cpus)
     grouped = ids.groupby("id").aggregate(Count(), Min("loc"))
-    dups = grouped.filter(lambda r: r["count()"] > 1).take_all()
-    return winners_from(((r["id"], int(r["min(loc)"])) for r in dups), units)
+    keep = frozenset(keep)  # ids that were duplicated before: shipped with the filter (few)
+    rows = grouped.filter(lambda r: r["count()"] > 1 or r["id"] in keep).take_all()
+    return {r["id"]: (int(r["min(loc)"]), int(r["count()"])) for r in rows}
+
+
+def id_holders(job: JobSpec, output: str, cpus: float, units: list[Unit], ids: set[str]) -> list[tuple[str, int, str]]:
+    """(unit key, pos, id) of the records holding `ids`, read in tasks from the units' id caches."""
+    rows = _unit_items(units).flat_map(_holders_task, fn_kwargs={"job": job, "output": output, "ids_ref": ray.put(set(ids))},
+                                       num_cpus=cpus).take_all()
+    return [(r["key"], int(r["pos"]), r["id"]) for r in rows]
 
 
 def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, bytes], *, read_cpus: float = 0.25,
@@ -114,11 +127,11 @@ def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, 
     A killed writer actor loses the rows it buffered; its shards then have no done mark, so their
     units run again (done shards are skipped), and the output ends as a clean run's would.
     """
+    winners, affected = resolve_duplicates(output, units, partial(count_ids, job, output, read_cpus),
+                                           partial(id_holders, job, output, read_cpus), job.sink.tables)
+    if affected:
+        print(f"[{label}] {len(affected)} unchanged units run again: a duplicate id's kept occurrence moved", file=sys.stderr)
     before = done_shards(output)
-    winners = load_duplicates(output)
-    if winners is None:
-        winners = find_duplicates(job, units, read_cpus) if len(units) > 1 and pending_units(output, units) else {}
-        save_duplicates(output, winners)
     winners_ref = ray.put(winners)
     attempt, error = 0, None
     while attempt < attempts:

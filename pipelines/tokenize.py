@@ -5,7 +5,8 @@
     ray job submit --working-dir . -- python -m pipelines.tokenize --input s3://... --output s3://... --codec /models/mimi
 
 list units (driver) -> read + load/validate/resample (tasks) -> encode (actor pool) -> write shards
-(one writer). Shards derive from units; finished ones are skipped on rerun.
+(one writer). Shards derive from units; finished ones are skipped on rerun, and a rerun over a grown,
+changed or shrunk input redoes only the units that changed (docs/incremental-runs.md).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pipelines.cli import run
 from pipelines.logs import setup_logging
 from tokenization.codec import load_codec
 from tokenization.schema import file_metadata
-from tokenization.sharded_job import (SHARDS, check_output_writable, compute_run_id, done_shards, pending_units, prepare_output,
-                                      write_manifest)
+from tokenization.sharded_job import (SHARDS, check_output_writable, compute_run_id, done_shards, duplicates_current,
+                                      pending_units, prepare_output, sync_output, write_manifest)
 from tokenization.steps import tokenize_job
 
 
@@ -53,14 +54,16 @@ def main(argv: list[str] | None = None) -> dict:
         "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
         "max_duration": args.max_duration, "format": args.format, "reader": opts.to_dict(), "split": split.to_dict(),
     }
-    run_id = compute_run_id(config, units)
+    run_id = compute_run_id(config)
     prepare_output(args.output, run_id, config, args.overwrite, (SHARDS,))
+    plan = sync_output(args.output, units, (SHARDS,))  # retires changed and removed units
     todo = pending_units(args.output, units)
-    print(f"[tokenize] run {run_id}: {len(units)} input units ({len(units) - len(todo)} already done)", file=sys.stderr)
+    print(f"[tokenize] run {run_id}: {len(units)} input units ({len(units) - len(todo)} already done); {plan.line()}",
+          file=sys.stderr)
 
     t_pipe = time.time()
     written, skipped = 0, len(done_shards(args.output))
-    if todo:
+    if todo or not duplicates_current(args.output, units):
         stats = run_pipeline(args, units, run_id, codec, split, opts)
         written, skipped = stats.shards_written, stats.shards_skipped
     pipeline_s = time.time() - t_pipe
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     c = manifest["counts"]
     summary = {
         "output": args.output, "run_id": run_id, "rows_in": c["in"], "kept": c["kept"], "quarantined": c["quarantined"],
-        "hours": c["hours"], "shards_written": written, "shards_skipped": skipped,
+        "hours": c["hours"], "shards_written": written, "shards_skipped": skipped, **plan.counts(),
         "elapsed_s": round(time.time() - t0, 2), "pipeline_s": round(pipeline_s, 2),
         "audio_seconds_per_second": round(c["hours"] * 3600 / max(pipeline_s, 1e-9), 2),
     }

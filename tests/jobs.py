@@ -56,3 +56,11 @@ def kill_session(proc: subprocess.Popen) -> None:
             except psutil.Error:
                 pass
         time.sleep(0.2)
+
+
+def visible_files(folder: Path) -> dict[str, bytes]:
+    """What a reader of an output folder sees (data, quarantine, `_manifest.json`, `_run.json`) by relative path:
+    the bytes an incremental run must leave equal to a fresh run's (`_progress/` and logs are bookkeeping)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not str(p.relative_to(folder)).startswith(("_progress", "logs", "."))}
+

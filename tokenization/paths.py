@@ -68,6 +68,20 @@ def list_input_files(uri: str, suffixes: tuple[str, ...]) -> list[InputFile]:
     return sorted((_info(prefix, i) for i in files), key=lambda f: f.uri)
 
 
+def input_root(uri: str) -> str:
+    """The folder an `--input`'s units are named relative to: a folder itself, a file's folder, or the
+    part of a glob before its first wildcard (cut at a `/`); absolute for local paths, as listed URIs are.
+    Unit keys hash the path under it, so shard names do not depend on what else is listed
+    (`tokenization.units.unit_key`)."""
+    prefix = "s3://" if uri.startswith("s3://") else ""
+    fs, path = storage.filesystem(uri)
+    if any(c in path for c in GLOB_CHARS):
+        path = path[: min(path.index(c) for c in GLOB_CHARS if c in path)].rsplit("/", 1)[0]
+    elif fs.get_file_info(path).type == pafs.FileType.File:
+        path = path.rstrip("/").rsplit("/", 1)[0]
+    return prefix + path.rstrip("/")
+
+
 def nearest_existing(path: str) -> str:
     """Local `path` made absolute, or its nearest existing ancestor: where a write to it would land."""
     probe = os.path.abspath(path)

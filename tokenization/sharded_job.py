@@ -6,17 +6,23 @@ A job is a `JobSpec`: how to read a unit into records, how to load one record (t
 the actor steps (codec, ASR), and a `Sink` that turns finished rows into output tables. The
 engine owns everything else, so the two jobs differ only in their steps.
 
-Shards derive from units: record `pos` of unit `u` lands in shard `shard-{u:05d}-{pos // rows_per_shard:03d}`,
-so names and bytes depend only on the input listing and the config, whatever the scheduling.
+Shards derive from units: record `pos` of the unit keyed `KEY` (`Unit.key`, a hash of its path under the
+input root and its range) lands in shard `shard-KEY-{pos // rows_per_shard:03d}`, so a shard's name and
+bytes depend only on its unit and the config: not on the scheduling, nor on what else the input holds.
+
+An output folder is a living dataset (`sync_output`): with the same config, a rerun over a grown,
+repaired or shrunk input runs only new units and units whose fingerprint (size + etag/mtime) changed,
+retires the files of units that are gone, and ends equal to a fresh run over today's input.
 
 Output folder:
     shards/ (tokenize) or kept/ + rejects/ (filter)   one Parquet per shard; absent when it has no rows
-    quarantine/shard-00000-000.parquet                rows of that shard that could not become rows, with reasons
-    _progress/shard-00000-000.json                    written last: the shard is done (counts, checksums)
-    _progress/units/unit-00000.json                   a reader task read the whole unit: rows, shards
-    _progress/ids/duplicates.json                     the id pre-pass result (only the duplicated ids)
+    quarantine/shard-KEY-000.parquet                  rows of that shard that could not become rows, with reasons
+    _progress/shard-KEY-000.json                      written last: the shard is done (counts, checksums)
+    _progress/units/KEY.json                          a reader task read the whole unit: rows, shards, fingerprint
+    _progress/ids/KEY.FP.parquet                      the unit's record ids (FP: its fingerprint's hash), for the pre-pass
+    _progress/ids/duplicates.json                     the id pre-pass result (only the duplicated ids) and its listing
     _run.json                                         run_id and config, checked on rerun
-    _manifest.json                                    shards, rows, checksums, counts
+    _manifest.json                                    shards, rows, checksums, counts; written last
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 import pickle
 import re
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import pyarrow as pa
@@ -43,14 +50,25 @@ UNITS = f"{PROGRESS}/units"
 DUPLICATES = f"{PROGRESS}/ids/duplicates.json"
 
 
-def shard_name(unit: int, shard: int) -> str:
-    return f"shard-{unit:05d}-{shard:03d}"
+IDS = f"{PROGRESS}/ids"
+KEY_RE = r"[0-9a-f]{16}"
 
 
-def shard_unit(path: str) -> int | None:
-    """The input unit a shard file was written from (`.../shard-UUUUU-KKK.parquet` -> U), else None."""
-    m = re.search(r"shard-(\d{5,})-\d{3,}\.parquet$", path)
-    return int(m.group(1)) if m else None
+def shard_name(unit: str, shard: int) -> str:
+    """`shard-KEY-KKK`: shard K of the unit keyed KEY (`Unit.key`)."""
+    return f"shard-{unit}-{shard:03d}"
+
+
+def shard_unit(path: str) -> str | None:
+    """The key of the input unit a shard file was written from (`.../shard-KEY-KKK.parquet` -> KEY), else None."""
+    m = re.search(rf"shard-({KEY_RE})-\d{{3,}}\.parquet$", path)
+    return m.group(1) if m else None
+
+
+def file_unit(path: str) -> str | None:
+    """The unit key any engine file of an output folder belongs to (shard, quarantine, done mark, report, ids)."""
+    m = re.search(rf"(?:shard-({KEY_RE})-\d{{3,}}\.(?:parquet|json)|/({KEY_RE})\.(?:json|[0-9a-f]+\.parquet))$", path)
+    return (m.group(1) or m.group(2)) if m else None
 
 
 @dataclass
@@ -61,7 +79,7 @@ class Item:
     (decoded samples or FLAC bytes) and never written.
     """
 
-    unit: int
+    unit: str  # the unit's key
     shard: int
     pos: int
     id: str = ""
@@ -83,7 +101,7 @@ class Item:
 class Batch:
     """Items of one shard that travel together; `shard_rows` > 0 on the shard's last batch."""
 
-    unit: int
+    unit: str
     shard: int
     items: list[Item]
     shard_rows: int = 0
@@ -150,10 +168,17 @@ class Step:
 # --- run id, output folder ------------------------------------------------------------------------
 
 
-def compute_run_id(config: dict, units: list[Unit]) -> str:
-    """Hash of the job config and its unit listing (uri, part, range, size, version): same job -> same id."""
-    listing = sha1_hex("\n".join(stable_json([u.uri, u.fmt, u.part, u.start, u.stop, u.size, u.version]) for u in units).encode())
-    return sha1_hex(stable_json({"config": config, "listing": listing}).encode())[:16]
+def compute_run_id(config: dict) -> str:
+    """Hash of the job config alone (codec, reader options, split, rows per shard, rules): the dataset's
+    identity. The input listing is not in it: a grown or shrunk input is the same dataset, updated."""
+    return sha1_hex(stable_json({"config": config}).encode())[:16]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def check_output_writable(output: str) -> None:
@@ -168,18 +193,22 @@ def check_output_writable(output: str) -> None:
 
 
 def prepare_output(output: str, run_id: str, config: dict, overwrite: bool = False, tables: Iterable[str] = (SHARDS,)) -> None:
-    """Record the run; refuse to mix two different runs in one folder (`--overwrite` clears it)."""
+    """Record the run; refuse to mix two configs in one folder (`--overwrite` clears it). Same config: the
+    folder is updated in place (`sync_output`)."""
     run_file = storage.join(output, "_run.json")
     if storage.exists(run_file) and not overwrite:
         previous = json.loads(storage.read_text(run_file))
         if previous.get("run_id") != run_id:
+            old, new = _flat(previous.get("config") or {}), _flat(config)
+            diff = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
             raise UserError(
-                f"--output {output} holds run {previous.get('run_id')} (other input or config); this run is {run_id}. "
-                "Use another --output, or --overwrite to replace it."
+                f"--output {output} holds run {previous.get('run_id')} of another config "
+                f"({diff or 'the same keys, written by an older version of this job'}); "
+                f"this run is {run_id}. Use another --output, or --overwrite to replace it."
             )
         return
     if overwrite:
-        for sub in (*tables, QUARANTINE, PROGRESS, UNITS, DUPLICATES.rsplit('/', 1)[0]):
+        for sub in (*tables, QUARANTINE, PROGRESS, UNITS, IDS):
             for f in storage.list_files(storage.join(output, sub)):
                 fs, path = storage.filesystem(f)
                 fs.delete_file(path)
@@ -194,13 +223,14 @@ def done_shards(output: str) -> set[str]:
 class UnitReport:
     """What a reader task found in a unit: every record counts as one row in."""
 
-    unit: int
+    unit: str  # key
     uri: str
     rows: int
     shards: int
+    fingerprint: str = ""
 
 
-def unit_reports(output: str) -> dict[int, UnitReport]:
+def unit_reports(output: str) -> dict[str, UnitReport]:
     reports = [UnitReport(**json.loads(storage.read_text(f))) for f in storage.list_files(storage.join(output, UNITS), ".json")]
     return {r.unit: r for r in reports}
 
@@ -210,10 +240,74 @@ def pending_units(output: str, units: list[Unit]) -> list[Unit]:
     reports, done = unit_reports(output), done_shards(output)
     out = []
     for u in units:
-        r = reports.get(u.index)
-        if r is None or any(shard_name(u.index, k) not in done for k in range(r.shards)):
+        r = reports.get(u.key)
+        if r is None or any(shard_name(u.key, k) not in done for k in range(r.shards)):
             out.append(u)
     return out
+
+
+# --- a living output folder: which units are new, changed, gone ------------------------------------
+
+
+@dataclass
+class SyncPlan:
+    """How this run's listing differs from what the folder holds (unit keys)."""
+
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {"units_new": len(self.new), "units_changed": len(self.changed), "units_removed": len(self.removed),
+                "units_unchanged": len(self.unchanged)}
+
+    def line(self) -> str:
+        return (f"units: {len(self.new)} new, {len(self.changed)} changed, {len(self.removed)} removed, "
+                f"{len(self.unchanged)} unchanged")
+
+
+def _engine_files(output: str, tables: Iterable[str]) -> list[str]:
+    """Every per-unit file of the folder, in the order a retirement deletes them: the unit's report first (the
+    unit turns pending at once), then its done marks, then data and quarantine, then its id cache."""
+    folders = (UNITS, PROGRESS, *tables, QUARANTINE, IDS)
+    return [f for sub in folders for f in storage.list_files(storage.join(output, sub))]
+
+
+def retire_units(output: str, keys: set[str], listed: set[str] | None, tables: Iterable[str]) -> int:
+    """Delete every file of the units `keys` (and, with `listed`, of any unit not in it). Returns files deleted.
+
+    Idempotent: a run killed halfway through deletes the rest next time, since leftovers still name a unit
+    that is retired or not listed."""
+    n = 0
+    for f in _engine_files(output, tables):
+        k = file_unit(f)
+        if k is not None and (k in keys or (listed is not None and k not in listed)):
+            storage.remove_if_exists(f)
+            n += 1
+    return n
+
+
+def sync_output(output: str, units: list[Unit], tables: Iterable[str] = (SHARDS,)) -> SyncPlan:
+    """Bring the folder to this listing before any work: classify units, retire changed and removed ones.
+
+    A changed unit's old files go before its new ones are written, so a reader never sees both; the stale
+    `_manifest.json` goes too whenever anything will change (the new one is written last)."""
+    reports, plan = unit_reports(output), SyncPlan()
+    listed = {u.key for u in units}
+    for u in units:
+        r = reports.get(u.key)
+        if r is None:
+            plan.new.append(u.key)
+        elif r.fingerprint != u.fingerprint:
+            plan.changed.append(u.key)
+        else:
+            plan.unchanged.append(u.key)
+    plan.removed = sorted(k for k in reports if k not in listed)
+    if plan.changed or plan.removed or plan.new:
+        storage.remove_if_exists(storage.join(output, MANIFEST))
+    retire_units(output, set(plan.changed), listed, tables)
+    return plan
 
 
 # --- reading a unit into batches (task side) ------------------------------------------------------
@@ -242,31 +336,31 @@ def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str], w
             yield _flush(job, pending, load=load)
             pending = []
         item = _item(job, unit, shard, pos, rec, seen, winners)
-        if shard_name(unit.index, shard) not in done:
+        if shard_name(unit.key, shard) not in done:
             pending.append(item)
     n = pos + 1
     if pending:
         yield _flush(job, pending, shard_rows=n - pending[0].shard * rps, load=load)
     if output is None:  # a dry read (tests): no report
         return
-    write_unit_report(output, UnitReport(unit.index, unit.where, n, -(-n // rps)))
+    write_unit_report(output, UnitReport(unit.key, unit.where, n, -(-n // rps), unit.fingerprint))
 
 
 def write_unit_report(output: str, report: UnitReport) -> None:
-    """The unit was read to the end: its rows count in, and its shards are known."""
-    storage.write_bytes_atomic(storage.join(output, UNITS, f"unit-{report.unit:05d}.json"), json.dumps(asdict(report)).encode())
+    """The unit was read to the end: its rows count in, and its shards and fingerprint are known."""
+    storage.write_bytes_atomic(storage.join(output, UNITS, f"{report.unit}.json"), json.dumps(asdict(report)).encode())
 
 
 def _item(job: JobSpec, unit: Unit, shard: int, pos: int, rec, seen: set[str], winners: dict[str, tuple]) -> Item:
     if isinstance(rec, QuarantineRow):
-        return Item(unit.index, shard, pos, rec.utt_id, "quarantine", rec.stage, rec.reason, rec.file, rec.line)
+        return Item(unit.key, shard, pos, rec.utt_id, "quarantine", rec.stage, rec.reason, rec.file, rec.line)
     rid = job.record_id(rec)
-    item = Item(unit.index, shard, pos, rid, row=rec, file=unit.where)
+    item = Item(unit.key, shard, pos, rid, row=rec, file=unit.where)
     won = winners.get(rid)
-    if won is not None and tuple(won[:2]) != (unit.index, pos):
-        item.quarantine("manifest", f"duplicate id {rid!r} (kept its occurrence in {won[2]}, record {won[1]})")
-    elif rid in seen:
+    if rid in seen:  # first: the same reason whether or not the pre-pass saw this unit's own repeats
         item.quarantine("manifest", f"duplicate id {rid!r} (kept its first occurrence in {unit.where})")
+    elif won is not None and tuple(won[:2]) != (unit.key, pos):
+        item.quarantine("manifest", f"duplicate id {rid!r} (kept its occurrence in {won[2]}, record {won[1]})")
     seen.add(rid)
     return item
 
@@ -288,17 +382,90 @@ def load_batch(job: JobSpec, batch: Batch) -> Batch:
     return batch
 
 
-def record_ids(job: JobSpec, unit: Unit) -> Iterator[dict]:
-    """{id, loc} of every record with an id (loc = unit << 32 | pos): the input of the duplicate pre-pass."""
+def record_ids(job: JobSpec, unit: Unit, output: str | None = None) -> Iterator[dict]:
+    """{id, loc} of every record with an id (loc = listing index << 32 | pos): the input of the duplicate pre-pass.
+
+    With `output`, the unit's ids are cached under `_progress/ids/` per fingerprint: an unchanged unit is
+    never read again for a later pre-pass."""
+    import pyarrow.parquet as pq
+
+    cache = storage.join(output, IDS, f"{unit.key}.{sha1_hex(unit.fingerprint.encode())[:8]}.parquet") if output else None
+    if cache and storage.exists(cache):
+        with storage.open_input(cache) as f:
+            t = pq.read_table(f)
+        base = unit.index << 32
+        yield from ({"id": i, "loc": base | p} for i, p in zip(t.column("id").to_pylist(), t.column("pos").to_pylist()))
+        return
+    ids, poss = [], []
     for pos, rec in enumerate(job.read(unit)):
         if not isinstance(rec, QuarantineRow):
-            yield {"id": job.record_id(rec), "loc": (unit.index << 32) | pos}
+            ids.append(job.record_id(rec))
+            poss.append(pos)
+    if cache:
+        storage.write_bytes_atomic(cache, table_to_parquet_bytes(pa.table({"id": pa.array(ids, pa.string()),
+                                                                           "pos": pa.array(poss, pa.int64())})))
+    yield from ({"id": i, "loc": (unit.index << 32) | p} for i, p in zip(ids, poss))
 
 
-def winners_from(duplicates: Iterable[tuple[str, int]], units: list[Unit]) -> dict[str, tuple[int, int, str]]:
-    """(id, lowest loc) of each duplicated id -> {id: (unit, pos, where)}: the occurrence that is kept."""
-    where = {u.index: u.where for u in units}
-    return {rid: (loc >> 32, loc & 0xFFFFFFFF, where.get(loc >> 32, "")) for rid, loc in duplicates}
+def winners_from(duplicates: Iterable[tuple[str, int]], units: list[Unit]) -> dict[str, tuple[str, int, str]]:
+    """(id, lowest loc) of each duplicated id -> {id: (unit key, pos, where)}: the occurrence that is kept."""
+    by_index = {u.index: u for u in units}
+    return {rid: (by_index[loc >> 32].key, loc & 0xFFFFFFFF, by_index[loc >> 32].where) for rid, loc in duplicates}
+
+
+# id -> (lowest loc, count) of the duplicated ids, and of `keep` ids whatever their count (the Ray adapter: a groupby)
+IdCounter = Callable[[list[Unit], set[str]], dict[str, tuple[int, int]]]
+# (unit key, pos, id) of every record holding one of the ids
+IdHolders = Callable[[list[Unit], set[str]], list[tuple[str, int, str]]]
+
+
+def _outcome(winners: dict, rid: str, key: str, pos: int):
+    w = winners.get(rid)
+    return "keep" if w is None or tuple(w[:2]) == (key, pos) else tuple(w[:2])
+
+
+def listing_hash(units: list[Unit]) -> str:
+    return sha1_hex("\n".join(f"{u.key} {u.fingerprint}" for u in units).encode())
+
+
+def duplicates_current(output: str, units: list[Unit]) -> bool:
+    """Were the saved duplicate winners computed over exactly this listing?"""
+    path = storage.join(output, DUPLICATES)
+    return storage.exists(path) and json.loads(storage.read_text(path)).get("listing") == listing_hash(units)
+
+
+def resolve_duplicates(output: str, units: list[Unit], count: IdCounter, holders: IdHolders,
+                       tables: Iterable[str] = (SHARDS,)) -> tuple[dict[str, tuple], list[str]]:
+    """The duplicate-id winners over this listing, and the unchanged units a new winner affects (retired here,
+    so they run again). Returns (winners, affected unit keys).
+
+    One rule whatever order units arrived in: the first occurrence in listing order wins, as in a fresh run.
+    The pre-pass reads cached ids of unchanged units (`record_ids`); a second pass over the cache finds the
+    holders of ids whose winner moved, and only those whose outcome changed (kept <-> quarantined, or
+    quarantined naming another winner) run again."""
+    keys = [u.key for u in units]
+    if not all(keys) or len(set(keys)) != len(keys):  # a lister that bypassed `tokenization.units.keyed`
+        raise ValueError("units need distinct keys (tokenization.units.keyed): shard names derive from them")
+    path = storage.join(output, DUPLICATES)
+    saved = json.loads(storage.read_text(path)) if storage.exists(path) else {}
+    listing = listing_hash(units)
+    old = {k: tuple(v) for k, v in saved.get("winners", {}).items()}
+    if saved.get("listing") == listing:
+        return old, []
+    found = count(units, set(old)) if len(units) > 1 or old else {}
+    every = winners_from(((rid, loc) for rid, (loc, _) in found.items()), units)
+    moved = {rid for rid in set(old) | set(every) if tuple(old.get(rid, ())[:2]) != tuple(every.get(rid, ())[:2])}
+    reports, affected = unit_reports(output), set()
+    done = [u for u in units if u.key in reports]  # the others run anyway
+    if moved and done:
+        for key, pos, rid in holders(done, moved):
+            if _outcome(old, rid, key, pos) != _outcome(every, rid, key, pos):
+                affected.add(key)
+    if affected:
+        retire_units(output, affected, None, tables)
+    winners = {rid: w for rid, w in every.items() if found[rid][1] > 1}
+    storage.write_bytes_atomic(path, json.dumps({"listing": listing, "winners": winners}, sort_keys=True).encode())
+    return winners, sorted(affected)
 
 
 # --- writing shards (the writer step) -------------------------------------------------------------
@@ -370,8 +537,8 @@ class ShardWriter:
 
     def __init__(self, output: str, sink, metadata: dict[bytes, bytes]):
         self.output, self.sink, self.metadata = output, sink, metadata
-        self.buffers: dict[tuple[int, int], dict[int, Item]] = {}  # by position: a batch delivered twice counts once
-        self.expected: dict[tuple[int, int], int] = {}
+        self.buffers: dict[tuple[str, int], dict[int, Item]] = {}  # by position: a batch delivered twice counts once
+        self.expected: dict[tuple[str, int], int] = {}
 
     def add(self, batch: Batch) -> list[str]:
         """Take one batch; returns the names of the shards it completed."""
@@ -407,7 +574,7 @@ def write_manifest(output: str, run_id: str, units: list[Unit], tables: tuple[st
     """
     results, reports = load_results(output), unit_reports(output)
     kept_sub = tables[0]
-    n_in = sum(reports[u.index].rows for u in units if u.index in reports)
+    n_in = sum(reports[u.key].rows for u in units if u.key in reports)
     kept = sum(r.rows.get(kept_sub, 0) for r in results)
     rejected = sum(r.rows.get(REJECTS, 0) for r in results)
     quarantined = sum(r.quarantined for r in results)
@@ -445,32 +612,35 @@ def write_manifest(output: str, run_id: str, units: list[Unit], tables: tuple[st
 # --- in-process execution (tests, benchmarks): the same steps, one process --------------------------
 
 
-def find_duplicates(job: JobSpec, units: list[Unit]) -> dict[str, tuple[int, int, str]]:
-    """In-process id pre-pass (the Ray adapter does it with a distributed groupby): duplicated ids only."""
+def count_ids(job: JobSpec, units: list[Unit], output: str | None = None, keep: set[str] = frozenset()) -> dict[str, tuple[int, int]]:
+    """In-process id pre-pass (the Ray adapter does it with a distributed groupby): {id: (lowest loc, count)}
+    of the duplicated ids and of `keep`."""
     first: dict[str, int] = {}
-    dups: dict[str, int] = {}
+    n: dict[str, int] = {}
     for unit in units:
-        for r in record_ids(job, unit):
-            if r["id"] in first:
-                dups[r["id"]] = min(first[r["id"]], r["loc"])
-            first.setdefault(r["id"], r["loc"])
-    return winners_from(dups.items(), units)
+        for r in record_ids(job, unit, output):
+            first[r["id"]] = min(first.get(r["id"], r["loc"]), r["loc"])
+            n[r["id"]] = n.get(r["id"], 0) + 1
+    return {i: (first[i], c) for i, c in n.items() if c > 1 or i in keep}
 
 
-def save_duplicates(output: str, winners: dict[str, tuple]) -> None:
-    storage.write_bytes_atomic(storage.join(output, DUPLICATES), json.dumps(winners, sort_keys=True).encode())
+def id_holders(job: JobSpec, units: list[Unit], ids: set[str], output: str | None = None) -> list[tuple[str, int, str]]:
+    """(unit key, pos, id) of every record whose id is in `ids` (from the id cache where there is one)."""
+    return [(u.key, r["loc"] & 0xFFFFFFFF, r["id"]) for u in units for r in record_ids(job, u, output) if r["id"] in ids]
 
 
-def load_duplicates(output: str) -> dict[str, tuple] | None:
-    path = storage.join(output, DUPLICATES)
-    return {k: tuple(v) for k, v in json.loads(storage.read_text(path)).items()} if storage.exists(path) else None
+def find_duplicates(job: JobSpec, units: list[Unit]) -> dict[str, tuple[str, int, str]]:
+    """{id: (unit key, pos, where)} of the kept occurrence of each duplicated id (read from the input)."""
+    return winners_from(((i, loc) for i, (loc, _) in count_ids(job, units).items()), units)
 
 
 def run_local(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, bytes]) -> list[str]:
-    """Run a planned job in this process (no Ray): same files as the Ray adapter. Returns shards written."""
+    """Run a planned job in this process (no Ray): same files as the Ray adapter. Returns shards written.
+
+    Call `sync_output` first when the folder may hold an older listing."""
     steps = [s.factory() for s in job.steps]
     writer = ShardWriter(output, job.sink, metadata)
-    winners = find_duplicates(job, units) if len(units) > 1 else {}
+    winners, _ = resolve_duplicates(output, units, partial(_count, job, output), partial(_holders, job, output), job.sink.tables)
     done, written = done_shards(output), []
     for unit in pending_units(output, units):
         for batch in read_batches(job, unit, output, done, winners):
@@ -478,3 +648,11 @@ def run_local(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes
                 batch.items = step(batch.items)
             written += writer.add(batch)
     return written
+
+
+def _count(job: JobSpec, output: str, units: list[Unit], keep: set[str]) -> dict[str, tuple[int, int]]:
+    return count_ids(job, units, output, keep)
+
+
+def _holders(job: JobSpec, output: str, units: list[Unit], ids: set[str]) -> list[tuple[str, int, str]]:
+    return id_holders(job, units, ids, output)

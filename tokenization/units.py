@@ -24,15 +24,17 @@ from typing import Callable, Iterator
 import numpy as np
 
 from tokenization.errors import UserError
-from tokenization.schema import QuarantineRow
+from tokenization.schema import QuarantineRow, sha1_hex, stable_json
 
 
 @dataclass(frozen=True)
 class Unit:
     """One piece of input the driver can list without reading it.
 
-    `index` is the unit's position in the (sorted, deterministic) listing: shard names derive
-    from it. `size` and `version` (etag or mtime_ns) go into the run id's listing hash.
+    `key` names the unit for good: a hash of its path under the input root plus its part/range
+    (`unit_key`), so shard names survive files added or removed around it. `index` is its position in
+    this listing, used only to order duplicate ids (the first in listing order wins). `size` and
+    `version` (etag or mtime_ns) are its `fingerprint`: a rerun redoes the unit when they change.
     """
 
     uri: str  # local absolute path or s3:// URI of the file
@@ -43,6 +45,11 @@ class Unit:
     stop: int = -1  # end (exclusive); -1: to the end of the file
     size: int = 0
     version: str = ""
+    key: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.size}:{self.version}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +140,18 @@ class ReaderOptions:
         return asdict(self)
 
 
+def unit_key(uri: str, root: str, part: int = 0, start: int = 0, stop: int = -1) -> str:
+    """16 hex digits naming a unit whatever else is in the listing: its path under `root`, part and range."""
+    rel = "" if uri.rstrip("/") == root.rstrip("/") else uri[len(root.rstrip("/")) + 1:] if uri.startswith(root.rstrip("/") + "/") else uri
+    return sha1_hex(stable_json([rel, part, start, stop]).encode())[:16]
+
+
+def keyed(units: list[Unit], root: str) -> list[Unit]:
+    """The units with their listing `index` and stable `key` (relative to the input root `root`)."""
+    return [Unit(**{**u.to_dict(), "index": i, "key": unit_key(u.uri, root, u.part, u.start, u.stop)})
+            for i, u in enumerate(units)]
+
+
 Record = Utterance | QuarantineRow
 Lister = Callable[[str, ReaderOptions], list[Unit]]
 Reader = Callable[[Unit, ReaderOptions], Iterator[Record]]
@@ -166,8 +185,9 @@ def list_units(uri: str, fmt: str, opts: ReaderOptions) -> list[Unit]:
         fmt = detect_format(uri)
     if fmt not in readers:
         raise UserError(f"--format {fmt}: expected one of {', '.join(formats())}")
-    units = readers[fmt][0](uri, opts)
-    return [Unit(**{**u.to_dict(), "index": i}) for i, u in enumerate(units)]
+    from tokenization.paths import input_root
+
+    return keyed(readers[fmt][0](uri, opts), input_root(uri))
 
 
 def read_unit(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:

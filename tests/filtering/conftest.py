@@ -73,7 +73,7 @@ def tokenize_out(tmp_path_factory, tts_sample, tiny_codec) -> tuple[Path, Path]:
     opts = ReaderOptions()
     units = list_units(str(manifest), "jsonl", opts)
     config = {"codec": tiny_codec.info.__dict__}
-    run_id = compute_run_id(config, units)
+    run_id = compute_run_id(config)
     prepare_output(str(out), run_id, config)
     job = tokenize_job(opts, tiny_codec, run_id, target_rate=tiny_codec.sample_rate, max_seconds=60.0, rows_per_shard=4, batch_size=4)
     run_local(job, units, str(out), file_metadata(tiny_codec.info, {"run_id": run_id}))

@@ -10,7 +10,7 @@ from filtering.asr import load_asr
 from filtering.dialogue_manifest import list_dialogue_units
 from filtering.rules import Rules
 from filtering.steps import filter_job
-from tokenization.sharded_job import run_local, shard_name
+from tokenization.sharded_job import run_local
 from tokenization.units import ReaderOptions
 from filtering.dialogue_schema import USER, DialogueRow, dialogue_schema, scored_tts_schema
 from filtering.sample_dialogues import expected_outcomes
@@ -77,7 +77,7 @@ def test_resume_after_kill_finishes_with_the_same_shards_as_the_library(filter_o
         pq.read_metadata(f)
 
     run_id = json.loads((out / "_run.json").read_text())["run_id"]
-    metadata = dict(pq.read_schema(out / "kept" / f"{shard_name(0, 0)}.parquet").metadata)
+    metadata = dict(pq.read_schema(next((out / "kept").glob("shard-*.parquet"))).metadata)
     metadata.pop(b"ARROW:schema", None)
     opts = ReaderOptions()
     ref = out.parent / (out.name + "_reference")
@@ -99,6 +99,8 @@ def test_filter_tts_token_shards(tmp_path, tokenize_out, cache_dir):
                    "--asr", "tiny.en", "--max-wer", "0.3", "--num-cpus", "2")
     n_token_rows = len(_rows(folder / "shards"))
     assert s["rows_in"] == n_token_rows == s["kept"] + s["rejected"] + s["quarantined"]
+    assert (s["units_new"], s["units_changed"], s["units_removed"], s["units_unchanged"]) == (
+        len(list((folder / "shards").glob("*.parquet"))), 0, 0, 0)  # a first run: every token shard is a new unit
     kept, rejects = _rows(out / "kept"), _rows(out / "rejects")
     assert pq.read_schema(next((out / "kept").glob("*.parquet"))).remove_metadata().equals(scored_tts_schema())
     assert len({r["asr_model"] for r in kept + rejects}) == 1 and kept[0]["asr_model"] in TINY_EN_MODELS

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 import filtering.steps as steps
+from tests.jobs import visible_files
 from tokenization.schema import TokenRow, rows_to_table
 from tokenization.sharded_job import shard_name
 from tokenization.units import ReaderOptions, Unit, list_units
@@ -41,12 +42,88 @@ def test_a_shard_reads_only_the_unit_it_was_tokenized_from(tmp_path, monkeypatch
     real = steps.read_unit
     monkeypatch.setattr(steps, "read_unit", lambda unit, opts: (read.append(unit.uri), real(unit, opts))[1])
     steps._AUDIO_INDEX.clear()
-    shard = _shard(tmp_path, shard_name(1, 0), ["m1_0", "m1_1"])
+    shard = _shard(tmp_path, shard_name(units[1].key, 0), ["m1_0", "m1_1"])
     rows = list(steps.read_token_rows(shard, units))
     assert [r["_audio"].path.rsplit("/", 1)[-1] for r in rows] == ["m1_0.wav", "m1_1.wav"]
     assert read == [units[1].uri] and not steps._AUDIO_INDEX  # one unit read, no corpus-wide index built
 
-    # Units listed differently from the tokenize run (shard 0's rows live in unit 1): the whole index.
+    # Units listed differently from the tokenize run (unit 0's shard holds unit 1's rows): the whole index.
     read.clear()
-    rows = list(steps.read_token_rows(_shard(tmp_path, shard_name(0, 0), ["m1_1"]), units))
+    rows = list(steps.read_token_rows(_shard(tmp_path, shard_name(units[0].key, 0), ["m1_1"]), units))
     assert rows[0]["_audio"].path.endswith("m1_1.wav") and read == [units[0].uri, units[0].uri, units[1].uri]
+
+
+def _tokenize(corpus, out, codec):
+    """The tokenize job's steps over a folder of manifests (no Ray), as `pipelines.tokenize` orders them."""
+    from tokenization.schema import file_metadata
+    from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, sync_output, write_manifest
+    from tokenization.steps import tokenize_job
+
+    opts, config = ReaderOptions(), {"codec": codec.info.__dict__}
+    units, run_id = list_units(str(corpus), "auto", opts), compute_run_id(config)
+    prepare_output(str(out), run_id, config)
+    sync_output(str(out), units)
+    job = tokenize_job(opts, codec, run_id, target_rate=codec.sample_rate, max_seconds=60.0, rows_per_shard=2, batch_size=2)
+    run_local(job, units, str(out), file_metadata(codec.info, {"run_id": run_id}))
+    write_manifest(str(out), run_id, units, (SHARDS,))
+
+
+def _filter(tokens, corpus, out, codec, asr):
+    """The TTS-mode filter's steps over a token folder joined with the tokenize input (no Ray). Returns the sync plan."""
+    from filtering.rules import Rules
+    from filtering.shards import FilterSink
+    from pipelines.args import input_units
+    from pipelines.filter import token_shard_units
+    from tokenization.schema import file_metadata
+    from tokenization.sharded_job import compute_run_id, prepare_output, run_local, sync_output, write_manifest
+
+    opts, config = ReaderOptions(), {"kind": "tts"}
+    units = input_units(str(tokens), "auto", opts, lister=token_shard_units)
+    audio_units = tuple(list_units(str(corpus), "auto", opts))
+    run_id = compute_run_id(config)
+    prepare_output(str(out), run_id, config)
+    plan = sync_output(str(out), units, FilterSink.tables)
+    job = steps.filter_job("tts", opts, run_id, asr=asr, rules=Rules(max_wer=0.5), codec=codec, max_seconds=60.0,
+                           rows_per_shard=2, batch_size=4, audio_units=audio_units)
+    run_local(job, units, str(out), file_metadata(codec.info, {"run_id": run_id}))
+    write_manifest(str(out), run_id, units, FilterSink.tables)
+    return plan
+
+
+def test_the_tts_filter_joins_by_unit_key_across_incremental_runs_of_both_jobs(tmp_path, tts_sample, tiny_codec, faster_asr,
+                                                                                monkeypatch):
+    """A manifest that sorts first arrives and another is re-uploaded: tokenize and filter rerun into their folders;
+    the filter redoes only the token shards of those two, each reading only its own manifest for audio (by key, not
+    listing position), and ends equal to a fresh filter run."""
+    lines = [json.loads(line) for line in tts_sample.read_text().splitlines()]
+    for r in lines:
+        r["audio_path"] = str(tts_sample.parent / r["audio_path"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+
+    def manifest(name, recs):
+        (corpus / name).write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    manifest("part0.jsonl", lines[0:2])
+    manifest("part1.jsonl", lines[2:4])
+    tokens, filtered = tmp_path / "tokens", tmp_path / "filtered"
+    _tokenize(corpus, tokens, tiny_codec)
+    _filter(tokens, corpus, filtered, tiny_codec, faster_asr)
+
+    manifest("a_first.jsonl", lines[4:6])  # sorts before both: every listing position moves
+    manifest("part1.jsonl", lines[2:3] + lines[6:7])  # re-uploaded with other content
+    _tokenize(corpus, tokens, tiny_codec)
+    read = []
+    real = steps.read_unit
+    monkeypatch.setattr(steps, "read_unit", lambda unit, opts: (read.append(unit.uri.rsplit("/", 1)[-1]), real(unit, opts))[1])
+    steps._AUDIO_INDEX.clear()
+    plan = _filter(tokens, corpus, filtered, tiny_codec, faster_asr)
+    assert plan.counts() == {"units_new": 1, "units_changed": 1, "units_removed": 0, "units_unchanged": 1}
+    assert set(read) == {"a_first.jsonl", "part1.jsonl"} and not steps._AUDIO_INDEX  # each shard's own unit only
+    quarantine = pq.read_table(filtered / "quarantine").to_pylist() if (filtered / "quarantine").exists() else []
+    assert not [q for q in quarantine if "no source audio" in q["reason"]]
+    monkeypatch.undo()
+    fresh = tmp_path / "fresh"
+    _filter(tokens, corpus, fresh, tiny_codec, faster_asr)
+    assert visible_files(filtered) == visible_files(fresh)
+    assert json.loads((filtered / "_manifest.json").read_text())["counts"]["in"] == 6

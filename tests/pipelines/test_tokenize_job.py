@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from tests.jobs import kill_session
+from tests.jobs import kill_session, visible_files
 from tests.pipelines.conftest import BAD_KINDS
 from tokenization.schema import SCHEMA_VERSION, codes_to_numpy, read_file_metadata, token_schema
 from tokenization.sharded_job import shard_name
+from tokenization.units import ReaderOptions, list_units
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -96,7 +97,8 @@ def test_shards_follow_the_contract(reference, dirty_corpus):
     out, _ = reference
     files = sorted((out / "shards").glob("*.parquet"))
     progress = sorted(p.stem for p in (out / "_progress").glob("*.json"))
-    assert progress == [shard_name(0, k) for k in range(len(progress))]  # one manifest = one unit: its numbered shards, all done
+    (unit,) = list_units(str(dirty_corpus), "jsonl", ReaderOptions())
+    assert progress == [shard_name(unit.key, k) for k in range(len(progress))]  # one manifest = one unit: its shards, all done
     assert {f.stem for f in files} <= set(progress) and len(files) >= 6  # all-quarantined shards leave no empty file
     table = pq.read_table(files)
     assert pq.read_schema(files[0]).remove_metadata() == token_schema()
@@ -261,7 +263,8 @@ def test_tars_tokenize_with_every_bad_kind_and_duplicate_quarantined(wds_referen
     assert len(dups) == n_dup - 1 and all("EN-B000000.tar" in q["reason"] and q["file"].endswith("EN-B000009.tar") for q in dups)
     assert len(dups) == len({q["utt_id"] for q in dups})
     names = sorted(p.stem for p in (out / "_progress").glob("*.json"))
-    assert names[-3:] == [shard_name(3, k) for k in range(3)]  # 4 tars; the copy (listed last) holds 5 records: 3 shards
+    copy = next(u for u in list_units(str(wds_corpus.input), "webdataset", ReaderOptions()) if u.uri.endswith("EN-B000009.tar"))
+    assert [n for n in names if copy.key in n] == [shard_name(copy.key, k) for k in range(3)]  # the copy's 5 records: 3 shards
 
 
 def test_tars_kill9_then_rerun_is_byte_identical(wds_reference, wds_corpus, tmp_path):
@@ -294,5 +297,114 @@ def test_tars_from_s3_to_s3(wds_reference, wds_corpus, tmp_path):
     ref_out, ref = wds_reference
     assert {k: summary[k] for k in ("rows_in", "kept", "quarantined")} == {k: ref[k] for k in ("rows_in", "kept", "quarantined")}
     local_rows = pq.read_table(ref_out / "shards").to_pylist()
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "run_id"} for r in rows]  # noqa: E731 - run_id hashes the URIs
-    assert strip(s3_rows) == strip(local_rows)
+    assert s3_rows == local_rows  # the same config and unit keys (paths under the input root): the same run id and shard names
+
+
+# --- a corpus that grows: Emilia-style tars grow by a tar, have one re-uploaded, lose one --------------------
+
+
+def _retar(src: Path, dst: Path, rename: tuple[str, str] = ("", ""), drop_last: int = 0) -> None:
+    """A tar with `src`'s members (minus the last `drop_last`), `rename[0]` -> `rename[1]` in names and JSON."""
+    import tarfile
+
+    from tests.corpora import _tar
+
+    with tarfile.open(src) as tf:
+        members = [(m.name, tf.extractfile(m).read()) for m in tf.getmembers() if m.isfile()]
+    members = members[: len(members) - drop_last]
+    old, new = rename
+    _tar(dst, [(n.replace(old, new), d.replace(old.encode(), new.encode()) if n.endswith(".json") and old else d)
+               for n, d in members])
+
+
+def _tokenize_into(corpus: Path, out: Path, codec) -> tuple:
+    """The tokenize job's steps over the tars, in this process (no Ray), as `pipelines.tokenize` orders them:
+    prepare, sync the folder to the listing, run what is pending, write the manifest."""
+    from tokenization.schema import file_metadata
+    from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, sync_output, write_manifest
+    from tokenization.steps import tokenize_job
+
+    opts = ReaderOptions()
+    units = list_units(str(corpus), "webdataset", opts)
+    config = {"codec": codec.info.__dict__, "rows_per_shard": 2}
+    run_id = compute_run_id(config)
+    prepare_output(str(out), run_id, config)
+    plan = sync_output(str(out), units)
+    job = tokenize_job(opts, codec, run_id, target_rate=codec.sample_rate, max_seconds=8.0, rows_per_shard=2, batch_size=2)
+    written = run_local(job, units, str(out), file_metadata(codec.info, {"run_id": run_id}))
+    write_manifest(str(out), run_id, units, (SHARDS,), {"codec": codec.info.__dict__})
+    return plan, written, {u.uri.rsplit("/", 1)[-1]: u.key for u in units}
+
+
+def test_tars_grow_change_remove_redo_only_that_tar_and_match_a_fresh_run(wds_corpus, tiny_codec, tmp_path):
+    """The held-out check, with the job's steps in one process: the tars grow by one, have one re-uploaded with
+    other content, lose one; each rerun into the same folder redoes only that tar and equals a fresh run."""
+    import shutil
+
+    corpus, out = tmp_path / "EN", tmp_path / "living"
+    shutil.copytree(wds_corpus.input, corpus)
+    _tokenize_into(corpus, out, tiny_codec)
+    steps = [
+        ("grow", "EN-B000005.tar", lambda: _retar(corpus / "EN-B000000.tar", corpus / "EN-B000005.tar", ("B000000", "B000005"))),
+        ("change", "EN-B000001.tar", lambda: _retar(corpus / "EN-B000001.tar", corpus / "EN-B000001.tar", drop_last=2)),
+        ("remove", "EN-B000002.tar", lambda: (corpus / "EN-B000002.tar").unlink()),
+    ]
+    for what, tar, change in steps:
+        before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "shards").iterdir()}
+        change()
+        plan, written, keys = _tokenize_into(corpus, out, tiny_codec)
+        key = keys.get(tar) or plan.removed[0]
+        assert plan.counts() == {"units_new": int(what == "grow"), "units_changed": int(what == "change"),
+                                 "units_removed": int(what == "remove"), "units_unchanged": 4}, what
+        if what == "remove":  # nothing runs; every file of the tar's unit is gone
+            assert written == [] and not [p for p in out.rglob("*") if key in p.name], what
+        else:  # only that tar's shards are written
+            assert written and all(key in w for w in written), (what, written)
+        for name, (mtime, data) in before.items():  # every other tar's shards: same bytes, same mtime
+            if key not in name:
+                p = out / "shards" / name
+                assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data, (what, name)
+        fresh = tmp_path / f"fresh_{what}"
+        _tokenize_into(corpus, fresh, tiny_codec)
+        assert visible_files(out) == visible_files(fresh), what
+
+
+UNIT_COUNTS = ("units_new", "units_changed", "units_removed", "units_unchanged")
+
+
+def test_tars_incremental_run_as_users_run_it(wds_reference, wds_corpus, tmp_path, capsys):
+    """`pipelines.tokenize` into a folder made before one tar arrived and before another was re-uploaded: another
+    --rows-per-shard is refused in one line; the same flags run only those two tars, report it, and leave the
+    folder equal to the fresh run's byte for byte. (Removal and SIGKILL during an incremental run: the tests above
+    and tests/tokenization/test_sharded_job.py.)"""
+    import shutil
+
+    from pipelines.tokenize import main
+    from tokenization.errors import UserError
+    from tokenization.sharded_job import retire_units
+
+    ref_out, _ = wds_reference
+    out = tmp_path / "living"
+    shutil.copytree(ref_out, out)  # copy2: the files and their mtimes
+    keys = {u.uri.rsplit("/", 1)[-1]: u.key for u in list_units(str(wds_corpus.input), "webdataset", ReaderOptions())}
+    retire_units(str(out), {keys["EN-B000002.tar"]}, None, ("shards",))  # the folder as it was before that tar arrived
+
+    with pytest.raises(UserError) as refused:
+        main(["--input", str(wds_corpus.input), "--output", str(out), *WDS_ARGS, "--rows-per-shard", "3"])
+    assert "\n" not in str(refused.value) and "rows_per_shard 2 -> 3" in str(refused.value)
+
+    touched = wds_corpus.input / "EN-B000001.tar"
+    st = touched.stat()
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir() if keys["EN-B000001.tar"] not in p.name}
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # re-uploaded: same size, new mtime
+    capsys.readouterr()
+    try:
+        s = main(["--input", str(wds_corpus.input), "--output", str(out), *WDS_ARGS])
+    finally:
+        os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert {k: s[k] for k in UNIT_COUNTS} == {"units_new": 1, "units_changed": 1, "units_removed": 0, "units_unchanged": 2}
+    assert "units: 1 new, 1 changed, 0 removed, 2 unchanged" in capsys.readouterr().err
+    assert_same_files(out, ref_out)
+    assert (out / "_manifest.json").read_bytes() == (ref_out / "_manifest.json").read_bytes()
+    for name, mtime in kept.items():  # the other tars' shards were never rewritten
+        assert (out / "shards" / name).stat().st_mtime_ns == mtime, name
