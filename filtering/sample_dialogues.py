@@ -6,7 +6,7 @@ assistant answers exactly (both backends); the mismatches are gross, so any sane
 
     other_sentence   assistant audio speaks a different sentence      -> wer
     truncated        assistant audio cut after 50 % of its samples    -> wer (deletions)
-    silence          1.5 s of faint noise instead of speech           -> empty_hypothesis / wer
+    silence          1.5 s of faint noise instead of speech           -> empty_hypothesis / wer; `speech_ratio` with SAMPLE_RULES
     second_turn      multi-turn dialogue whose 2nd answer is wrong     -> wer (turn 3)
     noisy            the right answer under white noise (NOISY_SNR_DB)  -> kept on WER; `dnsmos` with SAMPLE_RULES
     unreadable       zero-byte user audio                              -> quarantine (load)
@@ -14,6 +14,7 @@ assistant answers exactly (both backends); the mismatches are gross, so any sane
 
     >>> manifest = make_dialogue_sample("out/dialogues")   # dialogues.jsonl + wavs/
     >>> expected = expected_outcomes()                      # {dialogue_id: "keep"|"reject"|"quarantine"}
+    >>> quality_args(manifest)                              # ["--quality", "dnsmos,vad", "--rules", ".../rules.yaml"]
 
 The same set is also written in the LLaMA-Omni/VocalNet JSON layout (`dialogues_llama_omni.json`).
 """
@@ -55,8 +56,10 @@ DIALOGUES = [
 NOISY_ID = "m05_noisy"
 NOISY_SNR_DB = 5.0
 # The sample's quality rules (`--quality dnsmos,vad --rules` this, written beside the manifest as
-# `rules.yaml`): the noisy answer is rejected by `dnsmos`, every clean espeak answer passes.
-SAMPLE_RULES = {"min_dnsmos_ovrl": 1.85, "max_lead_silence_s": 1.0}  # clean answers score 2.0-2.8, the noisy one 1.7
+# RULES_FILE): the noisy answer is rejected by `dnsmos`, every clean espeak answer passes.
+RULES_FILE = "rules.yaml"
+# Clean answers score OVRL 2.0-2.8, the noisy one 1.7; the faint-noise "silence" answer has no speech at all.
+SAMPLE_RULES = {"min_dnsmos_ovrl": 1.85, "min_speech_ratio": 0.3, "max_lead_silence_s": 1.0}
 UNREADABLE_ID = "q01_unreadable"
 DUPLICATE_ID, DUPLICATE_OF = "d10_duplicate", "d04"
 
@@ -69,6 +72,11 @@ def expected_outcomes(quality: bool = False) -> dict[str, str]:
     out[UNREADABLE_ID] = "quarantine"
     out[DUPLICATE_ID] = "keep"
     return out
+
+
+def quality_args(manifest: str | Path) -> list[str]:
+    """The filter flags that score the sample's quality and apply SAMPLE_RULES (see `expected_outcomes(quality=True)`)."""
+    return ["--quality", "dnsmos,vad", "--rules", str(Path(manifest).parent / RULES_FILE)]
 
 
 def _speak(out: Path, rel: str, text: str, voice: str) -> str:
@@ -138,7 +146,7 @@ def make_dialogue_sample(out_dir: str | Path) -> Path:
     records.append({"id": UNREADABLE_ID, "source": "espeak-dialogues", "language": "en", "speaker": "asst_m",
                     "turns": [{"role": "user", "text": "What is the weather like today?", "audio_path": f"wavs/{UNREADABLE_ID}_q0.wav"},
                               {"role": "assistant", "text": "It will be sunny and warm all day.", "audio_path": f"wavs/{UNREADABLE_ID}_a0.wav"}]})
-    (out / "rules.yaml").write_text("".join(f"{k}: {v}\n" for k, v in SAMPLE_RULES.items()), "utf-8")
+    (out / RULES_FILE).write_text("".join(f"{k}: {v}\n" for k, v in SAMPLE_RULES.items()), "utf-8")
     (out / "dialogues_llama_omni.json").write_text(json.dumps([_to_llama_omni(r) for r in records], indent=1), "utf-8")
     tmp = manifest.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records), "utf-8")
