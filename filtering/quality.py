@@ -38,6 +38,7 @@ QUALITY_COLUMNS = tuple(f.name for f in fields(QualityScore))  # the contract's 
 DNSMOS_COLUMNS = tuple(c for c in QUALITY_COLUMNS if c.startswith("dnsmos_"))
 VAD_COLUMNS = tuple(c for c in QUALITY_COLUMNS if c not in DNSMOS_COLUMNS)
 COLUMNS = {DNSMOS: DNSMOS_COLUMNS, VAD: VAD_COLUMNS}
+HIGHER_IS_WORSE = ("lead_silence_s", "trail_silence_s")  # the rest: lower is worse (a row's gate is its worst clip)
 
 INPUT_LENGTH = 9.01  # s: the P.835 model's window, as the reference spells it
 P808_CUT = 160  # samples: the P.808 features leave out the window's last hop
@@ -59,6 +60,12 @@ def parse_quality(spec: str | Sequence[str] | None) -> tuple[str, ...]:
 def quality_columns(scorers: Sequence[str]) -> tuple[str, ...]:
     """The columns a run with these scorers fills."""
     return tuple(c for s in scorers for c in COLUMNS[s])
+
+
+def worst(column: str, values) -> float | None:
+    """A dialogue's gate value for `column`: its worst scored clip (None values ignored; None if none)."""
+    v = [x for x in values if x is not None]
+    return None if not v else (max(v) if column in HIGHER_IS_WORSE else min(v))
 
 
 def _model_path(name: str) -> str:
