@@ -136,7 +136,7 @@ def lowest_dnsmos_kept(facts: list[RowFact], n: int = N_LOWEST) -> list[RowFact]
 
 
 def plot_quality_scores(facts: list[RowFact], curves: dict) -> dict[str, bytes]:
-    """`quality_<column>` per-source histograms, `quality_curve_<rule>`, `wer_vs_dnsmos`, `meta_dnsmos`."""
+    """`quality_<column>` per-source histograms, `quality_curve_<rule>`, `wer_vs_dnsmos`, `meta_dnsmos_vs_ovrl`."""
     s = _series(facts)
     plots = {}
     for c in QUALITY_COLUMNS:
@@ -167,13 +167,13 @@ def plot_quality_scores(facts: list[RowFact], curves: dict) -> dict[str, bytes]:
         fig.suptitle(f"What each {rule} keeps", fontsize=10)
         plots[f"quality_curve_{rule}"] = png(fig)
     for name, pairs, xl, yl in (("wer_vs_dnsmos", s["wer"], "DNSMOS OVRL", "WER"),
-                                ("meta_dnsmos", s["meta"], "meta.dnsmos (the input's)", "dnsmos_ovrl (ours)")):
+                                ("meta_dnsmos_vs_ovrl", s["meta"], "meta.dnsmos (the input's)", "dnsmos_ovrl (ours)")):
         if not pairs:
             continue
         fig, ax = plt.subplots(figsize=(4.5, 3.5))
         x, y = zip(*pairs)
         ax.scatter(x, y, s=10, alpha=0.7)
-        if name == "meta_dnsmos":
+        if name == "meta_dnsmos_vs_ovrl":
             lo, hi = min(x + y) - 0.1, max(x + y) + 0.1
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlabel(xl)

@@ -152,7 +152,7 @@ def quality_scores_html(curves: dict | None, scores: dict | None, imgs: dict[str
         f'<h3>The input\'s DNSMOS (<code>meta.dnsmos</code>) against ours</h3><p>Rows with both: <span data-key="quality_scores.meta_dnsmos.n">{m["n"]}</span>, '
         f'Pearson r {num(m["pearson"], "quality_scores.meta_dnsmos.pearson", "span")}, mean (ours - theirs) '
         f'{num(m["mean_delta"], "quality_scores.meta_dnsmos.mean_delta", "span")}, mean |ours - theirs| '
-        f'{num(m["mean_abs_delta"], "quality_scores.meta_dnsmos.mean_abs_delta", "span")}.</p>{imgs.get("meta_dnsmos", "")}')
+        f'{num(m["mean_abs_delta"], "quality_scores.meta_dnsmos.mean_abs_delta", "span")}.</p>{imgs.get("meta_dnsmos_vs_ovrl", "")}')
     curve_parts = []
     for rule, curve in (curves or {}).items():
         per_source = "".join(f"<h4>Source {html.escape(src)}</h4>"
