@@ -1,11 +1,12 @@
 """Audio-quality scoring cost and exactness (`--quality dnsmos,vad`); prints one JSON object.
 
-    python benchmarks/quality_throughput.py [--rounds 3] [--batch-size 8]
+    python benchmarks/quality_throughput.py [--rounds 2] [--batch-size 8] [--device cpu|cuda]
 
-Clips: the bundled dialogue sample's assistant answers (espeak), each also under 10 dB white noise
-and padded with 3 s / 2 s of silence: 0.7-8.5 s, as dialogue answers are. CPU seconds are the
-process's (`time.process_time`: every thread of it), medians of interleaved rounds, models loaded
-and warmed up first.
+Clips: every other distinct assistant answer of the bundled dialogue sample (espeak), each also under
+10 dB white noise and padded with 3 s / 2 s of silence: 1.5-8.5 s, as dialogue answers are; stored as
+the filter stores them (16-bit FLAC), and the reference scores the same decoded samples. CPU seconds
+are the process's (`time.process_time`: every thread of it), medians of interleaved rounds, models
+loaded and warmed up first.
 
     dnsmos_max_abs_diff_vs_reference  max |ours - speechmos.dnsmos.run| over the four DNSMOS columns (goal <= 0.02)
     dnsmos_vs_reference_speed         audio-s per CPU-s of our quality step (DNSMOS only, as the filter's actor
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.cpu_info import cpu_info  # noqa: E402
 from filtering.asr import SAMPLE_RATE, load_asr  # noqa: E402
 from filtering.dialogue_manifest import read_dialogues  # noqa: E402
-from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, pcm_to_flac  # noqa: E402
+from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac  # noqa: E402
 from filtering.quality import DNSMOS_COLUMNS, QualityScorer  # noqa: E402
 from filtering.rules import Rules  # noqa: E402
 from filtering.sample_dialogues import add_noise, make_dialogue_sample, pad_silence  # noqa: E402
@@ -48,9 +49,10 @@ HOURS = 10_000
 
 def clips_of_sample(work: Path) -> list[np.ndarray]:
     specs, _ = read_dialogues(str(make_dialogue_sample(work / "sample")))
-    clean = [load_audio(t.audio_path, SAMPLE_RATE) for s in specs if not s.dialogue_id.startswith("q")
-             for t in s.turns if t.role == ASSISTANT]
-    return clean + [add_noise(c, 10.0, seed=i) for i, c in enumerate(clean)] + [pad_silence(c, SAMPLE_RATE, 3.0, 2.0) for c in clean]
+    paths = sorted({t.audio_path for s in specs if not s.dialogue_id.startswith("q") for t in s.turns if t.role == ASSISTANT})
+    clean = [load_audio(p, SAMPLE_RATE) for p in paths[::2]]
+    clips = clean + [add_noise(c, 10.0, seed=i) for i, c in enumerate(clean)] + [pad_silence(c, SAMPLE_RATE, 3.0, 2.0) for c in clean]
+    return [flac_to_pcm(pcm_to_flac(c, SAMPLE_RATE))[0] for c in clips]  # the samples the quality step decodes
 
 
 def items_of(clips: list[np.ndarray]) -> list[Item]:
@@ -69,7 +71,8 @@ def cpu_time(fn) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cuda: DNSMOS on onnxruntime's CUDA provider (onnxruntime-gpu)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per step call (the filter's --batch-size)")
     args = p.parse_args()
     from speechmos import dnsmos as reference
@@ -78,7 +81,7 @@ def main() -> None:
     audio_s = sum(len(c) for c in clips) / SAMPLE_RATE
     b = args.batch_size
     rules = Rules()
-    dnsmos_step = QualityBatch(QualityScorer(("dnsmos",)), rules)  # one onnxruntime thread: the actor's default
+    dnsmos_step = QualityBatch(QualityScorer(("dnsmos",), args.device), rules)  # one onnxruntime thread: the actor's default
     vad_step = QualityBatch(QualityScorer(("vad",)), rules)
     asr = load_asr("tiny.en", batch_size=b)
 
@@ -116,7 +119,7 @@ def main() -> None:
         "asr_cpu_s_per_audio_s": per_s["asr"],
         "reference_dnsmos_cpu_s_per_audio_s": per_s["reference"],
         "cpu": cpu_info(),
-        "audio_seconds": round(audio_s, 2), "clips": len(clips), "batch_size": b, "rounds": args.rounds,
+        "audio_seconds": round(audio_s, 2), "clips": len(clips), "batch_size": b, "rounds": args.rounds, "device": args.device,
         "asr_model": asr.name,
         "sizing_10k_hours": {"cpu_hours": {k: cpu_h[k] for k in ("dnsmos", "vad", "asr")},
                              "wall_hours_dnsmos_vad_asr": {f"{n}_cores": round((cpu_h["dnsmos"] + cpu_h["vad"] + cpu_h["asr"]) / n, 1)

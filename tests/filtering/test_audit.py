@@ -79,7 +79,8 @@ def test_threshold_curve_reproduces_the_run(filter_report, filter_out):
 def _turns(folder) -> dict[str, tuple[str, list[dict]]]:
     import pyarrow.dataset as pads
 
-    rows = pads.dataset(str(folder), format="parquet").to_table(columns=["dialogue_id", "turns", "keep"]).to_pylist()
+    files = [str(f) for sub in ("kept", "rejects") for f in sorted((folder / sub).glob("*.parquet"))]
+    rows = pads.dataset(files, format="parquet").to_table(columns=["dialogue_id", "turns", "keep"]).to_pylist()
     return {r["dialogue_id"]: ("kept" if r["keep"] else "rejected", r["turns"]) for r in rows}
 
 
