@@ -126,7 +126,7 @@ class FactCollector:
         clips = _quality_clips(table, dialogue)
         q_judged = {}
         if clips is not None:
-            for rule, (col, _, _) in QUALITY_RULES.items():
+            for rule in QUALITY_RULES:
                 q_judged[rule] = self._rejudge(table, reason, status, rule, partial(_fails, rule))
         for i, rid in enumerate(ids):
             fact = RowFact(rid, status, source[i] or "", float(seconds[i]), wer[i], reason[i] or "",
