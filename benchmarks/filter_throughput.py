@@ -4,7 +4,7 @@
 
 Figures (audio-seconds transcribed per wall-second, all on the same assistant clips, models
 loaded and warmed up before timing):
-    asr_vs_padded        the filter's ASR step (`load_asr("tiny.en")`: fastest backend here, windows
+    asr_vs_padded        the filter's ASR step (`load_asr("tiny.en")`: the CPU default, faster-whisper int8; windows
                          that follow speech length) / the same backend with every clip in a 30 s window (goal >= 3)
     wer_delta_vs_padded  mean absolute per-clip WER difference between the two (goal <= 0.02)
     faster_vs_openai     faster-whisper int8 / openai-whisper fp32, both as the filter runs them (raw figure;
@@ -75,7 +75,7 @@ def main() -> None:
 
     texts = [t.text for s in specs for t in s.turns if t.role == ASSISTANT]
     t = time.perf_counter()
-    fastest_backend("tiny.en", batch_size=args.batch_size)  # measured once per CPU and cached (timed here)
+    fastest_backend("tiny.en", batch_size=args.batch_size)  # what `--asr-backend auto` measures once per CPU (timed here)
     t_choose = time.perf_counter() - t
     filt = load_asr("tiny.en", batch_size=args.batch_size)  # what the filter's ASR step loads
     ckpt = convert(shipped_tiny_en(), work / "tiny_en.pt")

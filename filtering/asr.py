@@ -25,7 +25,18 @@ alternatives (measured on the bundled espeak clips, tiny.en int8):
     padded 0.29).
 `padded=True` restores the 30 s window (the baseline the benchmark compares against).
 
-    >>> asr = load_asr("tiny.en")     # fastest backend/compute type on this CPU (measured once, logged)
+No speech gives no text, through either backend, as Whisper's own `transcribe` decides it: a
+window whose no-speech probability is over `NO_SPEECH_THRESHOLD` and whose decoded tokens
+average a log-probability under `LOGPROB_THRESHOLD` is empty (else tiny.en hears "you" in
+faint noise, and a silent answer would be a `wer` reject on one backend, `empty_hypothesis`
+on the other).
+
+A bare model (`tiny.en`) runs on the device's default backend (`backend_candidates`): the same
+rows are kept on every machine and every run. `backend="auto"` (`--asr-backend auto`) measures
+the candidates once per CPU and takes the fastest instead, for users who prefer speed to
+reproducibility across machines.
+
+    >>> asr = load_asr("tiny.en")     # faster-whisper int8 on CPU, float16 on GPU
     >>> asr.transcribe([np.zeros(16000, np.float32)])
     ['']
     >>> load_asr("openai-whisper:tiny.en").name         # shipped weights converted once, cached
@@ -55,6 +66,14 @@ BUCKET_FRAMES = 100  # window sizes are multiples of 1 s: few distinct encoder s
 MIN_FRAMES = 800  # 8 s: shorter windows flipped more of tiny.en's unsure transcripts (see module docstring)
 MARGIN_FRAMES = 20  # >= 2 frames of padding after the speech, so edge STFT frames match the 30 s window
 MAX_NEW_TOKENS = 224  # openai-whisper's default sample_len (n_text_ctx // 2); bounds looping hallucinations
+NO_SPEECH_THRESHOLD = 0.6  # whisper.transcribe's no_speech_threshold (faster-whisper's too)
+LOGPROB_THRESHOLD = -1.0  # whisper.transcribe's logprob_threshold: a confident decode overrides the no-speech guess
+BACKEND_CHOICES = ("default", "auto")  # how a bare model picks its backend: the device's default, or the fastest here
+
+
+def is_no_speech(no_speech_prob: float, avg_logprob: float) -> bool:
+    """Whisper's own rule for skipping a window as silence (`whisper.transcribe`, faster-whisper alike)."""
+    return no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD
 
 
 def window_frames(n_samples: int, padded: bool = False) -> int:
@@ -183,9 +202,16 @@ class FasterWhisperAsr(AsrBackend):
         results = self.model.model.generate(
             ctranslate2.StorageView.from_array(memory), [self.prompt] * len(memory), beam_size=1,
             max_length=len(self.prompt) + MAX_NEW_TOKENS, suppress_blank=True, suppress_tokens=[-1],
+            return_scores=True, return_no_speech_prob=True,
         )
-        eot = self.tokenizer.eot
-        return [self.tokenizer.decode([t for t in r.sequences_ids[0] if t < eot]).strip() for r in results]
+        eot, out = self.tokenizer.eot, []
+        for r in results:
+            tokens = r.sequences_ids[0]
+            # the score is the sum of log-probs over len(tokens) (length_penalty 1); faster-whisper averages over len + 1
+            avg_logprob = r.scores[0] * len(tokens) / (len(tokens) + 1)
+            silent = is_no_speech(r.no_speech_prob, avg_logprob)
+            out.append("" if silent else self.tokenizer.decode([t for t in tokens if t < eot]).strip())
+        return out
 
     def _long(self, audio: np.ndarray) -> str:
         segments, _ = self.model.transcribe(audio, language=self.language, beam_size=1, vad_filter=False,
@@ -212,9 +238,13 @@ class OpenAiWhisperAsr(AsrBackend):
         self.name = f"openai-whisper:{label or Path(checkpoint).stem}:{'fp16' if self.fp16 else 'fp32'}"
 
     def _mel(self, audio: np.ndarray, n_frames: int) -> np.ndarray:
+        """As `whisper.transcribe` builds a window: log-mel of the clip (zeros after it), then the frames past
+        the clip's own set to 0, the value `pad_or_trim` pads a short mel segment with."""
         w = self.whisper
         x = w.pad_or_trim(self.torch.from_numpy(np.asarray(audio, np.float32)), n_frames * HOP)
-        return w.log_mel_spectrogram(x, self.model.dims.n_mels).numpy()  # [n_mels, n_frames]
+        mel = w.log_mel_spectrogram(x, self.model.dims.n_mels).numpy()  # [n_mels, n_frames]
+        mel[:, len(audio) // HOP:] = 0.0
+        return mel
 
     def _encode(self, mels: np.ndarray) -> np.ndarray:
         """AudioEncoder.forward with the positional embedding cut to the window (the stock one asserts 30 s)."""
@@ -233,7 +263,7 @@ class OpenAiWhisperAsr(AsrBackend):
             memory_t = memory_t.half()
         with self.torch.inference_mode():
             results = self.whisper.decode(self.model, memory_t, self.options)  # [B, 1500, D]: skips the encoder
-        return [r.text.strip() for r in results]
+        return ["" if is_no_speech(r.no_speech_prob, r.avg_logprob) else r.text.strip() for r in results]
 
     def _long(self, audio: np.ndarray) -> str:
         r = self.model.transcribe(np.asarray(audio, np.float32), language=self.language, temperature=0.0,
@@ -270,30 +300,35 @@ def openai_checkpoint(path: str) -> str:
 CT2_COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 
 
-def resolve_spec(spec: str, device: str = "cpu", language: str = "en", batch_size: int = 8) -> str:
-    """An explicit `backend:PATH[:compute]` spec; a bare model (`tiny.en`, `PATH`) gets the fastest
-    backend/compute type on this machine (`fastest_backend`, logged).
+def resolve_spec(spec: str, device: str = "cpu", language: str = "en", batch_size: int = 8,
+                 backend: str = "default") -> str:
+    """An explicit `backend:PATH[:compute]` spec, as given; a bare model (`tiny.en`, `PATH`) gets the
+    device's default backend/compute type (`backend_candidates`), or with `backend="auto"` the fastest
+    on this machine (`fastest_backend`, measured once per CPU and logged).
 
-    Jobs resolve the spec once on the driver and hand the explicit one to every actor, so all actors
-    of a job, and its reruns, transcribe with the same backend whatever the load when they start.
-    Off the CPU nothing is measured (the driver may have no GPU): faster-whisper float16.
+    Jobs resolve the spec once on the driver, record it in their config (run id) and hand the explicit
+    one to every actor, so all actors of a job, and its reruns, transcribe with the same backend.
+    Off the CPU nothing is measured (the driver may have no GPU): the device's default.
     """
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"ASR backend choice {backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
     if ":" in spec:
         return spec
-    if device != "cpu":
-        backend, compute = backend_candidates(device)[0]
-        return f"{backend}:{spec}:{compute}"
-    backend, compute = fastest_backend(spec, device, language, batch_size)
-    return f"{backend}:{spec}" + (f":{compute}" if backend == "faster-whisper" else "")
+    if backend == "auto" and device == "cpu":
+        name, compute = fastest_backend(spec, device, language, batch_size)
+    else:
+        name, compute = backend_candidates(device)[0]
+    return f"{name}:{spec}" + (f":{compute}" if name == "faster-whisper" else "")
 
 
-def load_asr(spec: str, device: str = "cpu", language: str = "en", batch_size: int = 8, **kw) -> AsrBackend:
+def load_asr(spec: str, device: str = "cpu", language: str = "en", batch_size: int = 8, backend_choice: str = "default",
+             **kw) -> AsrBackend:
     """Build a backend from a CLI spec (see module docstring). Nothing is downloaded.
 
     `faster-whisper:PATH:COMPUTE` names the CTranslate2 compute type (as `AsrBackend.name` prints it);
-    a spec without a backend is resolved by `resolve_spec`.
+    a spec without a backend is resolved by `resolve_spec` (`backend_choice`: "default" or "auto").
     """
-    backend, _, path = resolve_spec(spec, device, language, batch_size).partition(":")
+    backend, _, path = resolve_spec(spec, device, language, batch_size, backend_choice).partition(":")
     head, _, last = path.rpartition(":")
     if backend == "faster-whisper" and head and last in CT2_COMPUTE_TYPES:
         path = head

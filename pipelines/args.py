@@ -82,7 +82,12 @@ def split_config(args: argparse.Namespace) -> SplitConfig:
 
 
 def add_asr_args(p: argparse.ArgumentParser) -> None:
+    from filtering.asr import BACKEND_CHOICES
+
     p.add_argument("--asr", default="tiny.en", help="tiny.en | faster-whisper:PATH | openai-whisper:PATH")
+    p.add_argument("--asr-backend", choices=BACKEND_CHOICES, default="default",
+                   help="backend of a bare --asr model: default (faster-whisper int8 on CPU, float16 on GPU: the same "
+                        "decisions everywhere) or auto (the fastest here, measured once per CPU)")
 
 
 def add_quality_args(p: argparse.ArgumentParser) -> None:

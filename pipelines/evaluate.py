@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.args import add_asr_args
 from pipelines.cli import require_at_least, require_checkpoint, require_codec, require_input, run
 from pipelines.logs import setup_logging
 from tokenization.errors import UserError
@@ -37,7 +38,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="dialogue shards (the filter job's OUT/kept) or token shards, local or s3://")
     p.add_argument("--split", default="test", help="train | valid | test: rows whose `split` column equals it; all: every row")
     p.add_argument("--output", required=True, help="folder for eval.json, eval.md, eval.html")
-    p.add_argument("--asr", default="tiny.en", help="tiny.en | faster-whisper:PATH | openai-whisper:PATH (as pipelines.filter)")
     p.add_argument("--codec", default="tiny", help="'tiny' or a local Mimi checkpoint folder (the codec of the training codes)")
     p.add_argument("--max-dialogues", type=int, default=0, help="evaluate the first N rows of the split (0: all)")
     p.add_argument("--reply", choices=("generate", "reference"), default="generate",
@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokenizer", default=None, help="tokenizer.json or folder (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: the checkpoint's)")
     p.add_argument("--asr-device", default="cpu")
+    add_asr_args(p)  # --asr, --asr-backend: as pipelines.filter
     return p.parse_args(argv)
 
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     model = VocalNetM2.from_pretrained(localize(model_dir), device=a.device, tokenizer_path=a.tokenizer)
     codec = load_codec(a.codec, device=model.cfg.device, n_codebooks=model.cfg.talker.n_codebooks)
-    asr = load_asr(a.asr, device=a.asr_device)
+    asr = load_asr(a.asr, device=a.asr_device, backend_choice=a.asr_backend)
     gen = GenerationConfig(max_text_tokens=a.max_text_tokens, max_frames=a.max_frames, temperature=a.temperature)
     cfg = EvalConfig(batch_size=a.batch_size, chunk_causal=not a.no_chunk_causal, reply=a.reply)
 

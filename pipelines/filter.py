@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
         audio_units = []
         units = input_units(args.input, "dialogue", opts, lister=list_dialogue_units)
     codec = load_codec(args.codec, n_codebooks=args.n_codebooks)  # validates the spec before any work
-    args.asr = resolve_spec(args.asr, args.device)  # once, here: every ASR actor (and a rerun) uses the same backend
+    # once, here: every ASR actor (and a rerun) uses the same backend, and the resolved spec is in the run id
+    args.asr = resolve_spec(args.asr, args.device, backend=args.asr_backend)
     kind = TTS if tts else DIALOGUE
     config = {"job": "filter", "kind": kind, "asr": args.asr, "quality": list(quality), "rules": rules.to_dict(),
               "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,

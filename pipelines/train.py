@@ -7,7 +7,7 @@
 
 `--dry-run` loads no weights and starts no Ray: it checks the config and prints what the run
 would be (parameters per part, ZeRO memory per GPU, tokens per step, data rows and hours per
-split, steps per epoch). `--torchrun` runs the same recipe under plain torchrun, without Ray.
+split, steps per epoch; per data source its weight, share and the epochs it reaches). `--torchrun` runs the same recipe under plain torchrun, without Ray.
 Config and input mistakes stop here, before Ray starts, as one line naming the key and the file
 (exit 2; with `--dry-run` exit 1, the dry run's verdict; `--debug` shows the traceback).
 
@@ -183,19 +183,27 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def resolve_paths(cfg: StageConfig) -> StageConfig:
-    """Make local paths absolute (workers run in other folders) and fail fast, before Ray, on missing inputs."""
+    """Make local paths absolute (workers run in other folders) and fail fast, before Ray, on missing inputs
+    and on data sources that do not agree (another codec, a dialogue folder in stage 1)."""
+    from training.data.sources import check_sources
     from training.data.units import list_units
 
     def local_abs(p: str) -> str:
         return p if ckpt.is_remote_uri(p) or not p else os.path.abspath(p)
 
     cfg.data.path = local_abs(cfg.data.path)
+    for source in cfg.data.sources:
+        source.path = local_abs(source.path)
     cfg.checkpoint.storage_path = local_abs(cfg.checkpoint.storage_path)
     cfg.checkpoint.init_from = [local_abs(p) for p in cfg.checkpoint.init_from]
     cfg.tensorboard_dir = local_abs(cfg.tensorboard_dir)
     if os.path.exists(cfg.tokenizer):
         cfg.tokenizer = os.path.abspath(cfg.tokenizer)
-    list_units(cfg.data.path)  # UserError: no shards there, or a file that is not Parquet (footers only are read)
+    mixture = cfg.data.mixture()
+    for source in mixture:
+        what = f"data.sources {source.name}" if cfg.data.sources else "data.path"
+        list_units(source.path, what=what)  # UserError: no shards there, or a file that is not Parquet (footers only)
+    check_sources(cfg.stage, [(s.name, s.path) for s in mixture])
     for p in cfg.checkpoint.init_from:
         if not storage.exists(p):
             raise UserError(f"{cfg.source}: checkpoint.init_from: {p} does not exist (train the previous stage first)")

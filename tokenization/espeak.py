@@ -54,8 +54,14 @@ def espeak_to_wav(text: str, wav_path: str | Path, voice: str = "en-us", wpm: in
         raise ValueError(f"{BACKEND_ENV}={backend!r}: use 'program' or 'library'")
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"espeak-ng ({backend}) failed on {text[:40]!r} with voice {voice}: {done.stderr.strip()[-500:]}")
+        raise RuntimeError(f"espeak-ng ({backend}) failed on {text[:40]!r} with voice {voice}: {_last_line(done.stderr)}")
     return wav_path
+
+
+def _last_line(stderr: str) -> str:
+    """The error itself: the program's message, or the library child's one line (a traceback's last)."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return lines[-1][-500:] if lines else "(no message)"
 
 
 def _library_paths() -> tuple[str, str]:
@@ -92,7 +98,11 @@ def synthesize(lib_path: str, data_parent: str, text: str, voice: str, wpm: int)
     keep = callback_type(collect)  # referenced until synthesis ends: the library calls it
     lib.espeak_SetSynthCallback(keep)
     if lib.espeak_SetVoiceByName(voice.encode()) != EE_OK:
-        raise ValueError(f"espeak-ng has no voice {voice!r}")
+        # a language code (`en-gb`) rather than a voice file: the program looks it up in the voice list,
+        # espeak_SetVoiceByName does not, so resolve it here the same way and name the voice file
+        resolved = resolve_language(lib, voice)
+        if resolved is None or lib.espeak_SetVoiceByName(resolved.encode()) != EE_OK:
+            raise ValueError(f"espeak-ng has no voice {voice!r}")
     lib.espeak_SetParameter(ESPEAK_RATE, int(wpm), 0)
     lib.espeak_ng_SetRandSeed(RAND_SEED)
     data = text.encode("utf-8")
@@ -102,9 +112,44 @@ def synthesize(lib_path: str, data_parent: str, text: str, voice: str, wpm: int)
     return b"".join(chunks), rate
 
 
+class _Voice(ctypes.Structure):
+    """speak_lib.h espeak_VOICE; `languages` is a list of (priority byte, language\\0), ended by a 0 byte."""
+
+    _fields_ = [("name", ctypes.c_char_p), ("languages", ctypes.c_void_p), ("identifier", ctypes.c_char_p),
+                ("gender", ctypes.c_ubyte), ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte), ("xx1", ctypes.c_ubyte),
+                ("score", ctypes.c_int), ("spare", ctypes.c_void_p)]
+
+
+def resolve_language(lib, voice: str) -> str | None:
+    """`en-gb+f2` -> `gmw/en+f2`: the voice file whose language list names `en-gb` with the best priority.
+
+    This is how the espeak-ng program turns `-v <language>` into a voice (lower priority number wins,
+    the first listed on a tie); the variant after `+` is kept. None when no voice speaks that language.
+    """
+    language, plus, variant = voice.partition("+")
+    lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+    lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
+    voices = lib.espeak_ListVoices(None)
+    best: tuple[int, str] | None = None
+    i = 0
+    while voices[i]:
+        entry = voices[i].contents
+        pos = entry.languages
+        while (priority := ctypes.c_ubyte.from_address(pos).value) != 0:
+            name = ctypes.string_at(pos + 1)  # up to its terminating 0 byte
+            if name.decode("ascii", "replace").lower() == language.lower() and (best is None or priority < best[0]):
+                best = (priority, entry.identifier.decode())
+            pos += len(name) + 2
+        i += 1
+    return None if best is None else best[1] + plus + variant
+
+
 if __name__ == "__main__":  # the child process of espeak_to_wav(..., backend="library"); stdlib only
     lib_path, data_parent, voice, wpm, out, text = sys.argv[1:7]
-    pcm, rate = synthesize(lib_path, data_parent, text, voice, int(wpm))
+    try:
+        pcm, rate = synthesize(lib_path, data_parent, text, voice, int(wpm))
+    except (ValueError, RuntimeError) as err:  # a bad voice or data folder: one line for the parent, no traceback
+        sys.exit(str(err))
     with wave.open(out + ".tmp", "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

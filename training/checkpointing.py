@@ -7,7 +7,8 @@ what every rank wrote into its own temp folder:
     step_00000020/                       DeepSpeed tag: module, optimizer and LR-scheduler state
         zero_pp_rank_<r>_mp_rank_00_model_states.pt
         zero_pp_rank_<r>_mp_rank_00_optim_states.pt   (ZeRO: each rank's optimizer partition)
-    trainer_state_rank<r>.json           step, reader position (epoch, batches done), world size
+    trainer_state_rank<r>.json           step, world size, reader position per data source (epoch, batches
+                                         done, carried examples) + mixture credits and rows drawn
     rng_state_rank<r>.safetensors        python / numpy / torch (/ cuda) RNG states, for exact resume
     checksums_rank<r>.json               sha256 of every file rank r wrote (+ HMAC when a key is set):
                                          verified before DeepSpeed unpickles its `*.pt` files

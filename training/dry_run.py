@@ -4,8 +4,9 @@ For the engineer about to book a cluster (`python -m pipelines.train ... --dry-r
 parameters per part and how many this stage trains (the model is built on the meta device
 from its sizes: a preset, the local checkpoints' `config.json`, or the `init_from` export's),
 DeepSpeed's own ZeRO-2/ZeRO-3 memory estimate per GPU for `scaling`, tokens per optimizer
-step, rows/hours/examples per split under `data.path` (small columns only, never `codes`),
-and steps per epoch. What cannot be computed here (a path only on the cluster, a missing
+step, rows/hours/examples per split of every data source (small columns only, never
+`codes`), each source's weight, share of samples and epochs reached at `max_steps`, and steps
+per epoch. What cannot be computed here (a path only on the cluster, a missing
 tokenizer, an unreachable s3:// folder) is a warning naming what is missing, not a failure.
 """
 
@@ -22,7 +23,7 @@ import torch
 
 from filtering.dialogue_schema import DIALOGUE, DialogueTurn, row_kind
 from tokenization import storage
-from training.data.sources import speech_pair
+from training.data.sources import check_sources, shard_facts, speech_pair
 from training.data.units import parquet_files
 from training.model.config import VocalNetConfig
 from training.stage_config import StageConfig, resolve_init_model, resolve_tokenizer
@@ -30,6 +31,7 @@ from training.stage_config import StageConfig, resolve_init_model, resolve_token
 GB = 1024**3
 PARTS = ("audio_encoder", "adaptor", "thinker", "lora", "fusion", "talker", "mtp")
 TEXT_SAMPLE = 256  # texts tokenized to estimate text tokens per example
+MAX_QUIET_EPOCHS = 4  # a data source repeating more epochs than this by max_steps gets a warning (as one never finishing one)
 
 
 def meta_model(model_cfg: VocalNetConfig):
@@ -101,9 +103,9 @@ def _leaf(pf: pq.ParquetFile, top: str, name: str) -> str | None:
     return None
 
 
-def scan_data(cfg: StageConfig, stage: int, max_frames: int) -> dict:
-    """Rows, hours and stage examples per split, from small columns only (never `codes` or audio)."""
-    files = parquet_files(cfg.data.path)
+def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0) -> dict:
+    """Rows, hours and stage examples per split of one shard folder, from small columns only (never `codes` or audio)."""
+    files = parquet_files(path)
     splits: dict[str, dict] = defaultdict(lambda: {"rows": 0, "hours": 0.0, "examples": 0, "frames": 0})
     texts: list[str] = []
     for path in files:
@@ -127,7 +129,7 @@ def scan_data(cfg: StageConfig, stage: int, max_frames: int) -> dict:
                 turns = [DialogueTurn.from_dict(t) for t in row["turns"] or []]  # the read leaves; the rest None
                 s["hours"] += sum(t.duration_s or 0 for t in turns) / 3600
                 for user, reply in zip(turns, turns[1:]):
-                    if not speech_pair(user, reply, cfg.data.max_audio_s):
+                    if not speech_pair(user, reply, max_audio_s):
                         continue
                     frames = reply.n_frames
                     if (stage == 3 and not frames) or (max_frames and (frames or 0) > max_frames):
@@ -148,6 +150,65 @@ def scan_data(cfg: StageConfig, stage: int, max_frames: int) -> dict:
     out = {k: {"rows": v["rows"], "hours": round(v["hours"], 6), "examples": v["examples"],
                "mean_frames": round(v["frames"] / v["examples"], 2) if v["examples"] else 0.0} for k, v in sorted(splits.items())}
     return {"files": len(files), "splits": out, "text_sample": texts}
+
+
+def scan_sources(cfg: StageConfig, per_step: int, warnings: list[str]) -> dict | None:
+    """`data` of the plan: every source's rows and hours per split, weight, share of samples and the epochs it
+    reaches at `max_steps` (with a warning past `MAX_QUIET_EPOCHS` or short of one), and the splits summed.
+
+    Sources not readable here are a warning each; the readable ones must agree (`check_sources`: UserError).
+    None when no source is readable.
+    """
+    mixture = cfg.data.mixture()
+    total_weight = sum(s.weight for s in mixture)
+    samples = cfg.max_steps * per_step
+    scanned, facts = {}, {}
+    for s in mixture:
+        label = f"data source {s.name} ({s.path})" if cfg.data.sources else f"data.path {s.path}"
+        try:
+            scanned[s.name] = scan_data(s.path, cfg.stage, cfg.data.max_frames, cfg.data.max_audio_s)
+            facts[s.name] = shard_facts(s.path)
+        except Exception as exc:  # noqa: BLE001 - a path only on the cluster, an unreachable s3://: say what is missing
+            missing = "its rows, hours and epochs" if cfg.data.sources else "rows, hours, tokens per step and steps per epoch"
+            warnings.append(f"{label}: not readable here ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}): "
+                            f"{missing} not computed")
+    check_sources(cfg.stage, [(s.name, s.path) for s in mixture], facts)
+    if not scanned:
+        return None
+    sources, texts, splits = [], [], defaultdict(lambda: {"rows": 0, "hours": 0.0, "examples": 0, "frames": 0.0})
+    mean_frames = 0.0
+    readable_weight = sum(s.weight for s in mixture if s.name in scanned)
+    for s in mixture:
+        share = s.weight / total_weight
+        entry = {"name": s.name, "path": s.path, "weight": s.weight, "share": round(share, 4),
+                 "samples_at_max_steps": round(share * samples)}
+        sources.append(entry)
+        if s.name not in scanned:
+            continue
+        d = scanned[s.name]
+        texts += d["text_sample"][:max(1, TEXT_SAMPLE // len(mixture))]
+        entry.update(files=d["files"], splits=d["splits"])
+        for split, v in d["splits"].items():
+            for key in ("rows", "hours", "examples"):
+                splits[split][key] += v[key]
+            splits[split]["frames"] += v["examples"] * v["mean_frames"]
+        train = d["splits"].get("train", {"examples": 0, "mean_frames": 0.0})
+        mean_frames += s.weight / readable_weight * train["mean_frames"]
+        epochs = share * samples / train["examples"] if train["examples"] else None
+        entry["epochs_at_max_steps"] = None if epochs is None else round(epochs, 3)
+        if epochs is None:
+            warnings.append(f"data source {s.name}: no train examples, so it can never give a batch")
+        elif epochs > MAX_QUIET_EPOCHS:
+            warnings.append(f"data source {s.name} repeats {epochs:.1f} epochs by step {cfg.max_steps} (over {MAX_QUIET_EPOCHS}): "
+                            "lower its weight or add data")
+        elif epochs < 1:
+            warnings.append(f"data source {s.name} never finishes an epoch: {epochs:.0%} of its train examples by step "
+                            f"{cfg.max_steps}")
+    summed = {k: {"rows": v["rows"], "hours": round(v["hours"], 6), "examples": v["examples"],
+                  "mean_frames": round(v["frames"] / v["examples"], 2) if v["examples"] else 0.0} for k, v in sorted(splits.items())}
+    data = {"files": sum(d["files"] for d in scanned.values()), "splits": summed, "sources": sources,
+            "text_sample": texts, "mean_frames": mean_frames}
+    return {"path": cfg.data.path, **data} if not cfg.data.sources else data
 
 
 def mean_text_tokens(tokenizer_spec: str, texts: list[str]) -> float:
@@ -176,6 +237,7 @@ def plan(cfg: StageConfig) -> dict:
     n_gpus = cfg.scaling.num_workers
     per_step = cfg.data.micro_batch_size * cfg.optim.grad_accum * n_gpus
     out["zero_stage"] = ds["zero_optimization"].get("stage")
+    out["max_steps"] = cfg.max_steps
     out["batch"] = {"micro_batch_size": cfg.data.micro_batch_size, "grad_accum": cfg.optim.grad_accum,
                     "num_workers": n_gpus, "examples_per_step": per_step}
     n_codebooks = cfg.model.talker.n_codebooks if cfg.model else None
@@ -188,20 +250,15 @@ def plan(cfg: StageConfig) -> dict:
         out["parameters_total"] = sum(counts["parameters"].values())
         out["trainable_total"] = sum(counts["trainable"].values())
         out["zero_memory"] = zero_estimates(model, n_gpus, out["trainable_total"])
-    try:
-        data = scan_data(cfg, cfg.stage, cfg.data.max_frames)
-    except Exception as exc:  # noqa: BLE001 - a path only on the cluster, an unreachable s3://: say what is missing
-        warnings.append(f"data.path {cfg.data.path}: not readable here ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}): "
-                        "rows, hours, tokens per step and steps per epoch not computed")
-        data = None
+    data = scan_sources(cfg, per_step, warnings)
     if data is not None:
         texts = data.pop("text_sample")
-        out["data"] = {"path": cfg.data.path, **data}
-        train = data["splits"].get("train", {"examples": 0, "mean_frames": 0.0})
-        out["steps_per_epoch"] = train["examples"] // per_step
+        mean_frames = data.pop("mean_frames")
+        out["data"] = data
+        out["steps_per_epoch"] = data["splits"].get("train", {"examples": 0})["examples"] // per_step
         tokens = 0.0
         if cfg.stage in (1, 3) and n_codebooks:
-            tokens += train["mean_frames"] * n_codebooks  # speech targets: frames x codebooks
+            tokens += mean_frames * n_codebooks  # speech targets: frames x codebooks
         if cfg.stage in (2, 3):
             try:
                 tokens += mean_text_tokens(cfg.tokenizer, texts)
@@ -230,6 +287,12 @@ def format_plan(p: dict) -> str:
     if "data" in p:
         for split, s in p["data"]["splits"].items():
             lines.append(f"  data {split}: {s['rows']:,} rows, {s['hours']:.2f} h, {s['examples']:,} examples")
+        lines.append(f"  {'source':<16}{'weight':>8}{'share':>8}{'epochs':>9}  rows / hours per split "
+                     f"(share of samples, epochs reached at max_steps {p['max_steps']:,})")
+        for s in p["data"]["sources"]:
+            epochs = s.get("epochs_at_max_steps")
+            per_split = ", ".join(f"{k} {v['rows']:,} / {v['hours']:.2f} h" for k, v in s.get("splits", {}).items()) or "not readable here"
+            lines.append(f"  {s['name']:<16}{s['weight']:>8g}{s['share']:>8.1%}{'-' if epochs is None else f'{epochs:.2f}':>9}  {per_split}")
         lines.append(f"  tokens per optimizer step: {p['tokens_per_step']:,}; steps per epoch: {p['steps_per_epoch']:,}")
     lines += [f"  warning: {w}" for w in p["warnings"]]
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 Rank 0 writes; every rank takes part in the all-reduce. Metric names follow the model's
 output keys (`loss`, `loss/text`, `loss/cb0`.., `loss/mtp1`..), plus `lr`, `tokens_per_s`,
-`samples_per_s`, `step`, and `val_loss` (on the data's `valid` rows, every `eval_every` steps).
+`samples_per_s`, `step`, `rows/<source>` (rows drawn from each data source since step 0, all
+ranks), and every `eval_every` steps `val_loss/<source>` (on that source's `valid` rows) and
+`val_loss` (their mean, weighted as the sources are).
 """
 
 from __future__ import annotations

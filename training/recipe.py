@@ -33,7 +33,7 @@ import torch.distributed as dist
 from tokenization import storage
 from training import checkpointing as ckpt
 from training.data.sources import make_source
-from training.data.stream import BatchStream, Prefetcher, fixed_batches
+from training.data.stream import BatchStream, MixtureStream, Prefetcher, fixed_batches
 from training.metrics import MetricsWriter, StepMeter, all_reduce_sum
 from training.model.config import VocalNetConfig
 from training.stage_config import StageConfig, resolve_tokenizer
@@ -162,7 +162,8 @@ class StageRecipe:
         np.random.seed(cfg.seed * 1000 + self.rank)
         torch.manual_seed(cfg.seed * 1000 + self.rank)
 
-        self.stream = BatchStream(self._source("train"), self.rank, self.world_size, cfg.data.micro_batch_size, cfg.data.buffer_size, cfg.data.seed)
+        self.sources = cfg.data.mixture()
+        self.stream = self._train_stream()
         self.valid_batches = self._valid_batches()
         if checkpoint_dir:
             self.load_checkpoint(checkpoint_dir)
@@ -175,18 +176,31 @@ class StageRecipe:
             log.info("stage %d: %d trainable params, ZeRO-%d, %d ranks, from step %d",
                      cfg.stage, sum(getattr(p, "ds_numel", p.numel()) for p in params), self.zero_stage, self.world_size, self.step)
 
-    def _source(self, split: str):
-        """The stage's reader over one split of `data.path`."""
+    def _source(self, path: str, split: str):
+        """The stage's reader over one split of one source."""
         d = self.cfg.data
-        return make_source(self.cfg.stage, d.path, max_frames=d.max_frames, max_audio_s=d.max_audio_s, split=split)
+        return make_source(self.cfg.stage, path, max_frames=d.max_frames, max_audio_s=d.max_audio_s, split=split)
 
-    def _valid_batches(self) -> list[list[dict]]:
-        """The fixed validation micro-batches (`valid` rows of the data); [] when none or eval is off."""
+    def _train_stream(self) -> MixtureStream:
+        """This rank's batches: one `BatchStream` per source, interleaved by weight (one source: just its stream).
+
+        A lone source keeps `data.seed` as its shuffling seed; in a mixture each source's seed
+        also carries its name, so two sources never shuffle alike.
+        """
+        d = self.cfg.data
+        streams = {s.name: BatchStream(self._source(s.path, "train"), self.rank, self.world_size, d.micro_batch_size,
+                                       d.buffer_size, d.seed if len(self.sources) == 1 else f"{d.seed}/{s.name}")
+                   for s in self.sources}
+        return MixtureStream(streams, {s.name: s.weight for s in self.sources}, seed=d.seed, shard=self.rank)
+
+    def _valid_batches(self) -> dict[str, list[list[dict]]]:
+        """Each source's fixed validation micro-batches (its `valid` rows); none when it has none or eval is off."""
         cfg = self.cfg
         if not cfg.eval_every or not cfg.eval_batches:
-            return []
-        source = self._source("valid")
-        return fixed_batches(source, cfg.data.micro_batch_size, cfg.eval_batches) if source.units else []
+            return {}
+        out = {s.name: fixed_batches(self._source(s.path, "valid"), cfg.data.micro_batch_size, cfg.eval_batches)
+               for s in self.sources}
+        return {name: batches for name, batches in out.items() if batches}
 
     def tensorboard_dir(self) -> str:
         c = self.cfg.checkpoint
@@ -229,9 +243,9 @@ class StageRecipe:
             is_eval = bool(self.valid_batches) and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps)
             if not (is_log or is_ckpt or is_eval):
                 continue
-            metrics = {**meter.reduce(), "lr": self.scheduler.get_last_lr()[0], "step": self.step}
+            metrics = {**meter.reduce(), **self.rows_drawn(), "lr": self.scheduler.get_last_lr()[0], "step": self.step}
             if is_eval:
-                metrics["val_loss"] = self.validation_loss()
+                metrics.update(self.validation_losses())
             meter.reset()
             if self.writer:
                 self.writer.write(self.step, metrics)
@@ -244,26 +258,46 @@ class StageRecipe:
             self.writer.write_json("placement.json", {**self.placement, "optimizer_state_bytes_rank0": optimizer_state_bytes(self.engine)})
             self.writer.close()
 
-    def validation_loss(self) -> float:
-        """Mean loss over the fixed valid micro-batches; rank r takes batches r, r+W, ...
+    def rows_drawn(self) -> dict[str, float]:
+        """`rows/<name>`: rows drawn from each source since step 0, over all ranks (collective).
 
-        Every rank runs the same number of forwards (ZeRO-3 gathers parameters collectively):
-        a rank short of batches repeats one with weight 0. Eval mode, no gradients, and no
-        RNG drawn (the chunk-causal draw happens only in training mode), so training goes on
-        exactly as without it.
+        Read from the stream state of the last batch trained on, which checkpoints carry, so
+        the counts go on across a resume.
         """
-        n, w = len(self.valid_batches), self.world_size
-        sums = torch.zeros(2, dtype=torch.float64)  # [sum of batch losses, number of batches]
+        names = [s.name for s in self.sources]
+        rows = self.stream_state.get("rows", {})
+        total = all_reduce_sum(torch.tensor([float(rows.get(n, 0)) for n in names], dtype=torch.float64))
+        return {f"rows/{n}": total[i].item() for i, n in enumerate(names)}
+
+    def validation_losses(self) -> dict[str, float]:
+        """`val_loss/<name>` per source with valid rows, and `val_loss`: their mean weighted by the sources' weights
+        (the loss on the mixture the run trains on; one source: its loss).
+
+        Each source's loss is the mean over its fixed valid micro-batches; rank r takes batches
+        r, r+W, ... Every rank runs the same number of forwards (ZeRO-3 gathers parameters
+        collectively): a rank short of batches repeats one with weight 0. Eval mode, no
+        gradients, and no RNG drawn (the chunk-causal draw happens only in training mode), so
+        training goes on exactly as without it.
+        """
+        names = list(self.valid_batches)
+        w = self.world_size
+        sums = torch.zeros(len(names), 2, dtype=torch.float64)  # per source: [sum of batch losses, number of batches]
         self.engine.eval()
         with torch.no_grad():
-            for i in range(self.rank, -(-n // w) * w, w):
-                batch = _to_device(self.collate(self.valid_batches[i % n]), self.device)
-                loss = float(self.engine(batch, stage=self.cfg.stage)["loss"])
-                weight = 1.0 if i < n else 0.0
-                sums += torch.tensor([loss * weight, weight], dtype=torch.float64)
+            for j, name in enumerate(names):
+                batches = self.valid_batches[name]
+                n = len(batches)
+                for i in range(self.rank, -(-n // w) * w, w):
+                    batch = _to_device(self.collate(batches[i % n]), self.device)
+                    loss = float(self.engine(batch, stage=self.cfg.stage)["loss"])
+                    weight = 1.0 if i < n else 0.0
+                    sums[j] += torch.tensor([loss * weight, weight], dtype=torch.float64)
         self.engine.train()
         sums = all_reduce_sum(sums)
-        return float(sums[0] / sums[1].clamp(min=1.0))
+        losses = {name: float(sums[j, 0] / sums[j, 1].clamp(min=1.0)) for j, name in enumerate(names)}
+        weights = {s.name: s.weight for s in self.sources}
+        overall = sum(weights[n] * v for n, v in losses.items()) / sum(weights[n] for n in losses)
+        return {"val_loss": overall, **{f"val_loss/{n}": v for n, v in losses.items()}}
 
     # ---- checkpoint ------------------------------------------------------------------------
     def save_checkpoint(self, metrics: dict, final: bool = False) -> None:

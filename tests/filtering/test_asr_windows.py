@@ -74,23 +74,29 @@ def test_clip_longer_than_the_window_takes_the_long_form_path(clips, faster_asr)
     assert score(" ".join(said), hyps[1]).wer <= 0.15, hyps[1]
 
 
-def test_backend_without_name_is_measured_once_and_logged(capfd, monkeypatch, tmp_path):
+def test_bare_model_takes_the_device_default_and_auto_measures_once(capfd, monkeypatch, tmp_path):
     import filtering.asr as asr_mod
 
     monkeypatch.setenv("VOCALNET_CACHE", str(tmp_path))
     monkeypatch.setattr(asr_mod, "_FASTEST", {})
+    # No timing decides a transcript: a bare model is the device's default, without measuring anything.
+    assert asr_mod.resolve_spec("tiny.en") == "faster-whisper:tiny.en:int8"
+    assert asr_mod.resolve_spec("tiny.en", device="cuda") == "faster-whisper:tiny.en:float16"
+    assert asr_mod.resolve_spec("tiny.en", device="cuda", backend="auto") == "faster-whisper:tiny.en:float16"  # no GPU probe
+    assert asr_mod._FASTEST == {} and not (tmp_path / "asr_backend_choice.json").exists()
+    assert load_asr("tiny.en").name == "faster-whisper:tiny.en:int8"
+    with pytest.raises(ValueError, match="'fastest'"):
+        asr_mod.resolve_spec("tiny.en", backend="fastest")
+    # Asked for, the race runs once per CPU (cached in the process, then on disk for other actors).
     choice = fastest_backend("tiny.en")
     assert choice in {("faster-whisper", "int8"), ("faster-whisper", "float32"), ("openai-whisper", "fp32")}
     assert fastest_backend("tiny.en") == choice  # cached in the process: no second measurement
     err = capfd.readouterr().err
     assert err.count("--asr tiny.en ->") == 1 and "probe: faster-whisper int8" in err, err
     monkeypatch.setattr(asr_mod, "_FASTEST", {})  # a new process (another Ray actor) on the same CPU
-    assert fastest_backend("tiny.en") == choice
+    spec = asr_mod.resolve_spec("tiny.en", backend="auto")
     assert "measured earlier on this CPU" in capfd.readouterr().err
-    asr = load_asr("tiny.en")
-    assert asr.name.startswith(choice[0]) and asr.name.endswith(":fp32" if choice[0] == "openai-whisper" else f":{choice[1]}")
     # The job resolves the spec once on the driver; the explicit spec names the same backend everywhere.
-    spec = asr_mod.resolve_spec("tiny.en")
-    assert spec.startswith(f"{choice[0]}:tiny.en") and asr_mod.resolve_spec(spec) == spec
-    assert load_asr(spec).name == asr.name
-    assert asr_mod.resolve_spec("tiny.en", device="cuda") == "faster-whisper:tiny.en:float16"  # no GPU probe on a driver
+    assert spec.startswith(f"{choice[0]}:tiny.en") and asr_mod.resolve_spec(spec, backend="auto") == spec
+    asr = load_asr(spec)
+    assert asr.name.startswith(choice[0]) and asr.name.endswith(":fp32" if choice[0] == "openai-whisper" else f":{choice[1]}")

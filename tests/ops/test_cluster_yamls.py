@@ -136,7 +136,8 @@ def test_every_command_parses_with_its_entry_point():
 
 
 def test_every_repo_file_named_in_clusters_exists():
-    texts = {p: p.read_text() for p in [*YAMLS, CLUSTERS / "README.md", CLUSTERS / "Dockerfile", ROOT / "README.md"]}
+    pages = sorted((ROOT / "docs").glob("*.md"))  # the reference pages name configs too
+    texts = {p: p.read_text() for p in [*YAMLS, CLUSTERS / "README.md", CLUSTERS / "Dockerfile", ROOT / "README.md", *pages]}
     named = {(p.name, m) for p, t in texts.items() for m in REPO_PATH.findall(t)}
     assert any(m.startswith("training/configs/") for _, m in named) and any(m.endswith(".json") for _, m in named)
     missing = [(where, m) for where, m in named if not (ROOT / m).exists()]

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from pipelines import train as train_cli
+from tests.training.conftest_train import synthetic_token_shards
 from tokenization.errors import UserError
 from training.stage_config import CONFIG_DIR, load_config
 
@@ -66,20 +67,6 @@ WHISPER_LARGE_V3 = {"num_mel_bins": 128, "d_model": 1280, "encoder_layers": 32, 
                     "encoder_ffn_dim": 5120, "max_source_positions": 1500, "model_type": "whisper"}
 
 
-def _token_shards(folder, splits: list[str], frames: int = 25):
-    """A token shard through the shard contract (`tokenization.schema`): one row per split entry."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from tokenization.schema import TokenRow, rows_to_table
-
-    folder.mkdir(parents=True)
-    rows = [TokenRow(f"u{i}", "test", f"spk{i}", "en", "a few words", frames / 12.5, frames,
-                     np.zeros((frames, 8), np.uint16), "0" * 40, "test", split) for i, split in enumerate(splits)]
-    pq.write_table(rows_to_table(rows), folder / "shard-00000.parquet", row_group_size=2)
-    return folder
-
-
 def test_dry_run_paper_preset_on_the_meta_device(tmp_path, capsys):
     """Sizes from the checkpoints' config.json (no weights there at all), data figures from the shards, in seconds."""
     import json
@@ -90,7 +77,7 @@ def test_dry_run_paper_preset_on_the_meta_device(tmp_path, capsys):
     for name, cfg in (("whisper", WHISPER_LARGE_V3), ("qwen", QWEN3_8B)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(cfg))
-    data = _token_shards(tmp_path / "tokens", ["train"] * 6 + ["valid"] * 2)
+    data = synthetic_token_shards(tmp_path / "tokens", ["train"] * 6 + ["valid"] * 2)
     t0 = time.perf_counter()
     run(train_cli.main, ["--stage", "1", "--config", os.path.join(CONFIG_DIR, "stage1.yaml"), "--dry-run", "--json",
                          f"model.audio.path={tmp_path}/whisper", f"model.thinker.path={tmp_path}/qwen", f"data.path={data}",
@@ -158,3 +145,58 @@ def test_dry_run_counts_dialogue_pairs_without_reading_audio_or_codes(tmp_path, 
                          f"data.path={tmp_path / 'kept'}", f"checkpoint.init_from=[{tmp_path}/no-export]",
                          "scaling.num_workers=1", "data.micro_batch_size=1", "data.max_audio_s=2.5"])
     assert json.loads(capsys.readouterr().out)["data"]["splits"]["train"]["examples"] == 0
+
+
+def _two_sources(tmp_path, info, codec_b: str | None = None):
+    """Two token folders for a 3:1 mixture: `big` (8 train, 2 valid rows) and `small` (2 train rows), written by the
+    codec of `info` (`small` under the name `codec_b` when given)."""
+    from dataclasses import replace
+
+    big = synthetic_token_shards(tmp_path / "big" / "shards", ["train"] * 8 + ["valid"] * 2, prefix="b", codec_info=info)
+    small = synthetic_token_shards(tmp_path / "small", ["train"] * 2, prefix="s", codec_info=replace(info, name=codec_b or info.name))
+    return f"data.sources=[{{path: {big}, weight: 3}}, {{path: {small}, weight: 1}}]"
+
+
+def test_dry_run_lists_every_source_with_weight_share_and_epochs(tmp_path, tiny_codec, capsys):
+    """Stage 1 (tiny) on two folders 3:1: 40 steps x 2 workers x 4 = 320 samples, 240 from `big` (8 rows: 30 epochs)."""
+    import json
+
+    from pipelines.cli import run
+
+    argv = ["--stage", "1", "--config", os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), "--dry-run", _two_sources(tmp_path, tiny_codec.info),
+            "max_steps=40", "scaling.num_workers=2", "data.micro_batch_size=4"]
+    run(train_cli.main, [*argv, "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    big, small = plan["data"]["sources"]
+    assert (big["name"], big["weight"], big["share"], big["path"]) == ("big", 3.0, 0.75, str(tmp_path / "big" / "shards"))
+    assert (small["name"], small["weight"], small["share"]) == ("small", 1.0, 0.25)
+    assert big["splits"]["train"]["rows"] == 8 and big["splits"]["valid"]["rows"] == 2 and small["splits"]["train"]["rows"] == 2
+    assert big["splits"]["train"]["hours"] == pytest.approx(8 * 2.0 / 3600, abs=1e-6)
+    assert big["samples_at_max_steps"] == 240 and big["epochs_at_max_steps"] == 30 and small["epochs_at_max_steps"] == 40
+    assert plan["data"]["splits"]["train"]["rows"] == 10  # summed over the sources
+    assert sum("repeats" in w for w in plan["warnings"]) == 2, plan["warnings"]
+    run(train_cli.main, [*argv, "max_steps=1"])  # 8 samples: `big` never finishes an epoch (6 of its 8 rows)
+    text = capsys.readouterr().out
+    assert "big never finishes an epoch: 75%" in text, text
+    rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["big"], ["small"])]
+    assert rows[0][:4] == ["big", "3", "75.0%", "0.75"] and rows[1][:4] == ["small", "1", "25.0%", "1.00"], text
+
+
+def test_sources_of_different_codecs_stop_before_ray_in_one_line(tmp_path, tiny_codec, capsys):
+    import ray
+
+    from pipelines.cli import run
+
+    argv = ["--stage", "1", "--config", os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), _two_sources(tmp_path, tiny_codec.info, codec_b="xy"),
+            f"checkpoint.storage_path={tmp_path}/ck"]
+    for flags, code in (([], 2), (["--dry-run"], 1)):
+        with pytest.raises(SystemExit) as exit_:
+            run(train_cli.main, [*argv, *flags])
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == code and len(err.splitlines()) == 1, err
+        assert "big (" in err and "small (" in err and "codec_name" in err and "vs 'xy'" in err, err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        run(train_cli.main, [*argv[:4], f"data.sources=[{{path: {tmp_path / 'big'}/shards}}, {{path: {tmp_path / 'empty'}}}]", argv[-1]])
+    assert f"data.sources empty {tmp_path / 'empty'}: no .parquet files" in capsys.readouterr().err
+    assert not ray.is_initialized()

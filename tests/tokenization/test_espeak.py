@@ -16,6 +16,9 @@ import soundfile as sf
 
 from filtering.sample_dialogues import DIALOGUES, VOICES
 from tokenization.espeak import espeak_to_wav
+from tokenization.sample_corpus import VOICES as TTS_VOICES
+
+SAMPLE_VOICES = sorted(set(TTS_VOICES.values()) | set(VOICES.values()))
 
 
 def sha1(path) -> str:
@@ -36,6 +39,27 @@ def test_library_speech_is_deterministic_and_plausible(tmp_path):
     if shutil.which("espeak-ng"):  # same voice and rate as the program, within the versions' difference
         p, _ = sf.read(espeak_to_wav(text, tmp_path / "p.wav", voice, wpm, backend="program"), dtype="float32")
         assert 0.7 < len(samples) / len(p) < 1.4
+
+
+@pytest.mark.parametrize("voice,wpm", SAMPLE_VOICES, ids=[v for v, _ in SAMPLE_VOICES])
+def test_every_sample_voice_speaks_through_the_library(voice, wpm, tmp_path):
+    """Language codes (`en-gb`) resolve through the library's voice list as the program resolves them."""
+    text = "Please call Stella and ask her to bring these things with her."
+    samples, rate = sf.read(espeak_to_wav(text, tmp_path / "a.wav", voice, wpm, backend="library"), dtype="float32")
+    assert 2.0 < len(samples) / rate < 6.0  # 12 words at 140-175 words/min
+    assert np.sqrt(np.mean(samples**2)) > 0.02  # speech, not silence
+    if shutil.which("espeak-ng"):
+        p, _ = sf.read(espeak_to_wav(text, tmp_path / "p.wav", voice, wpm, backend="program"), dtype="float32")
+        assert 0.7 < len(samples) / len(p) < 1.4
+
+
+def test_language_code_and_its_voice_file_speak_alike(tmp_path):
+    """`en-gb` is the voice file the list names for it (gmw/en), variant kept: same bytes, not a fallback voice."""
+    text = "The library is next to the post office."
+    by_code = espeak_to_wav(text, tmp_path / "a.wav", "en-gb+f2", 160, backend="library")
+    by_file = espeak_to_wav(text, tmp_path / "b.wav", "gmw/en+f2", 160, backend="library")
+    us = espeak_to_wav(text, tmp_path / "c.wav", "en-us+f2", 160, backend="library")
+    assert sha1(by_code) == sha1(by_file) != sha1(us)
 
 
 @pytest.fixture(scope="module")
@@ -66,5 +90,6 @@ def test_sample_answers_are_what_tiny_en_hears(backend, tiny_en, tmp_path):
 def test_unknown_backend_and_voice_are_named(tmp_path):
     with pytest.raises(ValueError, match="VOCALNET_ESPEAK='nope'"):
         espeak_to_wav("hi", tmp_path / "a.wav", backend="nope")
-    with pytest.raises(RuntimeError, match="no voice 'xx-nope'"):
+    with pytest.raises(RuntimeError, match="no voice 'xx-nope'") as err:
         espeak_to_wav("hi", tmp_path / "a.wav", "xx-nope", backend="library")
+    assert "\n" not in str(err.value) and "Traceback" not in str(err.value)  # one line naming it

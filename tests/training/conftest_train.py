@@ -60,6 +60,24 @@ def write_token_shards(manifest: Path, codec, out_dir: Path, n: int | None = Non
     return out_dir
 
 
+def synthetic_token_shards(folder: Path, splits: list[str], frames: int | list[int] = 25, prefix: str = "u", codec_info=None,
+                           row_group_size: int = 2) -> Path:
+    """A token shard through the shard contract without audio: one all-zero row per split entry, ids `<prefix><i>`.
+
+    `frames`: every row's length, or one per row. `codec_info` (a `CodecInfo`) writes its file
+    metadata, as the tokenize job does.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    lengths = frames if isinstance(frames, list) else [frames] * len(splits)
+    rows = [TokenRow(f"{prefix}{i}", "test", f"spk{i}", "en", "a few words", n / 12.5, n,
+                     np.zeros((n, 8), np.uint16), "0" * 40, "test", split) for i, (split, n) in enumerate(zip(splits, lengths))]
+    table = rows_to_table(rows)
+    if codec_info is not None:
+        table = table.replace_schema_metadata(file_metadata(codec_info))
+    pq.write_table(table, folder / "shard-00000.parquet", row_group_size=row_group_size, compression=PARQUET_COMPRESSION)
+    return folder
+
+
 def write_dialogue_shards(manifest: Path, codec, out_dir: Path, n_dialogues: int = 12, rows_per_group: int = 4,
                           drop: tuple[str, ...] = ()) -> Path:
     """Dialogues of two turns: user = sentence i spoken, assistant = sentence i+1 (text + codes).
@@ -128,11 +146,11 @@ def ray_two_nodes():
         cluster.shutdown()
 
 
-def tiny_config(stage: int, data: Path, storage: Path, overrides: list[str] = ()):
-    """A stage's tiny YAML pointed at test data and storage (+ overrides)."""
+def tiny_config(stage: int, data: Path | None, storage: Path, overrides: list[str] = ()):
+    """A stage's tiny YAML pointed at test data (None: a `data.sources` override names it) and storage (+ overrides)."""
     from training.stage_config import CONFIG_DIR, load_config
 
-    base = [f"data.path={data}", f"checkpoint.storage_path={storage}", "checkpoint.init_from=[]"]
+    base = ([f"data.path={data}"] if data else []) + [f"checkpoint.storage_path={storage}", "checkpoint.init_from=[]"]
     return load_config(os.path.join(CONFIG_DIR, f"stage{stage}_tiny.yaml"), base + list(overrides), stage=stage)
 
 

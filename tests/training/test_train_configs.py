@@ -35,6 +35,10 @@ def test_every_yaml_loads(path):
     assert not any(v == "auto" for v in ds.values())
     if cfg.stage > 1:
         assert cfg.checkpoint.init_from, "stages 2 and 3 start from the previous stage's export"
+    # the header's mixture example is a valid override: it replaces data.path with two weighted sources
+    mixture = next(line for line in open(path) if "data.sources=" in line).split("'")[1]
+    mixed = load_config(path, [mixture]).data
+    assert mixed.path == "" and len(mixed.mixture()) == 2 and mixed.mixture()[0].weight > mixed.mixture()[1].weight
 
 
 def test_overrides_and_zero3():
@@ -73,6 +77,10 @@ BAD = [  # (override, the dotted key the message must name)
     (["checkpoint.num_to_keep=0"], "checkpoint.num_to_keep"),
     (["deepspeed=missing.json"], "deepspeed"),
     (["max_steps"], "max_steps"),
+    (["data.sources=[{path: /a}]", "data.path=/b"], "data.sources"),  # both: one source or a mixture
+    (["data.sources=[{path: /a, weight: 0}]"], "data.sources[0].weight"),
+    (["data.sources=[{path: /x/a/shards}, {path: /y/a}]"], "data.sources[1].name"),  # both default to `a`
+    (["data.sources=[{weight: 2}]"], "data.sources[0].path"),
 ]
 
 
@@ -202,3 +210,19 @@ def test_init_from_an_export_of_another_format_fails_on_the_driver(tmp_path):
     (export / "config.json").write_text(json.dumps({**good, "format": "someone-else/3"}))
     with pytest.raises(ConfigError, match="format 'someone-else/3'"):
         resolve_init_model(cfg)
+
+
+def test_data_path_is_the_one_source_shorthand_of_data_sources(tmp_path):
+    from training.stage_config import SourceConfig
+
+    path = os.path.join(CONFIG_DIR, "stage1_tiny.yaml")
+    one = load_config(path, ["data.path=s3://bucket/emilia/shards"])
+    assert one.data.mixture() == [SourceConfig("s3://bucket/emilia/shards", 1.0, "emilia")]
+    # a data.sources override replaces the YAML's data.path (the command line says what to train on)
+    mix = load_config(path, ["data.sources=[{path: /d/emilia/shards, weight: 3}, {path: /d/libritts-r/kept, name: libri}]"])
+    assert mix.data.path == "" and mix.data.mixture() == [SourceConfig("/d/emilia/shards", 3.0, "emilia"),
+                                                          SourceConfig("/d/libritts-r/kept", 1.0, "libri")]
+    both = tmp_path / "both.yaml"  # both in one YAML: an error, whichever was meant
+    both.write_text(open(path).read().replace("  path: out/demo/tokens/shards", "  path: a\n  sources: [{path: b}]"))
+    with pytest.raises(UserError, match=r"both.yaml: data.sources: give data.path \(one source\) or data.sources"):
+        load_config(str(both))

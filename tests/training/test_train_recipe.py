@@ -52,3 +52,37 @@ def test_recipe_steps_checkpoints_and_resumes_without_ray(handful_token_shards, 
     assert [r["step"] for r in reporter2.reports] == [3]
     assert [r["step"] for r in read_jsonl(str(run_dir / "tensorboard"))] == [1, 2, 3]
     assert recipe.world_size == 1
+
+
+def test_a_mixture_logs_rows_and_val_loss_per_source_and_resumes_its_order(handful_token_shards, tmp_path, process_group):
+    """Sources `a` and `b` (3:1, both with valid rows): `rows/<name>` and `val_loss/<name>` in metrics.jsonl; a run
+    stopped at its step-2 checkpoint and rerun to step 4 draws from the sources in the order of an uninterrupted one."""
+    import shutil
+
+    import torch
+
+    from training.local_launch import run_local
+    from training.metrics import read_jsonl
+    from training.recipe import StageRecipe, WorkerContext
+
+    (tmp_path / "b").mkdir()
+    for f in handful_token_shards.glob("*.parquet"):
+        shutil.copy(f, tmp_path / "b" / f.name)
+    mix = [f"data.sources=[{{path: {handful_token_shards}, weight: 3, name: a}}, {{path: {tmp_path / 'b'}, weight: 1}}]",
+           "checkpoint.every_steps=2", "eval_batches=1"]
+    for steps in (2, 4):
+        cfg = tiny_config(1, None, tmp_path, STEPS + mix + [f"max_steps={steps}"])
+        run_local(cfg, echo=False)
+    logged = read_jsonl(str(tmp_path / "stage1" / "tensorboard"))
+
+    # the uninterrupted order: the same rank's stream, drawn without training
+    recipe = StageRecipe(cfg, {}, WorkerContext(0, 1, torch.device("cpu"), report=None))
+    recipe.sources = cfg.data.mixture()
+    stream, want = recipe._train_stream(), []
+    for _, _ in zip(stream, range(4)):
+        want.append({f"rows/{n}": float(v) for n, v in stream.rows.items()})
+    assert [{k: r[k] for k in ("rows/a", "rows/b")} for r in logged] == want
+    assert [r["rows/a"] + r["rows/b"] for r in logged] == [2, 4, 6, 8]  # cumulative over the resume
+    assert logged[-1]["rows/a"] > logged[-1]["rows/b"] > 0
+    for r in (logged[1], logged[3]):  # eval_every=2: per source, and their 3:1 mean
+        assert r["val_loss"] == pytest.approx((3 * r["val_loss/a"] + r["val_loss/b"]) / 4)

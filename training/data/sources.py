@@ -3,7 +3,8 @@
 Stage 1 reads token shards (`TokenShardSource`); stages 2 and 3 read dialogue shards
 (`DialogueSource`: speech->text pairs, plus reply codes in stage 3). A Source reads one
 split (`train` by default; `valid` for the validation loss) one row group at a time, only
-the columns it needs.
+the columns it needs. The sources of a mixture must agree (`check_sources`): one codec,
+the stage's kind of shard.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Iterator
 import pyarrow.compute as pc
 
 from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
-from filtering.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, USER, DialogueRow, DialogueTurn
+from filtering.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, TTS, USER, DialogueRow, DialogueTurn, file_row_kind
+from tokenization import storage
 from tokenization.audio import decode_audio, resample
-from tokenization.schema import FRAME_RATE, TokenRow
-from training.data.units import TRAIN, Unit, list_units, read_unit
+from tokenization.errors import UserError
+from tokenization.schema import FRAME_RATE, TokenRow, read_file_metadata
+from training.data.units import TRAIN, Unit, list_units, parquet_files, read_unit
 
 SAMPLES_PER_FRAME = round(WHISPER_SAMPLE_RATE / FRAME_RATE)  # 1280: user audio samples per codec frame (80 ms)
 
@@ -42,6 +45,15 @@ class Source:
         columns = None if self.columns is None else [*self.columns, "split"]
         table = read_unit(unit, columns, rows)
         return table.filter(pc.equal(table.column("split"), self.split)).to_pylist()
+
+    def read_indexed(self, unit: Unit, rows: list[int] | None) -> list[tuple[int, dict]]:
+        """Like `read`, each row with its index in the unit (how a checkpoint names a row)."""
+        index = list(range(unit.num_rows)) if rows is None else list(rows)
+        if not unit.has_split or self.split is None:
+            return list(zip(index, read_unit(unit, self.columns, rows).to_pylist()))
+        table = read_unit(unit, None if self.columns is None else [*self.columns, "split"], rows)
+        keep = table.column("split").to_pylist()
+        return [(i, row) for i, row, split in zip(index, table.to_pylist(), keep) if split == self.split]
 
     def examples(self, row: dict) -> Iterator[dict]:
         raise NotImplementedError
@@ -126,3 +138,54 @@ def make_source(stage: int, uri: str, max_frames: int = 0, max_audio_s: float = 
     if stage in (2, 3):
         return DialogueSource(uri, with_codes=stage == 3, max_audio_s=max_audio_s, max_frames=max_frames, split=split)
     raise ValueError(f"stage must be 1, 2 or 3, not {stage}")
+
+
+# ---- a mixture's sources must agree -------------------------------------------------------
+STAGE_KIND = {1: TTS, 2: DIALOGUE, 3: DIALOGUE}  # the shard kind each stage trains on
+KIND_NAMES = {TTS: "token shards (the tokenize job's output)", DIALOGUE: "dialogue shards (the filter job's kept/)"}
+CODEC_KEYS = ("codec_name", "codec_version", "n_codebooks", "codebook_size")  # file metadata a mixture must share
+
+
+def shard_facts(uri: str) -> tuple[str | None, dict[str, str]]:
+    """(row kind, codec facts from `CODEC_KEYS`) of a shard folder, from its first file's footer."""
+    path = parquet_files(uri)[0]
+    kind, _ = file_row_kind(path)
+    with storage.open_input(path) as f:
+        meta = read_file_metadata(f)
+    return kind, {k: meta[k] for k in CODEC_KEYS if k in meta}
+
+
+def check_sources(stage: int, sources: list[tuple[str, str]], facts: dict[str, tuple] | None = None) -> None:
+    """Refuse sources one stage cannot train on together, before any worker starts.
+
+    Args:
+        stage: 1, 2 or 3 (which kind of shard it reads).
+        sources: (name, path) of every source, in config order.
+        facts: name -> `shard_facts` when already read (the dry run skips folders it cannot reach).
+    Raises:
+        UserError: one line naming the source(s) and what differs: a shard kind this stage does not
+            read (a dialogue folder in stage 1), or a codec (name, version, codebook size or count)
+            other than the first source's.
+    """
+    facts = facts if facts is not None else {name: shard_facts(path) for name, path in sources}
+    paths = dict(sources)
+    named = [n for n, _ in sources if n in facts]
+
+    def who(n: str) -> str:
+        return f"{n} ({paths[n]})"
+
+    want = STAGE_KIND[stage]
+    for n in named:
+        kind = facts[n][0]
+        if kind != want:
+            good = next((m for m in named if facts[m][0] == want), None)
+            holds = KIND_NAMES.get(kind, "no token or dialogue shards")
+            beside = f", unlike {who(good)}" if good else ""
+            raise UserError(f"data source {who(n)} holds {holds}{beside}: stage {stage} trains on {KIND_NAMES[want]}")
+    for i, a in enumerate(named):
+        for b in named[i + 1:]:
+            for key in CODEC_KEYS:
+                va, vb = facts[a][1].get(key), facts[b][1].get(key)
+                if va is not None and vb is not None and va != vb:
+                    raise UserError(f"data sources {who(a)} and {who(b)} were written by different codecs ({key} {va!r} vs "
+                                    f"{vb!r}): a model learns one codec's tokens; tokenize both with the same codec")

@@ -53,8 +53,8 @@ def _split_range(md, row_group: int) -> tuple[str, str] | None:
     return None
 
 
-def parquet_files(uri: str) -> list[str]:
-    """The `.parquet` files of a shard folder (or the one file `uri` names), sorted.
+def parquet_files(uri: str, what: str = "data.path") -> list[str]:
+    """The `.parquet` files of a shard folder (or the one file `uri` names), sorted; `what` names it in errors.
 
     Raises:
         DataPathError: the folder cannot be listed or holds no `.parquet` file.
@@ -62,21 +62,22 @@ def parquet_files(uri: str) -> list[str]:
     try:
         files = [uri] if uri.endswith(".parquet") else storage.list_files(uri, ".parquet")
     except (FileNotFoundError, NotADirectoryError, OSError) as exc:
-        raise DataPathError(f"data.path {uri}: cannot list it ({exc})") from None
+        raise DataPathError(f"{what} {uri}: cannot list it ({exc})") from None
     if not files:
-        raise DataPathError(f"data.path {uri}: no .parquet files there (point it at the tokenize/filter job's output folder)")
+        raise DataPathError(f"{what} {uri}: no .parquet files there (point it at the tokenize/filter job's output folder)")
     return files
 
 
-def list_units(uri: str, split: str | None = None) -> list[Unit]:
+def list_units(uri: str, split: str | None = None, what: str = "data.path") -> list[Unit]:
     """Every (file, row group) of the `*.parquet` files directly under a folder (local or s3://).
 
-    `uri` may also name a single `.parquet` file. Only footers are read. With `split`, row
+    `uri` may also name a single `.parquet` file; `what` names it in errors (`data.path`, a
+    source of `data.sources`). Only footers are read. With `split`, row
     groups whose statistics show no row of that split are left out (files without a `split`
     column hold only train rows).
     """
     units = []
-    for path in parquet_files(uri):
+    for path in parquet_files(uri, what):
         md, has_split = parquet_footer(path)
         if not has_split and split:
             log.warning("%s: no `split` column (written before splits existed): every row counts as train", path)
