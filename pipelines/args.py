@@ -93,7 +93,7 @@ def add_asr_args(p: argparse.ArgumentParser) -> None:
 def add_quality_args(p: argparse.ArgumentParser) -> None:
     """`--quality dnsmos,vad` (filtering.quality) and its actor pool."""
     p.add_argument("--quality", default="", help="audio-quality scorers, comma-separated: dnsmos, vad (default: none)")
-    p.add_argument("--quality-actors", type=int, default=0, help="0: about half the CPU budget (one per GPU with --device cuda)")
+    p.add_argument("--quality-actors", type=int, default=0, help="0: about half the CPU budget (one per two GPUs, at least one, with --device cuda)")
     p.add_argument("--quality-cpus", type=float, default=0.5, help="CPUs per quality actor (its onnxruntime threads, at least 1)")
 
 
