@@ -30,7 +30,7 @@ from tokenization import storage
 from tokenization.schema import (KEPT, N_CODEBOOKS, REJECTS, SHARDS, TokenRow, arrow_fields, arrow_schema, codes_to_numpy,
                                  codes_type, column)
 
-DIALOGUE_SCHEMA_VERSION = "2"  # 2: `split` column (tokenization.splits)
+DIALOGUE_SCHEMA_VERSION = "3"  # 2: `split` column (tokenization.splits); 3: quality columns (QualityScore)
 
 USER, ASSISTANT = "user", "assistant"  # DialogueTurn.role
 
@@ -54,6 +54,24 @@ class AsrScore:
 
 
 @dataclass
+class QualityScore:
+    """The audio-quality columns of a scored item (`filtering.quality.QUALITY_COLUMNS`); null unless the run
+    scored them (`--quality dnsmos,vad`). Listed before `AsrScore` in a class's bases, so they close the row.
+
+    DNSMOS (Microsoft's P.835 sig/bak/ovrl and P.808 MOS, 1-5) as its reference computes it; Silero VAD's
+    speech share of the clip and the silence before/after its speech (null when it finds no speech).
+    """
+
+    dnsmos_sig: float | None = column(pa.float32(), None)
+    dnsmos_bak: float | None = column(pa.float32(), None)
+    dnsmos_ovrl: float | None = column(pa.float32(), None)
+    dnsmos_p808: float | None = column(pa.float32(), None)
+    speech_ratio: float | None = column(pa.float32(), None)
+    lead_silence_s: float | None = column(pa.float32(), None)
+    trail_silence_s: float | None = column(pa.float32(), None)
+
+
+@dataclass
 class _TurnContent:
     """What a turn says: the columns before its ASR columns."""
 
@@ -67,8 +85,8 @@ class _TurnContent:
 
 
 @dataclass
-class DialogueTurn(AsrScore, _TurnContent):
-    """One turn of a dialogue row: `role` ... `n_frames`, then its ASR columns (null when not scored)."""
+class DialogueTurn(QualityScore, AsrScore, _TurnContent):
+    """One turn of a dialogue row: `role` ... `n_frames`, then its ASR and quality columns (null when not scored)."""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -134,8 +152,9 @@ class DialogueRow:
 
 
 @dataclass
-class ScoredTTSRow(AsrScore, TokenRow):
-    """One utterance of a TTS-mode filter output (`OUT/kept/`, `OUT/rejects/`): its token row, scored and judged.
+class ScoredTTSRow(QualityScore, AsrScore, TokenRow):
+    """One utterance of a TTS-mode filter output (`OUT/kept/`, `OUT/rejects/`): its token row, scored (ASR, and
+    quality with `--quality`) and judged.
 
         >>> ScoredTTSRow.from_dict(token_row_dict).keep     # not judged yet
         False
@@ -150,7 +169,7 @@ def dialogue_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
 
 
 def scored_tts_schema(n_codebooks: int = N_CODEBOOKS) -> pa.Schema:
-    """The token row's columns, then the ASR columns, `keep` and `reject_reason`."""
+    """The token row's columns, then the ASR columns, the quality columns, `keep` and `reject_reason`."""
     return arrow_schema(ScoredTTSRow, n_codebooks)
 
 

@@ -5,7 +5,12 @@ at top level). Each rule names itself in `reject_reason` as `code: detail`, so t
 groups by the code before the colon:
 
     wer | cer | too_short | too_long | empty_hypothesis | speaking_rate | no_scored_turn
-    no_user_turn | text_too_long
+    no_user_turn | text_too_long | lead_silence | trail_silence | speech_ratio | dnsmos
+
+The audio-quality rules (`--quality dnsmos,vad`, `filtering/quality.py`) are judged right after the
+duration bounds and before the ASR rules: noise or dead air is what is wrong with such a clip, whatever
+Whisper made of it. A quality rule on a score the run does not compute is a config error
+(`check_quality`, on the driver).
 
 `prejudge` holds the rules that need no audio; the ASR step applies them first, so a dialogue
 that could never train, or a transcript no speech could match, costs no ASR.
@@ -22,9 +27,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from filtering.dialogue_schema import ASSISTANT, USER
+from filtering.quality import DNSMOS, VAD
 from tokenization.strict_config import load_dataclass
 
-REASONS = ("no_user_turn", "text_too_long", "no_scored_turn", "too_short", "too_long", "empty_hypothesis", "wer", "cer", "speaking_rate")
+REASONS = ("no_user_turn", "text_too_long", "no_scored_turn", "too_short", "too_long", "lead_silence", "trail_silence",
+           "speech_ratio", "dnsmos", "empty_hypothesis", "wer", "cer", "speaking_rate")
+# quality rule -> (the column it reads, the scorer that fills it, "min" | "max")
+QUALITY_RULES = {"min_dnsmos_ovrl": ("dnsmos_ovrl", DNSMOS, "min"), "min_dnsmos_sig": ("dnsmos_sig", DNSMOS, "min"),
+                 "min_dnsmos_bak": ("dnsmos_bak", DNSMOS, "min"), "min_speech_ratio": ("speech_ratio", VAD, "min"),
+                 "max_lead_silence_s": ("lead_silence_s", VAD, "max"), "max_trail_silence_s": ("trail_silence_s", VAD, "max")}
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,13 @@ class Rules:
     score_roles: tuple[str, ...] = (ASSISTANT,)  # which dialogue turns are transcribed and judged
     require_user_turn: bool = True  # stage 3 trains on user -> assistant exchanges; none means nothing to learn
     max_text_chars: int | None = 4000  # per transcript; ~10 min of speech, far beyond any clip we keep
+    # Audio quality (need `--quality dnsmos` / `--quality vad`): DNSMOS MOS 1-5, VAD speech share, silences in s.
+    min_dnsmos_ovrl: float | None = None
+    min_dnsmos_sig: float | None = None
+    min_dnsmos_bak: float | None = None
+    min_speech_ratio: float | None = None
+    max_lead_silence_s: float | None = None
+    max_trail_silence_s: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -51,6 +69,12 @@ class Rules:
     def from_dict(cls, d: dict, where: str = "rules") -> "Rules":
         """Strictly (`tokenization.strict_config`): an unknown or mistyped rule names itself and `where`."""
         return load_dataclass(cls, d, where=where, noun="rule")
+
+    def check_quality(self, scorers: tuple[str, ...]) -> None:
+        """Raise ValueError naming the first quality rule whose score a run with `scorers` does not compute."""
+        for name, (_, scorer, _) in QUALITY_RULES.items():
+            if getattr(self, name) is not None and scorer not in scorers:
+                raise ValueError(f"rule {name}: needs --quality {scorer} (this run scores: {','.join(scorers) or 'no quality'})")
 
     @classmethod
     def load(cls, path: str | Path) -> "Rules":
@@ -69,6 +93,9 @@ def _judge(t: dict, r: Rules, where: str) -> str:
         return f"too_short: {dur:.2f} s < {r.min_duration_s:g} s{where}"
     if r.max_duration_s is not None and dur > r.max_duration_s:
         return f"too_long: {dur:.2f} s > {r.max_duration_s:g} s{where}"
+    reason = _judge_quality(t, r, where)
+    if reason:
+        return reason
     n_hyp = n_ref - int(t["n_del"]) + int(t["n_ins"])  # hits + subs + ins
     if r.reject_empty_hypothesis and n_hyp == 0 and n_ref > 0:
         return f"empty_hypothesis: ASR heard no words{where}"
@@ -81,6 +108,23 @@ def _judge(t: dict, r: Rules, where: str) -> str:
         return f"speaking_rate: {rate:.2f} words/s < {r.min_words_per_s:g}{where}"
     if r.max_words_per_s is not None and rate > r.max_words_per_s:
         return f"speaking_rate: {rate:.2f} words/s > {r.max_words_per_s:g}{where}"
+    return ""
+
+
+def _judge_quality(t: dict, r: Rules, where: str) -> str:
+    """Silences, then speech share, then DNSMOS ("" if none fails); a score that is null (no speech found) passes
+    its own rule: no speech at all is `speech_ratio`'s to judge."""
+    lead, trail, ratio = t.get("lead_silence_s"), t.get("trail_silence_s"), t.get("speech_ratio")
+    if r.max_lead_silence_s is not None and lead is not None and lead > r.max_lead_silence_s:
+        return f"lead_silence: {lead:.2f} s > {r.max_lead_silence_s:g} s{where}"
+    if r.max_trail_silence_s is not None and trail is not None and trail > r.max_trail_silence_s:
+        return f"trail_silence: {trail:.2f} s > {r.max_trail_silence_s:g} s{where}"
+    if r.min_speech_ratio is not None and ratio is not None and ratio < r.min_speech_ratio:
+        return f"speech_ratio: {ratio:.2f} < {r.min_speech_ratio:g}{where}"
+    for part in ("ovrl", "sig", "bak"):
+        limit, value = getattr(r, f"min_dnsmos_{part}"), t.get(f"dnsmos_{part}")
+        if limit is not None and value is not None and value < limit:
+            return f"dnsmos: {part} {value:.2f} < {limit:g}{where}"
     return ""
 
 

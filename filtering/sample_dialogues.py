@@ -6,13 +6,15 @@ assistant answers exactly (both backends); the mismatches are gross, so any sane
 
     other_sentence   assistant audio speaks a different sentence      -> wer
     truncated        assistant audio cut after 50 % of its samples    -> wer (deletions)
-    silence          1.5 s of faint noise instead of speech           -> empty_hypothesis / wer
+    silence          1.5 s of faint noise instead of speech           -> empty_hypothesis / wer; `speech_ratio` with SAMPLE_RULES
     second_turn      multi-turn dialogue whose 2nd answer is wrong     -> wer (turn 3)
+    noisy            the right answer under white noise (NOISY_SNR_DB)  -> kept on WER; `dnsmos` with SAMPLE_RULES
     unreadable       zero-byte user audio                              -> quarantine (load)
     duplicate        same audio as another dialogue, new id            -> kept; audit shows it by audio_sha1
 
     >>> manifest = make_dialogue_sample("out/dialogues")   # dialogues.jsonl + wavs/
     >>> expected = expected_outcomes()                      # {dialogue_id: "keep"|"reject"|"quarantine"}
+    >>> quality_args(manifest)                              # ["--quality", "dnsmos,vad", "--rules", ".../rules.yaml"]
 
 The same set is also written in the LLaMA-Omni/VocalNet JSON layout (`dialogues_llama_omni.json`).
 """
@@ -30,7 +32,7 @@ from tokenization.sample_corpus import espeak_to_wav
 VOICES = {"user": ("en-us", 150), "asst_f": ("en-us+f3", 140), "asst_m": ("en-us+m3", 140)}
 
 # (dialogue id, assistant voice, [(question, answer text, what the assistant audio really is)]);
-# audio spec: None = speak the answer; "say:<text>" = speak other text; "truncate"; "silence".
+# audio spec: None = speak the answer; "say:<text>" = speak other text; "truncate"; "silence"; "noisy".
 DIALOGUES = [
     ("d01", "asst_m", [("What is the weather like today?", "It will be sunny and warm all day.", None)]),
     ("d02", "asst_f", [("Where is the nearest library?", "The library is next to the post office.", None)]),
@@ -49,16 +51,32 @@ DIALOGUES = [
     ("m04_second_turn", "asst_m", [("When does the store open?", "It is open from Monday to Friday.", None),
                                    ("How old is the house?", "The house is about one hundred years old.",
                                     "say:There are seven days in a week.")]),
+    ("m05_noisy", "asst_f", [("Which color do you like best?", "My favorite color is blue.", "noisy")]),
 ]
+NOISY_ID = "m05_noisy"
+NOISY_SNR_DB = 5.0
+# The sample's quality rules (`--quality dnsmos,vad --rules` this, written beside the manifest as
+# RULES_FILE): the noisy answer is rejected by `dnsmos`, every clean espeak answer passes.
+RULES_FILE = "rules.yaml"
+# Clean answers score OVRL 2.0-2.8, the noisy one 1.7; the faint-noise "silence" answer has no speech at all.
+SAMPLE_RULES = {"min_dnsmos_ovrl": 1.85, "min_speech_ratio": 0.3, "max_lead_silence_s": 1.0}
 UNREADABLE_ID = "q01_unreadable"
 DUPLICATE_ID, DUPLICATE_OF = "d10_duplicate", "d04"
 
 
-def expected_outcomes() -> dict[str, str]:
+def expected_outcomes(quality: bool = False) -> dict[str, str]:
+    """{dialogue_id: "keep"|"reject"|"quarantine"}; `quality`: filtered with `--quality dnsmos,vad` and SAMPLE_RULES
+    (only then is the noisy answer rejected: its transcript is right)."""
     out = {d: ("reject" if d.startswith("m") else "keep") for d, _, _ in DIALOGUES}
+    out[NOISY_ID] = "reject" if quality else "keep"
     out[UNREADABLE_ID] = "quarantine"
     out[DUPLICATE_ID] = "keep"
     return out
+
+
+def quality_args(manifest: str | Path) -> list[str]:
+    """The filter flags that score the sample's quality and apply SAMPLE_RULES (see `expected_outcomes(quality=True)`)."""
+    return ["--quality", "dnsmos,vad", "--rules", str(Path(manifest).parent / RULES_FILE)]
 
 
 def _speak(out: Path, rel: str, text: str, voice: str) -> str:
@@ -82,7 +100,26 @@ def _assistant_audio(out: Path, rel: str, answer: str, spec: str | None, voice: 
         noise = np.random.default_rng(0).normal(0.0, 0.002, int(1.5 * rate)).astype(np.float32)
         sf.write(out / rel, noise, rate, subtype="PCM_16")  # faint noise: readable, not "all silence"
         return rel
+    if spec == "noisy":
+        clean = _speak(out, rel.replace(".wav", "_clean.wav"), answer, voice)
+        samples, rate = sf.read(out / clean, dtype="float32")
+        sf.write(out / rel, add_noise(samples, NOISY_SNR_DB), rate, subtype="PCM_16")
+        return rel
     raise ValueError(spec)
+
+
+def add_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """White Gaussian noise at `snr_db` below the clip's mean power (fixed seed), clipped to [-1, 1]."""
+    x = np.asarray(samples, np.float32)
+    noise = np.random.default_rng(seed).normal(0.0, 1.0, len(x))
+    noise *= np.sqrt(np.mean(x.astype(np.float64) ** 2) / 10 ** (snr_db / 10) / np.mean(noise ** 2))
+    return np.clip(x + noise, -1.0, 1.0).astype(np.float32)
+
+
+def pad_silence(samples: np.ndarray, rate: int, lead_s: float, trail_s: float) -> np.ndarray:
+    """The clip with `lead_s` / `trail_s` seconds of digital silence before / after it."""
+    z = lambda s: np.zeros(int(round(s * rate)), np.float32)  # noqa: E731
+    return np.concatenate([z(lead_s), np.asarray(samples, np.float32), z(trail_s)])
 
 
 def make_dialogue_sample(out_dir: str | Path) -> Path:
@@ -109,6 +146,7 @@ def make_dialogue_sample(out_dir: str | Path) -> Path:
     records.append({"id": UNREADABLE_ID, "source": "espeak-dialogues", "language": "en", "speaker": "asst_m",
                     "turns": [{"role": "user", "text": "What is the weather like today?", "audio_path": f"wavs/{UNREADABLE_ID}_q0.wav"},
                               {"role": "assistant", "text": "It will be sunny and warm all day.", "audio_path": f"wavs/{UNREADABLE_ID}_a0.wav"}]})
+    (out / RULES_FILE).write_text("".join(f"{k}: {v}\n" for k, v in SAMPLE_RULES.items()), "utf-8")
     (out / "dialogues_llama_omni.json").write_text(json.dumps([_to_llama_omni(r) for r in records], indent=1), "utf-8")
     tmp = manifest.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records), "utf-8")

@@ -3,6 +3,7 @@
     read   (task)   dialogues: a manifest unit -> `DialogueSpec` / `QuarantineRow`
                     (`filtering.dialogue_manifest.read_dialogue_unit`); TTS: a token-shard file -> token rows
     load   (task)   read and validate the audio (`tokenization.audio.read_ref`)
+    quality (actors) `QualityBatch` (with `--quality`): DNSMOS / Silero VAD loaded once; fills the quality columns
     score  (actors) `ScoreBatch`: ASR model loaded once; transcribe, score, `decide`
     encode (actors) `EncodeKept`: codec for the assistant turns of kept dialogues
     write           `filtering.shards.FilterSink`: kept/ and rejects/
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from filtering.asr import SAMPLE_RATE, AsrBackend, load_asr
 from filtering.dialogue_manifest import DialogueSpec, read_dialogue_unit
 from filtering.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, flac_to_pcm, pcm_to_flac
+from filtering.quality import QualityScorer
 from filtering.rules import Rules, decide, prejudge
 from filtering.shards import FilterSink
 from filtering.wer import score
@@ -131,6 +133,50 @@ def load_tts_item(item: Item, max_seconds: float | None = None) -> None:
     item.row = ScoredTTSRow.from_dict(item.row)
 
 
+def scored_clips(items: list[Item], rules: Rules) -> list[tuple[Item, object, str, str, np.ndarray]]:
+    """(item, target turn/row, text, language, 16 kHz samples) for every clip a batch must score: the turns of
+    `rules.score_roles` (dialogues not rejected on text alone) or the TTS row itself."""
+    clips = []
+    for item in items:
+        if item.status != "ok":
+            continue
+        row = item.row
+        if isinstance(row, DialogueRow):
+            if prejudge({"turns": [{"role": t.role, "text": t.text} for t in row.turns]}, rules):
+                continue  # rejected on text/roles alone (decide names why): no model spent on it
+            for t in row.turns:
+                if t.role in rules.score_roles:
+                    samples, rate = flac_to_pcm(t.audio_flac)
+                    clips.append((item, t, t.text, row.language, resample(samples, rate, SAMPLE_RATE)))
+        else:
+            samples, rate = item.audio
+            clips.append((item, row, row.text, row.language or "en", resample(samples, rate, SAMPLE_RATE)))
+    return clips
+
+
+class QualityBatch:
+    """Actor step (`--quality`): DNSMOS and/or Silero VAD loaded once; fills the quality columns
+    (`filtering.quality.QUALITY_COLUMNS`) of every clip the ASR step will judge. Runs before `ScoreBatch`,
+    whose `decide` reads them.
+
+    Args:
+        scorers: names from `filtering.quality.SCORERS`, or a loaded `QualityScorer` (tests, benchmark).
+        rules: which turns are scored (`score_roles`); a `Rules` or its dict.
+        threads: onnxruntime threads per actor (its CPUs).
+    """
+
+    def __init__(self, scorers: tuple[str, ...] | QualityScorer, rules: Rules | dict, device: str = "cpu", threads: int = 1):
+        self.scorer = scorers if isinstance(scorers, QualityScorer) else QualityScorer(scorers, device, threads)
+        self.rules = rules if isinstance(rules, Rules) else Rules.from_dict(rules)
+
+    def __call__(self, items: list[Item]) -> list[Item]:
+        clips = scored_clips(items, self.rules)
+        for (_, target, _, _, _), values in zip(clips, self.scorer.score([c[4] for c in clips])):
+            for k, v in values.items():  # target: a DialogueTurn or a ScoredTTSRow, both `QualityScore`s
+                setattr(target, k, v)
+        return items
+
+
 class ScoreBatch:
     """Actor step: ASR model loaded once; transcribes, scores and judges every ok item of a batch.
 
@@ -146,27 +192,8 @@ class ScoreBatch:
     def __call__(self, items: list[Item]) -> list[Item]:
         return self.score(items)
 
-    def _clips(self, items: list[Item]) -> list[tuple[Item, object, str, str, np.ndarray]]:
-        """(item, target turn/row, text, language, 16 kHz samples) for every clip this batch must transcribe."""
-        clips = []
-        for item in items:
-            if item.status != "ok":
-                continue
-            row = item.row
-            if isinstance(row, DialogueRow):
-                if prejudge({"turns": [{"role": t.role, "text": t.text} for t in row.turns]}, self.rules):
-                    continue  # rejected on text/roles alone (decide names why): no ASR spent on it
-                for t in row.turns:
-                    if t.role in self.rules.score_roles:
-                        samples, rate = flac_to_pcm(t.audio_flac)
-                        clips.append((item, t, t.text, row.language, resample(samples, rate, SAMPLE_RATE)))
-            else:
-                samples, rate = item.audio
-                clips.append((item, row, row.text, row.language or "en", resample(samples, rate, SAMPLE_RATE)))
-        return clips
-
     def score(self, items: list[Item]) -> list[Item]:
-        clips = self._clips(items)
+        clips = scored_clips(items, self.rules)
         hyps = self.asr.transcribe([c[4] for c in clips]) if clips else []
         for (item, target, text, lang, _), hyp in zip(clips, hyps):
             s = score(text, hyp, lang)
@@ -218,20 +245,27 @@ def filter_job(kind: str, opts: ReaderOptions, run_id: str, *, asr: str | AsrBac
                max_seconds: float | None, split: SplitConfig = SplitConfig(), rows_per_shard: int = 2000,
                batch_size: int = 8, device: str = "cpu", n_codebooks: int = 8, asr_actors: int = 1, asr_cpus: float = 1.0,
                codec_actors: int = 1, codec_cpus: float = 0.25, gpus: float = 0.0,
-               audio_units: tuple[Unit, ...] = ()) -> JobSpec:
+               audio_units: tuple[Unit, ...] = (), quality: tuple[str, ...] | QualityScorer = (),
+               quality_actors: int = 1, quality_cpus: float = 1.0) -> JobSpec:
     """The filter job for the engine.
 
     Args:
         kind: "dialogue" (units are dialogue manifests) or "tts" (units are token-shard files of a tokenize run,
             joined with the audio of `audio_units`, the tokenize job's input units).
+        quality: `--quality` scorers (or a loaded `QualityScorer`); empty: no quality step.
     """
     score_step = Step("score", partial(ScoreBatch, asr, rules.to_dict(), device, batch_size), cpus=asr_cpus, gpus=gpus,
                       actors=asr_actors)
+    steps = [score_step]
+    if quality:
+        threads = max(1, int(quality_cpus))
+        steps.insert(0, Step("quality", partial(QualityBatch, quality, rules.to_dict(), device, threads), cpus=quality_cpus,
+                             gpus=gpus, actors=quality_actors))
     if kind == DIALOGUE:
         encode = Step("encode", partial(EncodeKept, codec, device, n_codebooks), cpus=codec_cpus, gpus=gpus, actors=codec_actors)
         return JobSpec("filter", partial(read_dialogue_unit, opts=opts), dialogue_id,
                        partial(load_dialogue_item, run_id=run_id, max_seconds=max_seconds, split=split.to_dict()),
-                       FilterSink(DIALOGUE, n_codebooks), [score_step, encode], rows_per_shard, batch_size)
+                       FilterSink(DIALOGUE, n_codebooks), [*steps, encode], rows_per_shard, batch_size)
     read = partial(read_token_rows, audio_units=tuple(audio_units), opts=opts, split=split.to_dict())
     return JobSpec("filter", read, token_row_id, partial(load_tts_item, max_seconds=max_seconds),
-                   FilterSink(TTS, n_codebooks), [score_step], rows_per_shard, batch_size)
+                   FilterSink(TTS, n_codebooks), steps, rows_per_shard, batch_size)

@@ -91,6 +91,22 @@ def add_asr_args(p: argparse.ArgumentParser) -> None:
                         "decisions everywhere) or auto (the fastest here, measured once per CPU)")
 
 
+def add_quality_args(p: argparse.ArgumentParser) -> None:
+    """`--quality dnsmos,vad` (filtering.quality) and its actor pool."""
+    p.add_argument("--quality", default="", help="audio-quality scorers, comma-separated: dnsmos, vad (default: none)")
+    p.add_argument("--quality-actors", type=int, default=0, help="0: about half the CPU budget (one per two GPUs, at least one, with --device cuda)")
+    p.add_argument("--quality-cpus", type=float, default=0.5, help="CPUs per quality actor (its onnxruntime threads, at least 1)")
+
+
+def quality_scorers(args: argparse.Namespace) -> tuple[str, ...]:
+    from filtering.quality import parse_quality
+
+    try:
+        return parse_quality(args.quality)
+    except ValueError as exc:
+        raise UserError(f"--quality {args.quality}: {exc}") from exc
+
+
 def input_units(uri: str, fmt: str, opts: ReaderOptions, lister=None) -> list[Unit]:
     """The driver's unit listing of `--input` (files, row groups, byte ranges: never rows).
 

@@ -2,7 +2,7 @@
 
     python -m pipelines.demo --output out/demo
 
-tokenize (TTS sample -> token shards) -> filter (dialogue sample -> kept/rejects by Whisper WER)
+tokenize (TTS sample -> token shards) -> filter (dialogue sample -> kept/rejects by Whisper WER, DNSMOS and VAD)
 -> audit (HTML/JSON report + dataset lint) -> train stages 1, 2, 3 (tiny configs, a few steps each,
 chained by `init_from`) -> speak one reply to a WAV -> evaluate the stage-3 model on the valid split. Each step calls the same entry point a user runs, and
 the demo prints where every output is. The terminal shows progress and one summary per step;
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from filtering.sample_dialogues import make_dialogue_sample
+from filtering.sample_dialogues import make_dialogue_sample, quality_args
 from pipelines.cli import require_at_least, run
 from pipelines.logs import setup_logging
 from tokenization.sample_corpus import make_tts_sample
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.tokenize_only:
         dialogues = make_dialogue_sample(out / "sample" / "dialogues")
         flt = filter_job.main(["--input", str(dialogues), "--output", str(out / "dialogue"), "--asr", "tiny.en",
-                               "--codec", "tiny", *cpus])
+                               "--codec", "tiny", *quality_args(dialogues), *cpus])
         outputs["filter kept"] = str(out / "dialogue" / "kept")
         outputs["filter rejects"] = str(out / "dialogue" / "rejects")
         summary["filter"] = {k: flt[k] for k in ("rows_in", "kept", "rejected", "quarantined") if k in flt}

@@ -4,8 +4,8 @@
     python -m pipelines.filter --input TOKENIZE_OUT --audio-manifest TTS_MANIFEST --output OUT --asr faster-whisper:PATH
     ray job submit --working-dir . -- python -m pipelines.filter --input s3://... --output s3://... --asr faster-whisper:/models/ct2
 
-list units (driver) -> read + load/validate (tasks) -> ASR + score + rules (actor pool, model loaded
-once per actor) -> codec for kept assistant turns (actor pool) -> one shard writer.
+list units (driver) -> read + load/validate (tasks) -> [--quality dnsmos,vad: DNSMOS / Silero VAD (actor pool)]
+-> ASR + score + rules (actor pool, model loaded once per actor) -> codec for kept assistant turns (actor pool) -> one shard writer.
 Finished shards are skipped on rerun; rows in = kept + rejected + quarantined.
 """
 
@@ -21,8 +21,9 @@ from filtering.dialogue_manifest import list_dialogue_units
 from filtering.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
 from filtering.rules import Rules
 from filtering.steps import filter_job
-from pipelines.args import (add_asr_args, add_codec_args, add_io_args, add_ray_args, add_reader_args, add_shard_args,
-                            add_split_args, check_positive, input_units, reader_options, split_config)
+from pipelines.args import (add_asr_args, add_codec_args, add_io_args, add_quality_args, add_ray_args, add_reader_args,
+                            add_shard_args, add_split_args, check_positive, input_units, quality_scorers, reader_options,
+                            split_config)
 from pipelines.cli import require_at_least, run
 from pipelines.logs import setup_logging
 from tokenization import storage
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_io_args(p, "dialogue manifest (JSONL/JSON/Parquet, native or LLaMA-Omni layout) or a tokenize output folder")
     add_reader_args(p)  # TTS mode: how to read --audio-manifest
     add_asr_args(p)
+    add_quality_args(p)
     p.add_argument("--max-wer", type=float, default=None, help="overrides the rules' max_wer (default 0.10)")
     p.add_argument("--rules", default=None, help="JSON/YAML file with filtering.rules.Rules fields")
     p.add_argument("--audio-manifest", default=None, help="TTS mode: the tokenize job's input manifest (source audio)")
@@ -69,13 +71,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging("filter", args.output)  # warnings and Ray workers' output: OUT/logs/filter.log
     t0 = time.time()
-    check_positive(args, "rows_per_shard", "batch_size", "max_duration", "asr_cpus")
+    check_positive(args, "rows_per_shard", "batch_size", "max_duration", "asr_cpus", "quality_cpus")
     require_at_least("--max-wer", args.max_wer, 0.0)
-    opts, split = reader_options(args), split_config(args)
+    opts, split, quality = reader_options(args), split_config(args), quality_scorers(args)
     try:
         rules = Rules.load(args.rules) if args.rules else Rules()
         if args.max_wer is not None:
             rules = Rules.from_dict({**rules.to_dict(), "max_wer": args.max_wer})
+        rules.check_quality(quality)  # a rule on a score this run does not compute: fail here, not on a worker
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"--rules {args.rules}: {exc}") from exc
     check_output_writable(args.output)  # before Ray or any model starts
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     # once, here: every ASR actor (and a rerun) uses the same backend, and the resolved spec is in the run id
     args.asr = resolve_spec(args.asr, args.device, backend=args.asr_backend)
     kind = TTS if tts else DIALOGUE
-    config = {"job": "filter", "kind": kind, "asr": args.asr, "rules": rules.to_dict(),
+    config = {"job": "filter", "kind": kind, "asr": args.asr, "quality": list(quality), "rules": rules.to_dict(),
               "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
               "max_duration": args.max_duration, "schema_version": DIALOGUE_SCHEMA_VERSION, "reader": opts.to_dict(),
               "split": split.to_dict()}
@@ -104,11 +107,12 @@ def main(argv: list[str] | None = None) -> dict:
           file=sys.stderr)
     written, skipped = 0, len(done_shards(args.output))
     if todo or not duplicates_current(args.output, units):
-        stats = run_pipeline(args, units, audio_units, run_id, rules, codec, kind, split, opts)
+        stats = run_pipeline(args, units, audio_units, run_id, rules, codec, kind, split, opts, quality)
         written, skipped = stats.shards_written, stats.shards_skipped
 
     manifest = write_manifest(args.output, run_id, units, TABLES,
-                              {"job": "filter", "asr": args.asr, "rules": rules.to_dict(), "codec": codec.info.__dict__, "kind": kind})
+                              {"job": "filter", "asr": args.asr, "quality": list(quality), "rules": rules.to_dict(),
+                               "codec": codec.info.__dict__, "kind": kind})
     c = manifest["counts"]
     summary = {"output": args.output, "run_id": run_id, "rows_in": c["in"], "kept": c["kept"], "rejected": c["rejected"],
                "quarantined": c["quarantined"], "shards_written": written, "shards_skipped": skipped, **plan.counts(),
@@ -121,20 +125,28 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def run_pipeline(args, units, audio_units, run_id, rules, codec, kind: str, split, opts):
+def run_pipeline(args, units, audio_units, run_id, rules, codec, kind: str, split, opts, quality: tuple[str, ...] = ()):
     from pipelines.ray_setup import init_ray
     from pipelines.sharded_ray import run_job
 
     resources = init_ray(args.num_cpus)
     cpus = int(resources.get("CPU", 1))
     gpu = args.device.startswith("cuda")
-    actors = args.asr_actors or (max(1, int(resources.get("GPU", 1))) if gpu else max(1, int((cpus - 0.5) // args.asr_cpus)))
+    budget = cpus - 0.5  # the rest: read/load tasks and the codec
+    # With --quality, DNSMOS (several times Whisper tiny.en per audio second on CPU) gets about half the budget.
+    q_actors = 0 if not quality else args.quality_actors or (
+        max(1, int(resources.get("GPU", 1)) // 2) if gpu else max(1, int(budget / 2 // args.quality_cpus)))
+    actors = args.asr_actors or (max(1, int(resources.get("GPU", 1))) if gpu else
+                                 max(1, int((budget - q_actors * args.quality_cpus) // args.asr_cpus)))
     job = filter_job(kind, opts, run_id, asr=args.asr, rules=rules, codec=args.codec, max_seconds=args.max_duration,
                      split=split, rows_per_shard=args.rows_per_shard, batch_size=args.batch_size, device=args.device,
                      n_codebooks=args.n_codebooks, asr_actors=actors, asr_cpus=args.asr_cpus,
-                     codec_actors=args.codec_actors or max(1, actors // 2), gpus=0.5 if gpu else 0.0,
-                     audio_units=tuple(audio_units))
+                     codec_actors=args.codec_actors or max(1, actors // 2),
+                     gpus=(1 / 3 if quality else 0.5) if gpu else 0.0,  # ASR, codec (and quality) actors share a GPU
+                     audio_units=tuple(audio_units), quality=quality, quality_actors=max(1, q_actors),
+                     quality_cpus=args.quality_cpus)
     metadata = file_metadata(codec.info, {"run_id": run_id, "job": "filter", "kind": kind, "asr": args.asr,
+                                          "quality": ",".join(quality),
                                           "rules": json.dumps(rules.to_dict(), sort_keys=True),
                                           "dialogue_schema_version": DIALOGUE_SCHEMA_VERSION})
     return run_job(job, units, args.output, metadata, read_cpus=0.25, label="filter")

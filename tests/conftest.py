@@ -58,13 +58,16 @@ def dialogue_sample(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def filter_out(tmp_path_factory, dialogue_sample, cache_dir) -> tuple[Path, dict]:
-    """The end-to-end filter run (Ray, real tiny.en, tiny codec) over the sample dialogues, killed with
+    """The end-to-end filter run (Ray, real tiny.en, DNSMOS + VAD with the sample's rules, tiny codec) over the
+    sample dialogues, killed with
     SIGKILL once its first shard is done and then resumed. Returns (folder, summary of the resumed run
     plus `killed_done`: the shards finished before the kill and their kept-file mtimes)."""
     import time
 
+    from filtering.sample_dialogues import quality_args
+
     out = tmp_path_factory.mktemp("filter_out")
-    args = ["--input", str(dialogue_sample), "--output", str(out), *FILTER_ARGS]
+    args = ["--input", str(dialogue_sample), "--output", str(out), *FILTER_ARGS, *quality_args(dialogue_sample)]
     # One ASR actor: shards finish one after another, so the kill lands between them (with two, both
     # waves of a fast machine could finish between two polls). The run id does not depend on it.
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.filter", *args, "--asr-actors", "1"], cwd=ROOT,

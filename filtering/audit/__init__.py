@@ -7,7 +7,7 @@
     >>> audit("out/run_b", "out/report", options=AuditOptions(compare="out/run_a"))["compare"]["newly_kept"]
 
 One read of the folder feeds stats, lint and the per-row facts (threshold curve, compare,
-quality metadata); only the example rows' audio is fetched again, by row group.
+quality metadata, the run's DNSMOS/VAD scores and their what-if curves); only the example rows' audio is fetched again, by row group.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from filtering.audit.compare import compare_runs, read_facts
 from filtering.audit.lint import LintCollector, LintConfig, lint_data
 from filtering.audit.listen import ListenOptions, listen_examples
 from filtering.audit.quality import quality_meta
+from filtering.audit.quality_scores import quality_curves, quality_scores
 from filtering.audit.read import FactCollector, quarantine_facts, read_manifest, run_rules
 from filtering.audit.report import write_report
 from filtering.audit.stats import collect
@@ -50,6 +51,9 @@ def audit(folder: str, report_dir: str, lint_cfg: LintConfig | None = None, opti
     if kind != TOKENIZE:
         figures["threshold_curve"] = threshold_curve(facts.facts, facts.rules.max_wer if facts.rules else None)
     figures["quality_meta"] = quality_meta(facts.facts)
+    if kind != TOKENIZE:
+        figures["quality_curves"] = quality_curves(facts.facts, facts.rules)
+        figures["quality_scores"] = quality_scores(facts.facts)
     figures["listen"], figures["_audio"] = listen_examples(kind, facts.facts, figures, checks, options.listen)
     if options.compare:
         figures["compare"] = compare_runs(read_facts(options.compare), all_facts, options.compare, folder)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from filtering.audit.figure import plt, png
 from filtering.audit.read import FactCollector, RowFact, quarantine_facts, read_quarantine, scan
 from filtering.dialogue_schema import detect_kind
+from filtering.quality import QUALITY_COLUMNS
 
 WER_EPS = 1e-6  # float32 WERs equal within this are unchanged
 
@@ -40,14 +41,38 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 4)
 
 
+def _kept_mean(facts: list[RowFact], col: str) -> float | None:
+    v = [f.quality[col] for f in facts if f.status == "kept" and f.quality and f.quality[col] is not None]
+    return round(sum(v) / len(v), 4) if v else None
+
+
+def quality_change(pairs: list[tuple[RowFact, RowFact]], facts_a: list[RowFact], facts_b: list[RowFact]) -> dict:
+    """Per quality column scored in either run: shared rows scored in both, how many changed, the mean change,
+    and the mean over each run's kept rows (a stricter DNSMOS cut raises it)."""
+    out = {}
+    for col in QUALITY_COLUMNS:
+        both = [(x.quality[col], y.quality[col]) for x, y in pairs
+                if x.quality and y.quality and x.quality[col] is not None and y.quality[col] is not None]
+        ka, kb = _kept_mean(facts_a, col), _kept_mean(facts_b, col)
+        if not both and ka is None and kb is None:
+            continue
+        deltas = [float(b) - float(a) for a, b in both]
+        out[col] = {"n": len(both), "n_changed": sum(abs(d) > WER_EPS for d in deltas),
+                    "mean_delta": round(sum(deltas) / len(deltas), 4) if deltas else None,
+                    "kept_mean_a": ka, "kept_mean_b": kb,
+                    "kept_mean_delta": None if ka is None or kb is None else round(kb - ka, 4)}
+    return out
+
+
 def compare_runs(facts_a: list[RowFact], facts_b: list[RowFact], folder_a: str, folder_b: str) -> dict:
     """Row-level differences of run B against run A.
 
     Returns:
         {"run_a", "run_b", "shared", "only_in_a", "only_in_b", "note", "kept_in_both", "rejected_in_both",
          "newly_kept": [row], "newly_rejected": [row], "other_moves": [row], "wer_change": {"n", "n_changed",
-         "mean_delta", "rows": [{"id", "wer_a", "wer_b", "delta"}]}, "counts": {"a", "b", "delta"}}; a row holds
-         both statuses and both reasons.
+         "mean_delta", "rows": [{"id", "wer_a", "wer_b", "delta"}]}, "counts": {"a", "b", "delta"},
+         "quality_change": {column: {"n", "n_changed", "mean_delta", "kept_mean_a", "kept_mean_b", "kept_mean_delta"}}};
+         a row holds both statuses and both reasons.
     """
     a = {f.id: f for f in facts_a}
     b = {f.id: f for f in facts_b}
@@ -73,6 +98,7 @@ def compare_runs(facts_a: list[RowFact], facts_b: list[RowFact], folder_a: str, 
                        "mean_delta": round(sum(r["delta"] for r in wer_rows) / len(wer_rows), 4) if wer_rows else None,
                        "rows": sorted(wer_rows, key=lambda r: (-abs(r["delta"]), r["id"]))},
         "counts": {"a": ta, "b": tb, "delta": {k: round(tb[k] - ta[k], 6) for k in ta}},
+        "quality_change": quality_change(pairs, facts_a, facts_b),
     }
 
 

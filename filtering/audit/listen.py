@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 
 from filtering.asr import SAMPLE_RATE
+from filtering.audit.quality_scores import lowest_dnsmos_kept
 from filtering.audit.read import RowFact, fetch_rows
 from filtering.audit.stats import N_EXAMPLES, diff_ops
 from filtering.dialogue_schema import FILTER_DIALOGUE, TTS, USER, flac_to_pcm
@@ -56,13 +57,14 @@ def encode_clip(samples: np.ndarray, rate: int) -> bytes:
 
 def pick_examples(facts: list[RowFact], figures: dict, lint_checks: list[dict]) -> list[tuple[str, RowFact]]:
     """(group label, row) of every row worth playing, in play order: rejects per reason, worst kept
-    rows and lint examples taken in turn, so the first N heard cover every group."""
+    rows, lowest-DNSMOS kept rows and lint examples taken in turn, so the first N heard cover every group."""
     by_id = {f.id: f for f in facts if f.path}
     groups: list[tuple[str, list[str]]] = []
     for code, exs in figures["rejections"]["examples"].items():
         groups.append((f"rejected: {code}", [e["id"] for e in exs]))
     worst = sorted((f for f in facts if f.status == "kept" and f.wer is not None and f.wer > 0), key=lambda f: (-f.wer, f.id))
     groups.append(("worst kept", [f.id for f in worst[:N_EXAMPLES]]))
+    groups.append(("lowest DNSMOS kept", [f.id for f in lowest_dnsmos_kept(facts)]))
     for c in lint_checks:
         if not c["passed"]:
             ids = [e.get("id") or (e.get("ids") or [None])[0] or (e.get("train") or [None])[0] for e in c["examples"]]
@@ -156,7 +158,8 @@ def listen_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks:
         for j, clip in enumerate(_clips(kind, row)):
             samples, rate, route = audio.get(f.id, j, clip)
             info = {"turn": j, "role": clip["role"], "text": clip.get("text") or "", "asr_hyp": clip.get("asr_hyp"),
-                    "wer": None if clip.get("wer") is None else round(float(clip["wer"]), 4), "from": route,
+                    "wer": None if clip.get("wer") is None else round(float(clip["wer"]), 4),
+                    "dnsmos_ovrl": None if clip.get("dnsmos_ovrl") is None else round(float(clip["dnsmos_ovrl"]), 3), "from": route,
                     "seconds": None, "bytes": 0}
             if clip.get("asr_hyp") is not None:
                 info["diff"] = diff_ops(clip.get("text_ref_norm") or "", normalize(clip["asr_hyp"], lang))

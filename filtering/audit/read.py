@@ -15,6 +15,7 @@ import dataclasses
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -22,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from filtering.dialogue_schema import DIALOGUE, ID_COLUMN, TOKENIZE, TTS, detect_kind, row_kind
-from filtering.rules import Rules, decide, reason_code
+from filtering.quality import QUALITY_COLUMNS, worst
+from filtering.rules import QUALITY_RULES, Rules, decide, reason_code
 from tokenization import storage
 from tokenization.errors import UserError
 from tokenization.schema import KEPT, MANIFEST, QUARANTINE, REJECTS, SHARDS, decode_metadata
@@ -91,6 +93,9 @@ class RowFact:
     meta: dict | None
     path: str = ""
     index: int = -1  # row index in `path`
+    quality: dict | None = None  # quality column -> the row's gate value (worst scored clip); None: not scored
+    clips: list | None = None  # per scored clip: {quality column: value, "wer": value} (histograms, WER vs DNSMOS)
+    q_eligible: dict | None = None  # quality rule -> passes every other rule (kept iff its value passes that rule)
 
 
 @dataclass
@@ -117,29 +122,71 @@ class FactCollector:
             seconds = np.where(offs[1:] > offs[:-1], seconds, 0.0)
         else:
             seconds = np.asarray([d or 0.0 for d in get("duration_s", 0.0)], np.float64)
-        judged = self._rejudge(table, reason, status)
+        judged = self._rejudge(table, reason, status, "max_wer", lambda r: reason_code(r) == "wer")
+        clips = _quality_clips(table, dialogue)
+        q_judged = {}
+        if clips is not None:
+            for rule in QUALITY_RULES:
+                q_judged[rule] = self._rejudge(table, reason, status, rule, partial(_fails, rule))
         for i, rid in enumerate(ids):
-            self.facts.append(RowFact(rid, status, source[i] or "", float(seconds[i]), wer[i], reason[i] or "",
-                                      status == "kept" or judged.get(i, False), _parse_meta(metas[i], path, rid), path, i))
+            fact = RowFact(rid, status, source[i] or "", float(seconds[i]), wer[i], reason[i] or "",
+                           status == "kept" or judged.get(i, False), _parse_meta(metas[i], path, rid), path, i)
+            if clips is not None:
+                fact.clips = clips[i]
+                fact.quality = {c: worst(c, [x[c] for x in clips[i]]) for c in QUALITY_COLUMNS}
+                fact.q_eligible = {rule: status == "kept" or q_judged[rule].get(i, False) for rule in QUALITY_RULES}
+            self.facts.append(fact)
 
-    def _rejudge(self, table: pa.Table, reason: list, status: str) -> dict[int, bool]:
-        """Rejected rows that pass every rule but the WER one (judged again with max_wer off)."""
+    def _rejudge(self, table: pa.Table, reason: list, status: str, rule: str, failed_on) -> dict[int, bool]:
+        """Rejected rows that pass every rule but `rule` (judged again with it off). Only rows whose reason is that
+        rule's (`failed_on(reason)`) can: any other reason names a rule that stays on."""
         if status != "rejected" or self.rules is None:
             return {}
-        rules = dataclasses.replace(self.rules, max_wer=None)
-        idx = [i for i, r in enumerate(reason) if reason_code(r or "") == "wer"]
+        rules = dataclasses.replace(self.rules, **{rule: None})
+        idx = [i for i, r in enumerate(reason) if failed_on(r or "")]
         if not idx:
             return {}
         if row_kind(table.column_names) == DIALOGUE:
-            fields = ("role", "wer", "cer", "duration_s", "n_ref_words", "n_del", "n_ins")
             sub = table.select(["turns"]).take(idx).column("turns").combine_chunks()
             flat, offs = sub.flatten(), sub.offsets.to_pylist()
-            f = {k: flat.field(k).to_pylist() for k in fields}
-            rows = [{"turns": [{k: f[k][j] for k in fields} for j in range(offs[r], offs[r + 1])]} for r in range(len(idx))]
+            names = [n for n in ("role", *JUDGED, *QUALITY_COLUMNS) if flat.type.get_field_index(n) >= 0]
+            f = {k: flat.field(k).to_pylist() for k in names}
+            rows = [{"turns": [{k: f[k][j] for k in names} for j in range(offs[r], offs[r + 1])]} for r in range(len(idx))]
         else:
-            fields = ("wer", "cer", "duration_s", "n_ref_words", "n_del", "n_ins")
-            rows = table.select(list(fields)).take(idx).to_pylist()
+            names = [n for n in (*JUDGED, *QUALITY_COLUMNS) if n in table.column_names]
+            rows = table.select(names).take(idx).to_pylist()
         return {i: _scored(row) and decide(row, rules)[0] for i, row in zip(idx, rows)}
+
+
+JUDGED = ("wer", "cer", "duration_s", "n_ref_words", "n_del", "n_ins")  # what the ASR rules read
+
+
+def _fails(rule: str, reason: str) -> bool:
+    """Whether `reason` names quality rule `rule` (`dnsmos: ovrl ...` for min_dnsmos_ovrl)."""
+    code = reason_code(reason)
+    if rule.startswith("min_dnsmos_"):
+        return code == "dnsmos" and reason.split(":", 1)[1].split()[0] == rule.rsplit("_", 1)[1]
+    return code == {"min_speech_ratio": "speech_ratio", "max_lead_silence_s": "lead_silence",
+                    "max_trail_silence_s": "trail_silence"}[rule]
+
+
+def _quality_clips(table: pa.Table, dialogue: bool) -> list[list[dict]] | None:
+    """Per row, its scored clips' quality values and WER; None when the table has no quality scores."""
+    if dialogue:
+        turns = table.column("turns").combine_chunks()
+        flat = turns.flatten()
+        if flat.type.get_field_index(QUALITY_COLUMNS[0]) < 0:
+            return None
+        cols = {c: flat.field(c).to_pylist() for c in (*QUALITY_COLUMNS, "wer")}
+        offs = turns.offsets.to_pylist()
+        spans = [range(offs[r], offs[r + 1]) for r in range(table.num_rows)]
+    else:
+        if QUALITY_COLUMNS[0] not in table.column_names:
+            return None
+        cols = {c: table.column(c).to_pylist() for c in (*QUALITY_COLUMNS, "wer")}
+        spans = [range(r, r + 1) for r in range(table.num_rows)]
+    out = [[{c: cols[c][j] for c in cols} for j in span if any(cols[c][j] is not None for c in QUALITY_COLUMNS)] for span in spans]
+    return out if any(out) else None
 
 
 def _scored(row: dict) -> bool:

@@ -19,7 +19,8 @@ from filtering.audit.cells import diff_html as _diff_html, num as _num
 from filtering.audit.compare import plot_wer_change
 from filtering.audit.figure import plt, png as _png
 from filtering.audit.quality import plot_name, plot_quality
-from filtering.audit.sections import compare_html, listen_html, quality_html, threshold_html
+from filtering.audit.quality_scores import plot_quality_scores
+from filtering.audit.sections import compare_html, listen_html, quality_html, quality_scores_html, threshold_html
 from filtering.audit.threshold import plot_curve
 from tokenization import storage
 
@@ -86,6 +87,8 @@ def make_plots(audit: dict) -> dict[str, bytes]:
         plots["compare_wer"] = img
     if audit.get("quality_meta", {}).get("keys"):
         plots.update(plot_quality(audit["_facts"]))
+    if audit.get("quality_scores"):
+        plots.update(plot_quality_scores(audit["_facts"], audit.get("quality_curves") or {}))
     return plots
 
 
@@ -162,6 +165,7 @@ ASR <code>{html.escape(str(audit['asr']))}</code>, codec <code>{html.escape(str(
 {listen_html(audit.get("listen"), audit.get("_audio", {}))}
 {threshold_html(audit.get("threshold_curve"), img("threshold_curve"))}
 {quality_html(audit.get("quality_meta"), {k: img(plot_name(k)) for k in audit.get("quality_meta", {}).get("keys", {})})}
+{quality_scores_html(audit.get("quality_curves"), audit.get("quality_scores"), {k: img(k) for k in plots})}
 <h2>WER</h2>{img('wer_hist')}{img('wer_by_speaker')}
 {_summary_table({'all': audit['wer']['all']}, 'wer', 'All scored items')}
 {_summary_table(audit['wer']['by_source'], 'wer.by_source', 'Per source')}

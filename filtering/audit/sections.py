@@ -1,4 +1,5 @@
-"""HTML of the auditor's-workflow sections: listen, threshold what-if, compare runs, quality metadata.
+"""HTML of the auditor's-workflow sections: listen, threshold what-if, compare runs, quality metadata,
+the run's quality scores and their what-if curves.
 
 Each takes its part of audit.json (and, for listening, the data URIs kept out of it) and
 returns an HTML fragment; numbers carry `data-key` like the rest of the page.
@@ -30,12 +31,13 @@ def listen_html(part: dict | None, uris: dict[str, str]) -> str:
                     f'<br><small>{html.escape(ex["reason"] or ex["status"])}</small></td>') if j == 0 else ""
             rows.append(f'<tr>{head}<td class="l">{html.escape(c["role"])}</td><td class="l">{player}<br><small>{html.escape(c["from"])}</small></td>'
                         f'<td class="l">{html.escape(c["text"])}</td><td class="l">{html.escape(c["asr_hyp"] or "")}</td>'
-                        f'<td class="l diff">{diff_html(c.get("diff") or [])}</td>{num(c["wer"], f"listen.examples.{i}.clips.{j}.wer")}</tr>')
+                        f'<td class="l diff">{diff_html(c.get("diff") or [])}</td>{num(c["wer"], f"listen.examples.{i}.clips.{j}.wer")}'
+                        f'{num(c.get("dnsmos_ovrl"), f"listen.examples.{i}.clips.{j}.dnsmos_ovrl")}</tr>')
     notes = "".join(_note(n) for n in part["notes"])
     return (f'<h2>Listen to the examples</h2><p>Clips: <span data-key="listen.n_clips">{part["n_clips"]}</span>, '
             f'<span data-key="listen.bytes">{part["bytes"]}</span> bytes of audio.</p>{notes}'
             '<table id="listen"><tr><th class=l>row</th><th class=l>role</th><th class=l>audio</th><th class=l>transcript</th>'
-            f'<th class=l>ASR hypothesis</th><th class=l>diff</th><th>WER</th></tr>{"".join(rows)}</table>')
+            f'<th class=l>ASR hypothesis</th><th class=l>diff</th><th>WER</th><th>DNSMOS</th></tr>{"".join(rows)}</table>')
 
 
 def _threshold_label(r: dict) -> str:
@@ -92,7 +94,19 @@ def compare_html(cmp: dict | None, img: str) -> str:
             + (f"<h3>Other moves ({len(cmp['other_moves'])})</h3>{_moved_table(cmp['other_moves'], 'other-moves')}" if cmp["other_moves"] else "")
             + f'<h3>WER change per shared row</h3><p>Scored in both: <span data-key="compare.wer_change.n">{w["n"]}</span>, changed: '
             f'<span data-key="compare.wer_change.n_changed">{w["n_changed"]}</span>.</p>{img}'
-            f'<table id="wer-change"><tr><th class=l>id</th><th>WER A</th><th>WER B</th><th>change</th></tr>{changed}</table>')
+            f'<table id="wer-change"><tr><th class=l>id</th><th>WER A</th><th>WER B</th><th>change</th></tr>{changed}</table>'
+            + _quality_change_html(cmp.get("quality_change") or {}))
+
+
+def _quality_change_html(q: dict) -> str:
+    if not q:
+        return ""
+    cols = ["n", "n_changed", "mean_delta", "kept_mean_a", "kept_mean_b", "kept_mean_delta"]
+    body = "".join(f'<tr><td class="l"><code>{c}</code></td>' + "".join(num(v[k], f"compare.quality_change.{c}.{k}") for k in cols) + "</tr>"
+                   for c, v in q.items())
+    return ("<h3>Quality change</h3><p>Per quality column: shared rows scored in both runs, how many changed, the mean "
+            "change (B - A), and the mean over each run's kept rows.</p>"
+            f'<table id="quality-change"><tr><th class=l>column</th>{"".join(f"<th>{k}</th>" for k in cols)}</tr>{body}</table>')
 
 
 def quality_html(q: dict | None, imgs: dict[str, str]) -> str:
@@ -108,3 +122,46 @@ def quality_html(q: dict | None, imgs: dict[str, str]) -> str:
                      f"{imgs.get(k, '')}<table><tr><th class=l>source</th>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{body}</table>")
     return (f'<h2>Quality metadata</h2><p>Rows with a <code>meta</code> value: <span data-key="quality_meta.n_rows_with_meta">'
             f'{q["n_rows_with_meta"]}</span>.</p>{"".join(parts)}')
+
+
+def _q_label(r: dict) -> str:
+    return ("off" if r["threshold"] is None else f"{r['threshold']:g}") + (" (this run)" if r["run"] else "")
+
+
+def _q_curve_table(rule: str, rows: list[dict], key: str, table_id: str) -> str:
+    body = "".join(
+        f'<tr class="{"run" if r["run"] else ""}"><td class="l">{_q_label(r)}</td>{num(r["kept"], f"{key}.{i}.kept")}'
+        f'{num(r["hours_kept"], f"{key}.{i}.hours_kept")}</tr>' for i, r in enumerate(rows))
+    return f'<table id="{table_id}"><tr><th class=l>{html.escape(rule)}</th><th>kept rows</th><th>kept hours</th></tr>{body}</table>'
+
+
+def quality_scores_html(curves: dict | None, scores: dict | None, imgs: dict[str, str]) -> str:
+    """The run's DNSMOS / VAD columns: per-source distributions, WER against DNSMOS, the input's DNSMOS against
+    ours, and one what-if curve per quality rule."""
+    if not scores:
+        return ""
+    cols = ["n", "mean", "p5", "p50", "p95"]
+    dists = []
+    for c, info in scores["columns"].items():
+        body = "".join(f'<tr><td class="l">{html.escape(src)}</td>' + "".join(num(st.get(k), f"quality_scores.columns.{c}.by_source.{src}.{k}") for k in cols)
+                       + "</tr>" for src, st in info["by_source"].items())
+        dists.append(f"<h3><code>{c}</code></h3>{imgs.get(f'quality_{c}', '')}"
+                     f'<table id="quality-{c}"><tr><th class=l>source</th>{"".join(f"<th>{k}</th>" for k in cols)}</tr>{body}</table>')
+    w, m = scores["wer_vs_dnsmos"], scores["meta_dnsmos"]
+    meta = "" if not m["n"] else (
+        f'<h3>The input\'s DNSMOS (<code>meta.dnsmos</code>) against ours</h3><p>Rows with both: <span data-key="quality_scores.meta_dnsmos.n">{m["n"]}</span>, '
+        f'Pearson r {num(m["pearson"], "quality_scores.meta_dnsmos.pearson", "span")}, mean (ours - theirs) '
+        f'{num(m["mean_delta"], "quality_scores.meta_dnsmos.mean_delta", "span")}, mean |ours - theirs| '
+        f'{num(m["mean_abs_delta"], "quality_scores.meta_dnsmos.mean_abs_delta", "span")}.</p>{imgs.get("meta_dnsmos_vs_ovrl", "")}')
+    curve_parts = []
+    for rule, curve in (curves or {}).items():
+        per_source = "".join(f"<h4>Source {html.escape(src)}</h4>"
+                             f"{_q_curve_table(rule, rows, f'quality_curves.{rule}.by_source.{src}', f'quality-curve-{rule}-{i}')}"
+                             for i, (src, rows) in enumerate(curve["by_source"].items()))
+        curve_parts.append(f"<h3>What-if: <code>{rule}</code> (this run: {curve['run_threshold']})</h3>"
+                           f"{imgs.get(f'quality_curve_{rule}', '')}{_q_curve_table(rule, curve['rows'], f'quality_curves.{rule}.rows', f'quality-curve-{rule}')}"
+                           f"<details><summary>per source</summary>{per_source}</details>")
+    return (f'<h2>Audio quality (DNSMOS, VAD)</h2><p>Per scored clip; a dialogue is judged by its worst scored clip. '
+            f'WER against DNSMOS OVRL: <span data-key="quality_scores.wer_vs_dnsmos.n">{w["n"]}</span> clips, Pearson r '
+            f'{num(w["pearson"], "quality_scores.wer_vs_dnsmos.pearson", "span")}.</p>{imgs.get("wer_vs_dnsmos", "")}'
+            f'{meta}{"".join(curve_parts)}{"".join(dists)}')

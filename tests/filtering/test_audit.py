@@ -11,6 +11,9 @@ import sys
 import pytest
 
 from filtering.audit import AuditOptions, ListenOptions, audit
+from filtering.quality import QUALITY_COLUMNS
+from filtering.rules import QUALITY_RULES
+from filtering.sample_dialogues import NOISY_ID, expected_outcomes, quality_args
 from tests.filtering.conftest import FILTER_ARGS, JOB_ENV, ROOT, run_module
 
 pytestmark = pytest.mark.slow
@@ -35,12 +38,14 @@ def test_filter_audit_figures(filter_report, filter_out):
     assert ex and all(e["text"] and any(op["op"] != "equal" for op in e["diff"]) for e in ex)
     assert a["quarantine"]["by_stage"] == {"load": 1}
     assert a["duplicates"]["n_groups"] == 1 and sorted(a["duplicates"]["groups"][0]["ids"]) == ["d04", "d10_duplicate"]
-    assert set(a["wer"]["by_speaker"]) == {"asst_f", "asst_m"} and a["wer"]["all"]["n"] == 16
-    assert {"p50", "p90", "p99"} <= set(a["duration"]["all"]) and a["speaking_rate"]["all"]["n"] == 16
+    n_scored = m["counts"]["kept"] + m["counts"]["rejected"] + 2  # one assistant turn per dialogue, two in d09 and m04
+    assert set(a["wer"]["by_speaker"]) == {"asst_f", "asst_m"} and a["wer"]["all"]["n"] == n_scored
+    assert {"p50", "p90", "p99"} <= set(a["duration"]["all"]) and a["speaking_rate"]["all"]["n"] == n_scored
     assert len(a["codes"]["per_codebook"]) == 8 and all(c["used"] + c["dead"] == a["codes"]["codebook_size"] for c in a["codes"]["per_codebook"])
     assert a["frames"]["n_checked"] == 11 and a["frames"]["n_inconsistent"] == 0  # assistant turns of kept dialogues
     assert set(a["plots"]) == {"wer_hist", "wer_by_speaker", "duration_hist", "speaking_rate_hist", "frames_vs_duration", "code_usage",
-                               "threshold_curve"}
+                               "threshold_curve", "wer_vs_dnsmos", *(f"quality_{c}" for c in QUALITY_COLUMNS),
+                               *(f"quality_curve_{r}" for r in QUALITY_RULES)}
     for rel in a["plots"].values():
         assert (report / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((report / "audit.json").read_text())["stages"] == a["stages"]
@@ -71,16 +76,60 @@ def test_threshold_curve_reproduces_the_run(filter_report, filter_out):
     assert curve["rows"][-1]["kept"] < m["counts"]["kept"] + m["counts"]["rejected"]
 
 
-def test_listen_players_data(filter_report):
+def _turns(folder) -> dict[str, tuple[str, list[dict]]]:
+    import pyarrow.dataset as pads
+
+    files = [str(f) for sub in ("kept", "rejects") for f in sorted((folder / sub).glob("*.parquet"))]
+    rows = pads.dataset(files, format="parquet").to_table(columns=["dialogue_id", "turns", "keep"]).to_pylist()
+    return {r["dialogue_id"]: ("kept" if r["keep"] else "rejected", r["turns"]) for r in rows}
+
+
+def test_quality_curves_reproduce_the_run_and_scores_match_the_shards(filter_report, filter_out):
+    import numpy as np
+
+    a, _ = filter_report
+    m = json.loads((filter_out[0] / "_manifest.json").read_text())
+    curves = a["quality_curves"]
+    assert set(curves) == set(QUALITY_RULES)
+    for rule, curve in curves.items():
+        assert curve["run_threshold"] == m["rules"][rule]
+        own = [r for r in curve["rows"] if r["run"]]
+        if curve["run_threshold"] is None:
+            assert not own and curve["rows"][-1]["kept"] == m["counts"]["kept"]  # a rule the run did not apply
+        else:
+            assert len(own) == 1 and own[0]["kept"] == m["counts"]["kept"]
+            assert own[0]["hours_kept"] == pytest.approx(m["counts"]["hours_kept"], abs=1e-5)
+    # Switched off, min_dnsmos_ovrl lets in exactly the dnsmos rejects whose transcript was right: the noisy answer.
+    rows = _turns(filter_out[0])
+    (off,) = [r for r in curves["min_dnsmos_ovrl"]["rows"] if r["threshold"] is None]
+    assert off["kept"] == m["counts"]["kept"] + 1 and expected_outcomes(quality=True)[NOISY_ID] == "reject"
+    ovrl = curves["min_dnsmos_ovrl"]["rows"]
+    assert [r["kept"] for r in ovrl[:-1]] == sorted((r["kept"] for r in ovrl[:-1]), reverse=True)  # stricter keeps fewer
+    clips = [t for _, turns in rows.values() for t in turns if t["role"] == "assistant" and t["wer"] is not None]
+    scores = a["quality_scores"]
+    assert scores["columns"]["dnsmos_ovrl"]["all"]["n"] == len(clips)
+    assert scores["columns"]["dnsmos_ovrl"]["all"]["min"] == pytest.approx(min(t["dnsmos_ovrl"] for t in clips), abs=1e-4)
+    pairs = np.asarray([(t["dnsmos_ovrl"], t["wer"]) for t in clips])
+    assert scores["wer_vs_dnsmos"]["n"] == len(clips)
+    assert scores["wer_vs_dnsmos"]["pearson"] == pytest.approx(np.corrcoef(pairs.T)[0, 1], abs=1e-3)
+
+
+def test_listen_players_data(filter_report, filter_out):
     a, report = filter_report
     listen = a["listen"]
     groups = {e["group"] for e in listen["examples"]}
-    assert {"rejected: wer", "lint: duplicate_audio"} <= groups and len(listen["examples"]) <= 20
+    assert {"rejected: wer", "rejected: dnsmos", "lowest DNSMOS kept", "lint: duplicate_audio"} <= groups and len(listen["examples"]) <= 20
+    rows = _turns(filter_out[0])
+    kept_ovrl = sorted((min(t["dnsmos_ovrl"] for t in turns if t["dnsmos_ovrl"] is not None), did)
+                       for did, (status, turns) in rows.items() if status == "kept")
+    lowest = [e["id"] for e in listen["examples"] if e["group"] == "lowest DNSMOS kept"]
+    assert lowest and lowest[0] == kept_ovrl[0][1]  # the lowest-scoring kept dialogue is offered first
     for e in listen["examples"]:
         assert [c["role"] for c in e["clips"]][:2] == ["user", "assistant"]
         for c in e["clips"]:
             assert c["from"] == "shard FLAC" and c["seconds"] > 0 and c["bytes"] > 0
             assert ("diff" in c) == (c["role"] == "assistant") and c["text"]
+            assert (c["dnsmos_ovrl"] is not None) == (c["role"] == "assistant")
     assert listen["n_clips"] == sum(len(e["clips"]) for e in listen["examples"])
     assert listen["bytes"] == sum(c["bytes"] for e in listen["examples"] for c in e["clips"])
     assert "data:audio/" not in (report / "audit.json").read_text()  # the audio lives in the page only
@@ -124,7 +173,8 @@ def _kept_ids(folder) -> dict[str, str]:
 def second_run(filter_out, dialogue_sample, tmp_path_factory):
     """The same sample filtered again with a looser --max-wer (the one extra filter job of this module)."""
     out = tmp_path_factory.mktemp("filter_b")
-    run_module("pipelines.filter", "--input", str(dialogue_sample), "--output", str(out), "--max-wer", "1.0", *FILTER_ARGS)
+    run_module("pipelines.filter", "--input", str(dialogue_sample), "--output", str(out), "--max-wer", "1.0", *FILTER_ARGS,
+               *quality_args(dialogue_sample))
     report = tmp_path_factory.mktemp("compare_report")
     summary = run_module("pipelines.audit", str(out), "--compare", str(filter_out[0]), "--report", str(report),
                          "--audio-manifest", str(dialogue_sample))
@@ -142,7 +192,8 @@ def test_compare_lists_exactly_the_rows_that_moved(second_run, filter_out, filte
     assert sorted(r["id"] for r in cmp["newly_rejected"]) == sorted(kept_a - kept_b)
     for r in cmp["newly_kept"]:
         assert (r["reason_a"], r["reason_b"]) == (a_rows[r["id"]][1], "") and r["status_a"] == "rejected"
-    assert cmp["kept_in_both"] == len(kept_a & kept_b) and (cmp["shared"], cmp["only_in_a"], cmp["only_in_b"]) == (15, 0, 0)
+    n = len(expected_outcomes(quality=True))
+    assert cmp["kept_in_both"] == len(kept_a & kept_b) and (cmp["shared"], cmp["only_in_a"], cmp["only_in_b"]) == (n, 0, 0)
     both = [i for i in a_rows.keys() & b_rows.keys() if a_rows[i][2] is not None and b_rows[i][2] is not None]
     changed = [i for i in both if abs(a_rows[i][2] - b_rows[i][2]) > 1e-6]
     assert cmp["wer_change"]["n_changed"] == len(changed) and cmp["wer_change"]["n"] == len(both) > 0
@@ -152,6 +203,13 @@ def test_compare_lists_exactly_the_rows_that_moved(second_run, filter_out, filte
     # run A's what-if at run B's threshold predicted run B
     (at_b,) = [r for r in filter_report[0]["threshold_curve"]["rows"] if r["max_wer"] == 1.0]
     assert at_b["kept"] == mb["kept"] and at_b["hours_kept"] == pytest.approx(mb["hours_kept"], abs=1e-5)
+    # the same audio scored twice: no quality change per row; run B's kept rows (WER rejects let in) move the mean
+    q = cmp["quality_change"]["dnsmos_ovrl"]
+    assert q["n"] == n - 1 and q["n_changed"] == 0 and q["mean_delta"] == 0.0  # the quarantined row has no score
+    tb = _turns(out_b)
+    worst_b = [min(t["dnsmos_ovrl"] for t in turns if t["dnsmos_ovrl"] is not None) for s, turns in tb.values() if s == "kept"]
+    assert q["kept_mean_b"] == pytest.approx(sum(worst_b) / len(worst_b), abs=1e-4)
+    assert q["kept_mean_delta"] == pytest.approx(q["kept_mean_b"] - q["kept_mean_a"], abs=2e-4)
     page = (report / "index.html").read_text()
     assert all(f"<code>{r['id']}</code>" in page for r in cmp["newly_kept"])
     clips = [c for e in json.loads((report / "audit.json").read_text())["listen"]["examples"] for c in e["clips"]]
@@ -224,6 +282,14 @@ def test_quality_metadata_per_source_and_against_wer(filter_out, tmp_path):
     assert q["keys"]["dnsmos"]["n_with_wer"] == len(pairs)
     assert q["keys"]["dnsmos"]["wer_pearson"] == pytest.approx(np.corrcoef(pairs.T)[0, 1], abs=1e-3)
     assert (tmp_path / "r" / a["plots"]["meta_dnsmos"]).read_bytes()[:4] == b"\x89PNG"
+    # Emilia's `meta.dnsmos` against our own dnsmos_ovrl (the row's worst scored clip), where both exist
+    ours = {did: min(t["dnsmos_ovrl"] for t in turns if t["dnsmos_ovrl"] is not None)
+            for did, (_, turns) in _turns(filter_out[0]).items()}
+    both = np.asarray([(values[i], ours[i]) for i in values if i in ours])
+    md = a["quality_scores"]["meta_dnsmos"]
+    assert md["n"] == len(both) > 2 and md["pearson"] == pytest.approx(np.corrcoef(both.T)[0, 1], abs=1e-3)
+    assert md["mean_abs_delta"] == pytest.approx(np.abs(both[:, 1] - both[:, 0]).mean(), abs=1e-3)
+    assert (tmp_path / "r" / a["plots"]["meta_dnsmos_vs_ovrl"]).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_bad_meta_names_file_and_row(filter_out, tmp_path):
@@ -339,6 +405,12 @@ def test_report_renders_in_headless_chromium(filter_report, tmp_path):
             duration = driver.execute_async_script(DURATION_JS, p)
             assert duration == pytest.approx(clips[p.get_attribute("data-clip")]["seconds"], abs=0.1)
         assert "(this run)" in driver.find_element(By.CSS_SELECTOR, "#threshold tr.run").text
+        for rule, curve in a["quality_curves"].items():  # each quality what-if, the run's threshold row marked
+            rows = driver.find_elements(By.CSS_SELECTOR, f"#quality-curve-{rule} tr.run")
+            assert len(rows) == (curve["run_threshold"] is not None) and all("(this run)" in r.text for r in rows)
+        for name in ("wer_vs_dnsmos", "quality_dnsmos_ovrl", "quality_curve_min_dnsmos_ovrl"):
+            assert driver.find_element(By.ID, f"plot-{name}").size["width"] > 100
+        assert driver.find_elements(By.CSS_SELECTOR, "#quality-dnsmos_ovrl td[data-key]")
         stages = driver.find_element(By.ID, "stages").text
         assert "adds up" in stages and "MISMATCH" not in stages
         assert driver.find_elements(By.CSS_SELECTOR, "#examples .del, #examples .sub, #examples .ins")
@@ -357,6 +429,7 @@ def test_compare_report_renders_in_headless_chromium(second_run, tmp_path):
         driver.get((report / "index.html").as_uri())
         _check_page(driver, a)
         moved = driver.find_element(By.ID, "newly-kept").text
+        assert "dnsmos_ovrl" in driver.find_element(By.ID, "quality-change").text
         assert all(r["id"] in moved for r in a["compare"]["newly_kept"])
         assert driver.find_element(By.ID, "plot-compare_wer").get_attribute("src").startswith("data:image/png")
     finally:

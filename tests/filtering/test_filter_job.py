@@ -13,7 +13,8 @@ from filtering.steps import filter_job
 from tokenization.sharded_job import run_local
 from tokenization.units import ReaderOptions
 from filtering.dialogue_schema import USER, DialogueRow, dialogue_schema, scored_tts_schema
-from filtering.sample_dialogues import expected_outcomes
+from filtering.quality import QUALITY_COLUMNS
+from filtering.sample_dialogues import NOISY_ID, RULES_FILE, expected_outcomes
 from tests.filtering.conftest import run_module
 from tests.jobs import TINY_EN_MODELS
 
@@ -26,7 +27,7 @@ def _rows(folder):
 
 def test_counts_add_up_and_rows_land_where_expected(filter_out):
     out, summary = filter_out
-    expected = expected_outcomes()
+    expected = expected_outcomes(quality=True)
     assert summary["rows_in"] == len(expected) == summary["kept"] + summary["rejected"] + summary["quarantined"]
     kept, rejects, quarantine = _rows(out / "kept"), _rows(out / "rejects"), _rows(out / "quarantine")
     assert {r["dialogue_id"] for r in kept} == {d for d, o in expected.items() if o == "keep"}
@@ -36,9 +37,13 @@ def test_counts_add_up_and_rows_land_where_expected(filter_out):
     assert all(r["keep"] and r["reject_reason"] == "" for r in kept)
     assert all(not r["keep"] and r["reject_reason"] for r in rejects)
     m = json.loads((out / "_manifest.json").read_text())
-    assert m["counts"]["in"] == 15 and "error" not in m["counts"]
+    assert m["counts"]["in"] == len(expected) and "error" not in m["counts"]
     assert m["counts"]["kept"] == len(kept) and m["counts"]["rejected"] == len(rejects)
-    assert set(m["reject_reasons"]) <= {"wer", "empty_hypothesis"} and sum(m["reject_reasons"].values()) == len(rejects)
+    assert set(m["reject_reasons"]) <= {"wer", "empty_hypothesis", "speech_ratio", "dnsmos"}
+    assert sum(m["reject_reasons"].values()) == len(rejects)
+    noisy = next(r for r in rejects if r["dialogue_id"] == NOISY_ID)
+    assert noisy["reject_reason"].startswith("dnsmos: ovrl ") and noisy["reject_reason"].endswith("(turn 1)")
+    assert noisy["wer"] <= 0.1  # its transcript was right: only the quality rule caught it
 
 
 def test_kept_dialogue_shards_hold_audio_texts_and_codes(filter_out):
@@ -56,11 +61,13 @@ def test_kept_dialogue_shards_hold_audio_texts_and_codes(filter_out):
             samples, rate = t.audio()
             assert rate == t.sample_rate and abs(len(samples) / rate - t.duration_s) < 1e-3
             if t.role == USER:
-                assert t.codes is None and t.wer is None
+                assert t.codes is None and t.wer is None and t.dnsmos_ovrl is None
             else:
                 assert r.turns[i - 1].role == USER  # stage 2/3 pairs: user turn -> next assistant turn
                 assert t.codes.shape == (t.n_frames, 8) and abs(t.n_frames - t.duration_s * 12.5) <= 1
                 assert t.asr_hyp and t.text_ref_norm and t.n_ref_words > 0
+                assert all(getattr(t, c) is not None for c in QUALITY_COLUMNS), t  # clean speech: VAD found some
+                assert 1.0 <= t.dnsmos_ovrl <= 5.0 and 0.5 < t.speech_ratio <= 1.0
     for r in map(DialogueRow.from_dict, _rows(out / "rejects")):
         assert all(t.codes is None for t in r.turns)  # the codec is spent on kept dialogues only
 
@@ -82,8 +89,8 @@ def test_resume_after_kill_finishes_with_the_same_shards_as_the_library(filter_o
     opts = ReaderOptions()
     ref = out.parent / (out.name + "_reference")
     asr = load_asr(metadata[b"asr"].decode())  # the backend the job resolved once on its driver
-    job = filter_job("dialogue", opts, run_id, asr=asr, rules=Rules(), codec=tiny_codec, max_seconds=60.0,
-                     rows_per_shard=4, batch_size=8)
+    job = filter_job("dialogue", opts, run_id, asr=asr, rules=Rules.load(dialogue_sample.parent / RULES_FILE), codec=tiny_codec,
+                     max_seconds=60.0, rows_per_shard=4, batch_size=8, quality=("dnsmos", "vad"))
     run_local(job, list_dialogue_units(str(dialogue_sample), opts), str(ref), metadata)
     for sub in ("kept", "rejects", "quarantine"):
         names = sorted(p.name for p in (ref / sub).glob("shard-*.parquet"))

@@ -37,6 +37,34 @@ def test_each_rule(t, code):
     assert reason_code(reason) == code
 
 
+QUALITY = Rules(min_dnsmos_ovrl=2.4, min_dnsmos_sig=3.0, min_dnsmos_bak=2.5, min_speech_ratio=0.3,
+                max_lead_silence_s=1.0, max_trail_silence_s=1.0)
+GOOD = {"dnsmos_ovrl": 2.8, "dnsmos_sig": 3.3, "dnsmos_bak": 3.5, "dnsmos_p808": 3.4, "speech_ratio": 0.9,
+        "lead_silence_s": 0.1, "trail_silence_s": 0.2}
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({}, ""),
+        ({"dnsmos_ovrl": 1.9}, "dnsmos: ovrl 1.90 < 2.4 (turn 1)"),
+        ({"dnsmos_sig": 2.5}, "dnsmos: sig 2.50 < 3 (turn 1)"),
+        ({"dnsmos_bak": 1.5}, "dnsmos: bak 1.50 < 2.5 (turn 1)"),
+        ({"speech_ratio": 0.1}, "speech_ratio: 0.10 < 0.3 (turn 1)"),
+        ({"lead_silence_s": 3.0}, "lead_silence: 3.00 s > 1 s (turn 1)"),
+        ({"trail_silence_s": 2.0}, "trail_silence: 2.00 s > 1 s (turn 1)"),
+        # no speech at all: the silences are null and pass; speech_ratio names it, before DNSMOS
+        ({"speech_ratio": 0.0, "lead_silence_s": None, "trail_silence_s": None, "dnsmos_ovrl": 1.1}, "speech_ratio: 0.00 < 0.3 (turn 1)"),
+        # a padded clip fails on its silence before its (lower) speech share, and quality before WER
+        ({"lead_silence_s": 3.0, "speech_ratio": 0.2}, "lead_silence: 3.00 s > 1 s (turn 1)"),
+        ({"dnsmos_ovrl": 1.9, "wer": 0.5}, "dnsmos: ovrl 1.90 < 2.4 (turn 1)"),
+    ],
+)
+def test_quality_rules(change, reason):
+    assert decide(dialogue(turn(**{**GOOD, **change})), QUALITY) == (reason == "", reason)
+    assert decide(dialogue(turn(**{**GOOD, **change})), Rules())[0] == ("wer" not in change)  # all off by default
+
+
 def test_cer_rule_and_switching_rules_off():
     assert decide(dialogue(turn(cer=0.3)), Rules(max_cer=0.2))[1].startswith("cer:")
     assert decide(dialogue(turn(wer=0.9)), Rules(max_wer=None)) == (True, "")

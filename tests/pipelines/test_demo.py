@@ -41,8 +41,9 @@ def test_demo_runs_end_to_end_without_the_espeak_program(tmp_path):
     assert list(result["timings_s"]) == ["tokenize", "filter", "audit", "train stage 1", "train stage 2", "train stage 3",
                                          "speak", "evaluate"]
 
-    # The library's speech is what tiny.en hears: the sample's keeps and rejects hold on this path too.
-    expected = expected_outcomes()
+    # The library's speech is what tiny.en hears: the sample's keeps and rejects hold on this path too
+    # (the demo filters with the sample's quality rules: its noisy answer is a `dnsmos` reject).
+    expected = expected_outcomes(quality=True)
     dialogue = out / "dialogue"
     assert ids(dialogue / "kept") == {d for d, o in expected.items() if o == "keep"}
     assert ids(dialogue / "rejects") == {d for d, o in expected.items() if o == "reject"}
@@ -52,6 +53,8 @@ def test_demo_runs_end_to_end_without_the_espeak_program(tmp_path):
     assert tokens["in"] == tokens["kept"] == 36  # every voice of the TTS sample spoke, `en-gb` included
 
     assert (out / "report" / "index.html").stat().st_size > 0
+    report = json.loads((out / "report" / "audit.json").read_text())
+    assert report["rejections"]["by_reason"].get("dnsmos", 0) >= 1 and report["quality_curves"]["min_dnsmos_ovrl"]["run_threshold"]
     reply, rate = sf.read(out / "reply.wav", dtype="float32")
     assert rate > 0 and len(reply) > 0
     assert json.loads((out / "eval" / "eval.json").read_text())["n_replies"] > 0

@@ -29,6 +29,8 @@ def _cases(tmp: Path, tts_sample: Path) -> dict[str, tuple[list[str], list[str]]
     a_file.write_text("x")
     missing = tmp / "missing"
     tts = str(tts_sample)
+    q_rules = tmp / "q_rules.yaml"
+    q_rules.write_text("min_dnsmos_ovrl: 2.4\n")
     return {
         "tokenize missing input": (["pipelines.tokenize", "--input", str(missing / "m.jsonl"), "--output", str(tmp / "o1")],
                                    ["--input", str(missing / "m.jsonl")]),
@@ -38,6 +40,10 @@ def _cases(tmp: Path, tts_sample: Path) -> dict[str, tuple[list[str], list[str]]
                                ["--max-wer -0.5", ">= 0"]),
         "filter missing input": (["pipelines.filter", "--input", str(missing / "d.jsonl"), "--output", str(tmp / "o3")],
                                  ["--input", str(missing / "d.jsonl")]),
+        "filter quality rule not scored": (["pipelines.filter", "--input", tts, "--output", str(tmp / "o4"), "--rules", str(q_rules),
+                                            "--quality", "vad"], [f"--rules {q_rules}", "min_dnsmos_ovrl", "--quality dnsmos"]),
+        "filter unknown quality": (["pipelines.filter", "--input", tts, "--output", str(tmp / "o5"), "--quality", "dnsmos,pesq"],
+                                   ["--quality dnsmos,pesq", "'pesq'"]),
         "train zero_stage": (["pipelines.train", "--stage", "1", "--config", STAGE1, "zero_stage=7"], ["zero_stage", STAGE1]),
         "train unknown key": (["pipelines.train", "--stage", "1", "--config", STAGE1, "optim.lrr=1"], ["optim.lrr", STAGE1]),
         "audit missing folder": (["pipelines.audit", str(missing / "run"), "--report", str(tmp / "r")], [str(missing / "run")]),
