@@ -71,7 +71,10 @@ def test_dialogue_schema_roundtrip_and_contract():
     t = dialogue_schema().field("turns").type.value_type
     assert t.field("codes").type == pa.list_(pa.list_(pa.uint16(), 8))
     assert [f.name for f in t] == ["role", "text", "audio_flac", "sample_rate", "duration_s", "codes", "n_frames", "asr_hyp",
-                                   "asr_model", "text_ref_norm", "wer", "cer", "n_ref_words", "n_sub", "n_del", "n_ins"]
+                                   "asr_model", "text_ref_norm", "wer", "cer", "n_ref_words", "n_sub", "n_del", "n_ins",
+                                   # schema 3: the quality scores (`--quality dnsmos,vad`), null when not computed
+                                   "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808", "speech_ratio",
+                                   "lead_silence_s", "trail_silence_s"]
 
 
 def test_scored_tts_row_is_the_token_row_then_its_score_and_verdict():
