@@ -44,7 +44,7 @@ system-packages:
 		{ echo "apt-get install -y$$missing failed; install them, then make test again" >&2; exit 2; }
 
 test: venv system-packages
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=30 tests
 
 clean:
 	rm -rf $(VENV) out
