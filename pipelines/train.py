@@ -89,7 +89,8 @@ def make_progress_callback(cfg: StageConfig):
     from ray.train import UserCallback
 
     class Progress(UserCallback):
-        """Prints rank 0's metrics on the driver's terminal at every report (this runs in Ray Train's controller actor)."""
+        """Prints rank 0's metrics on the driver's terminal at every checkpoint report (this runs in Ray Train's
+        controller actor; the steps between are printed by rank 0, see `train_loop_per_worker`)."""
 
         def after_report(self, run_context, metrics, checkpoint):
             if metrics and metrics[0]:
@@ -168,10 +169,20 @@ def train_loop_per_worker(config: dict) -> None:
 
     from training.recipe import WorkerContext, run_worker
 
-    def report(metrics: dict, checkpoint_dir: str | None) -> None:
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
-
+    cfg = config["stage"]
     rt = ray.train.get_context()
+
+    def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        # Ray Train holds one pending report per worker and collects it at the controller's poll
+        # (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s), so a metrics-only `ray.train.report` at every
+        # logged step would cap training at one step per poll. Those lines are printed by rank 0
+        # here (TensorBoard has them too); Ray gets the checkpoints, with their metrics.
+        if checkpoint_dir is None:
+            if rt.get_world_rank() == 0:
+                terminal_line(format_progress(cfg.stage, cfg.max_steps, metrics))
+            return
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir))
+
     ctx = WorkerContext(rt.get_world_rank(), rt.get_world_size(), ray.train.torch.get_device(), report,
                         node_id=ray.get_runtime_context().get_node_id())
     checkpoint = ray.train.get_checkpoint()
