@@ -81,3 +81,20 @@ def filter_out(tmp_path_factory, dialogue_sample, cache_dir) -> tuple[Path, dict
     mtimes = {n: (out / "kept" / f"{n}.parquet").stat().st_mtime_ns for n in done}
     summary = run_module("pipelines.filter", *args)
     return out, {**summary, "killed_done": mtimes}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
+def pytest_collection_modifyitems(config, items):
+    """Groups for `pytest -n 2 --dist loadgroup` (`make test`): a test file runs on one worker, so its module
+    fixtures (a Ray cluster, a training run) run once, and every test that reads the shared filter run
+    (`filter_out`) runs on one worker, so it runs once. Files with slow end-to-end tests go first: the two
+    workers then finish close together instead of one waiting on a long job started last."""
+    for item in items:
+        group = "filter_out" if "filter_out" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    slow_groups = {_group(i) for i in items if i.get_closest_marker("slow")}
+    items.sort(key=lambda i: _group(i) not in slow_groups)  # stable: collection order within each part
+
+
+def _group(item) -> str:
+    return item.get_closest_marker("xdist_group").args[0]
