@@ -40,10 +40,12 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         else:
             continue
         for t in targets:
-            while t and t not in modules:  # `import a.b.c` of a non-module attribute: its module
+            while t and t not in modules:  # `from a.b import name` of a non-module attribute: its module
                 t = t.rpartition(".")[0]
-            if t and t != name:
-                out.add(t)
+            while t:  # importing `a.b.c` runs `a/__init__.py` and `a/b/__init__.py` too
+                if t != name and not name.startswith(t + "."):
+                    out.add(t)
+                t = t.rpartition(".")[0]
     return out
 
 
