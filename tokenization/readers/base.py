@@ -6,11 +6,10 @@ import hashlib
 import json
 import math
 
-from tokenization.schema import QuarantineRow
+from tokenization.schema import LINE_CAP, QuarantineRow
 from tokenization.units import ReaderOptions
 
 STAGE = "manifest"  # quarantine stage of everything a reader rejects (before any audio is decoded)
-LINE_CAP = 2000  # characters of an input line kept in a quarantine row: enough to see what was wrong
 
 
 class BadRecord(ValueError):

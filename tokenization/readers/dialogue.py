@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from tokenization.paths import folder_of, list_input_files
-from tokenization.readers.base import LINE_CAP, BadRecord, bad, line_of, manifest_source, stable_utt_id
+from tokenization.readers.base import BadRecord, bad, line_of, manifest_source, stable_utt_id
 from tokenization.readers.hf import audio_ref, read_row_group, row_groups_of
 from tokenization.readers.ranges import json_lines, ranges_of
-from tokenization.schema import QuarantineRow
+from tokenization.schema import LINE_CAP, QuarantineRow
 from tokenization.storage import open_input
 from tokenization.units import ASSISTANT, USER, AudioRef, DialogueSpec, ReaderOptions, TurnSpec, Unit
 

@@ -118,7 +118,7 @@ def read_input(uri: str, fmt: str = "auto", opts: ReaderOptions | None = None) -
     records, quarantined, seen = [], [], set()
     for unit in list_units(uri, fmt, opts):
         for rec in read_unit(unit, opts):
-            rid = "" if isinstance(rec, QuarantineRow) else getattr(rec, "utt_id", None) or rec.dialogue_id
+            rid = "" if isinstance(rec, QuarantineRow) else getattr(rec, "dialogue_id", None) or rec.utt_id
             if isinstance(rec, QuarantineRow):
                 quarantined.append(rec)
             elif rid in seen:
