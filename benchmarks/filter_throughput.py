@@ -33,7 +33,7 @@ from benchmarks.cpu_info import cpu_info  # noqa: E402
 from filtering.asr import SAMPLE_RATE, fastest_backend, load_asr, shipped_tiny_en  # noqa: E402
 from filtering.ct2_to_openai_whisper import convert  # noqa: E402
 from filtering.wer import score as wer_score  # noqa: E402
-from filtering.dialogue_manifest import list_dialogue_units, read_dialogues  # noqa: E402
+from tokenization.readers.registry import list_units, read_dialogues  # noqa: E402
 from filtering.dialogue_schema import ASSISTANT  # noqa: E402
 from filtering.rules import Rules  # noqa: E402
 from filtering.sample_dialogues import make_dialogue_sample  # noqa: E402
@@ -105,7 +105,7 @@ def main() -> None:
                                                             for t in s.turns]}) + "\n"
                                       for s in specs))
     opts = ReaderOptions()
-    units = list_dialogue_units(str(bench_manifest), opts)
+    units = list_units(str(bench_manifest), "dialogue", opts)
 
     def pipeline(with_codec: bool, out: Path) -> float:
         job = filter_job("dialogue", opts, "bench", asr=filt, rules=Rules(), codec=codec, max_seconds=60.0,

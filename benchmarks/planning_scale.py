@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from benchmarks.cpu_info import cpu_info  # noqa: E402
-from tokenization.units import ReaderOptions, formats, list_units  # noqa: E402
+from tokenization.readers.registry import formats, list_units  # noqa: E402
+from tokenization.units import ReaderOptions  # noqa: E402
 
 
 PLAN = r"""
@@ -40,7 +41,8 @@ import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 t = time.perf_counter()
 from tokenization.sharded_job import compute_run_id, pending_units
-from tokenization.units import ReaderOptions, list_units
+from tokenization.readers.registry import list_units
+from tokenization.units import ReaderOptions
 t_import = time.perf_counter() - t
 rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cpu_info import cpu_info  # noqa: E402
 from filtering.asr import SAMPLE_RATE, load_asr  # noqa: E402
-from filtering.dialogue_manifest import read_dialogues  # noqa: E402
+from tokenization.readers.registry import read_dialogues  # noqa: E402
 from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac  # noqa: E402
 from filtering.quality import DNSMOS_COLUMNS, QualityScorer  # noqa: E402
 from filtering.rules import Rules  # noqa: E402

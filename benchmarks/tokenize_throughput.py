@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.cpu_info import cpu_info  # noqa: E402
 from tokenization.audio import load_audio  # noqa: E402
 from tokenization.codec import load_codec  # noqa: E402
-from tokenization.manifest import read_inputs  # noqa: E402
+from tokenization.readers.registry import read_input  # noqa: E402
 from tokenization.sample_corpus import make_tts_sample  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def bare_loop(manifest: Path, batch_size: int) -> tuple[float, float]:
     """(audio seconds, wall seconds) for a plain loop calling the codec directly."""
     t0 = time.perf_counter()
     codec = load_codec("tiny")
-    entries, _, _ = read_inputs(str(manifest))
+    entries, _ = read_input(str(manifest))
     seconds = 0.0
     for i in range(0, len(entries), batch_size):
         waves = [load_audio(e.audio.path, codec.sample_rate) for e in entries[i : i + batch_size]]

@@ -29,10 +29,10 @@ import soundfile as sf
 from tokenization import storage
 from tokenization.schema import (KEPT, N_CODEBOOKS, REJECTS, SHARDS, TokenRow, arrow_fields, arrow_schema, codes_to_numpy,
                                  codes_type, column)
+from tokenization.units import ASSISTANT, USER  # noqa: F401  (DialogueTurn.role: the roles the dialogue reader yields)
 
 DIALOGUE_SCHEMA_VERSION = "3"  # 2: `split` column (tokenization.splits); 3: quality columns (QualityScore)
 
-USER, ASSISTANT = "user", "assistant"  # DialogueTurn.role
 
 
 @dataclass

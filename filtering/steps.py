@@ -1,7 +1,7 @@
 """The filter job's steps for the sharded-job engine (`tokenization/sharded_job.py`): no Ray.
 
     read   (task)   dialogues: a manifest unit -> `DialogueSpec` / `QuarantineRow`
-                    (`filtering.dialogue_manifest.read_dialogue_unit`); TTS: a token-shard file -> token rows
+                    (`tokenization.readers.dialogue.read_dialogue_unit`); TTS: a token-shard file -> token rows
     load   (task)   read and validate the audio (`tokenization.audio.read_ref`)
     quality (actors) `QualityBatch` (with `--quality`): DNSMOS / Silero VAD loaded once; fills the quality columns
     score  (actors) `ScoreBatch`: ASR model loaded once; transcribe, score, `decide`
@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from filtering.asr import SAMPLE_RATE, AsrBackend, load_asr
-from filtering.dialogue_manifest import DialogueSpec, read_dialogue_unit
 from filtering.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, flac_to_pcm, pcm_to_flac
 from filtering.quality import QualityScorer
 from filtering.rules import Rules, decide, prejudge
@@ -34,7 +33,9 @@ from tokenization.codec import SpeechCodec, load_codec
 from tokenization.schema import sha1_hex
 from tokenization.sharded_job import Item, JobSpec, Step, shard_unit
 from tokenization.splits import SplitConfig, assign_split
-from tokenization.units import AudioRef, ReaderOptions, Unit, read_unit
+from tokenization.readers.dialogue import read_dialogue_unit
+from tokenization.readers.registry import read_unit
+from tokenization.units import AudioRef, DialogueSpec, ReaderOptions, Unit
 
 
 def load_dialogue(spec: DialogueSpec, run_id: str, max_seconds: float | None, split: SplitConfig = SplitConfig()) -> DialogueRow:

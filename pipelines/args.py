@@ -15,8 +15,9 @@ import argparse
 from tokenization import storage
 from tokenization.errors import UserError
 from tokenization.splits import SplitConfig
-from tokenization.paths import input_root
-from tokenization.units import ReaderOptions, Unit, formats, keyed, list_units
+from tokenization.paths import GLOB_CHARS
+from tokenization.readers.registry import formats, keyed_listing, list_units
+from tokenization.units import ReaderOptions, Unit
 
 
 def add_io_args(p: argparse.ArgumentParser, input_help: str) -> None:
@@ -110,16 +111,14 @@ def quality_scorers(args: argparse.Namespace) -> tuple[str, ...]:
 def input_units(uri: str, fmt: str, opts: ReaderOptions, lister=None) -> list[Unit]:
     """The driver's unit listing of `--input` (files, row groups, byte ranges: never rows).
 
-    `--format auto` picks the layout from the name (`tokenization.units.list_units`). A missing input or an
-    unknown layout is a `UserError` naming `--input`.
+    `--format auto` picks the layout from the name (`tokenization.readers.registry.list_units`); `lister` lists
+    what is no corpus layout (a tokenize output's shards). A missing input or an unknown layout is a `UserError`
+    naming `--input`.
     """
-    if not any(c in uri for c in "*?[") and not storage.exists(uri):
+    if not any(c in uri for c in GLOB_CHARS) and not storage.exists(uri):
         raise UserError(f"--input {uri}: no such file or folder")
     try:
-        if lister is not None:  # indexed and keyed as list_units does: shard names derive from the keys
-            units = keyed(lister(uri, opts), input_root(uri))
-        else:
-            units = list_units(uri, fmt, opts)
+        units = keyed_listing(uri, lister, opts) if lister is not None else list_units(uri, fmt, opts)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise UserError(f"--input {uri}: {exc}") from exc
     if not units:

@@ -17,7 +17,6 @@ import sys
 import time
 
 from filtering.asr import resolve_spec
-from filtering.dialogue_manifest import list_dialogue_units
 from filtering.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
 from filtering.rules import Rules
 from filtering.steps import filter_job
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         units = input_units(args.input, args.format, opts, lister=token_shard_units)
     else:
         audio_units = []
-        units = input_units(args.input, "dialogue", opts, lister=list_dialogue_units)
+        units = input_units(args.input, "dialogue", opts)
     codec = load_codec(args.codec, n_codebooks=args.n_codebooks)  # validates the spec before any work
     # once, here: every ASR actor (and a rerun) uses the same backend, and the resolved spec is in the run id
     args.asr = resolve_spec(args.asr, args.device, backend=args.asr_backend)

@@ -142,7 +142,7 @@ def make_hf_parquet(out: Path, cache: Path | None = None) -> Corpus:
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
     clips = speech(6, cache or out / "_speech")
-    from tokenization.manifest import stable_utt_id
+    from tokenization.readers.base import stable_utt_id
 
     rows, c = [], Corpus(data)
     name = "train-00000-of-00002.parquet"

@@ -96,12 +96,15 @@ class TokenRow:
         return cls(**kw)
 
 
+LINE_CAP = 2000  # characters of an input line a quarantine row keeps: enough to see what was wrong
+
+
 @dataclass
 class QuarantineRow:
     """An input row that could not be processed, with the file and the reason (`OUT/quarantine/`)."""
 
     utt_id: str = column(pa.string())  # empty when the manifest line could not be parsed
-    line: str = column(pa.string())  # the manifest line (or record) as read, for rows without an id
+    line: str = column(pa.string())  # the manifest line (or record) as read, for rows without an id; LINE_CAP chars
     file: str = column(pa.string())  # the audio file or manifest the problem is in
     stage: str = column(pa.string())  # manifest | load | encode | ...
     reason: str = column(pa.string())

@@ -41,7 +41,7 @@ from tokenization import storage
 from tokenization.audio import BadAudio
 from tokenization.errors import UserError
 from tokenization.paths import nearest_existing
-from tokenization.schema import (MANIFEST, QUARANTINE, QUARANTINE_SCHEMA, REJECTS, SHARDS, QuarantineRow, sha1_hex,
+from tokenization.schema import (LINE_CAP, MANIFEST, QUARANTINE, QUARANTINE_SCHEMA, REJECTS, SHARDS, QuarantineRow, sha1_hex,
                                   stable_json, table_to_parquet_bytes)
 from tokenization.units import Unit
 
@@ -492,7 +492,7 @@ def reason_key(reason: str) -> str:
 
 def quarantine_table(items: list[Item], run_id: str) -> pa.Table:
     return pa.Table.from_pylist(
-        [{"utt_id": i.id, "line": i.line[:2000], "file": i.file, "stage": i.stage, "reason": i.reason, "run_id": run_id} for i in items],
+        [{"utt_id": i.id, "line": i.line[:LINE_CAP], "file": i.file, "stage": i.stage, "reason": i.reason, "run_id": run_id} for i in items],
         schema=QUARANTINE_SCHEMA)
 
 

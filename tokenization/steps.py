@@ -1,6 +1,6 @@
 """The tokenization job's steps for the sharded-job engine (`tokenization/sharded_job.py`): no Ray.
 
-    read   (task)   a unit -> `Utterance` / `QuarantineRow` records (`tokenization.units.read_unit`)
+    read   (task)   a unit -> `Utterance` / `QuarantineRow` records (`tokenization.readers.registry.read_unit`)
     load   (task)   decode, validate and resample one utterance's audio (`tokenization.audio.read_ref`)
     encode (actors) `EncodeStep`: the codec loaded once per actor, one call per batch
     write           `TokenSink`: token rows -> `shards/`
@@ -21,7 +21,8 @@ from tokenization.codec import SpeechCodec, load_codec
 from tokenization.schema import N_CODEBOOKS, codes_to_arrow, meta_json, sha1_hex, token_schema
 from tokenization.sharded_job import SHARDS, Item, JobSpec, Step
 from tokenization.splits import SplitConfig, assign_split
-from tokenization.units import ReaderOptions, Utterance, read_unit
+from tokenization.readers.registry import read_unit
+from tokenization.units import ReaderOptions, Utterance
 
 
 def utterance_id(rec: Utterance) -> str:

@@ -1,18 +1,18 @@
-"""Units of work and the utterance records that input readers yield: the contract between a
-corpus layout and the sharded-job engine.
+"""Units of work and the records that input readers yield: the contract between a corpus layout
+and the sharded-job engine.
 
 The driver lists *units* -- a tar, a Parquet row group, a byte range of a big manifest, a
 range of a cuts file -- never utterances. Inside a Ray task a reader turns one unit into
 `Utterance` records (or `QuarantineRow`s naming the file/line and the reason). Output shards
 derive from units, so resume and byte-identical reruns hold for every layout.
 
+    from tokenization.readers.registry import list_units, read_unit
     units = list_units("s3://bucket/Emilia/EN/*.tar", "webdataset", ReaderOptions())   # driver
     for rec in read_unit(units[0], ReaderOptions()):                                    # task
         ...  # Utterance | QuarantineRow
 
-This module holds the dataclasses and the registry; each layout's module in
-`tokenization/readers/` registers its reader (`register_reader`) when that package is imported,
-which the registry functions do on first use (so readers may import this module freely).
+This module holds dataclasses only and imports no reader; the table of layouts and the functions
+that dispatch through it are `tokenization/readers/registry.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from tokenization.errors import UserError
 from tokenization.schema import QuarantineRow, sha1_hex, stable_json
 
 
@@ -38,7 +37,7 @@ class Unit:
     """
 
     uri: str  # local absolute path or s3:// URI of the file
-    fmt: str  # reader name (see `register_reader`)
+    fmt: str  # layout name (a key of `tokenization.readers.registry.READERS`)
     index: int = 0
     part: int = 0  # row group (Parquet) or range number (manifests); 0 for whole files
     start: int = 0  # first byte (manifest ranges) or first row group
@@ -122,6 +121,51 @@ class Utterance:
         return cls(**{**d, "audio": AudioRef.from_dict(d["audio"])})
 
 
+USER, ASSISTANT = "user", "assistant"  # the roles of dialogue turns (and of `DialogueTurn.role` in the shards)
+
+
+@dataclass
+class TurnSpec:
+    """One turn a dialogue reader found: role, text and where its audio is."""
+
+    role: str
+    text: str
+    audio: AudioRef
+
+    @property
+    def audio_path(self) -> str:
+        """The file the turn's audio is in ("" for embedded audio)."""
+        return self.audio.path
+
+    def to_dict(self) -> dict:
+        return {"role": self.role, "text": self.text, "audio": self.audio.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TurnSpec":
+        audio = AudioRef.from_dict(d["audio"]) if "audio" in d else AudioRef(path=d["audio_path"])
+        return cls(d["role"], d["text"], audio)
+
+
+@dataclass
+class DialogueSpec:
+    """One dialogue a dialogue reader found (`--format dialogue`): what the filter's dialogue row needs."""
+
+    dialogue_id: str
+    source: str
+    language: str
+    speaker: str
+    turns: list[TurnSpec] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-safe (embedded turn audio as base64)."""
+        return {"dialogue_id": self.dialogue_id, "source": self.source, "language": self.language,
+                "speaker": self.speaker, "turns": [t.to_dict() for t in self.turns]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DialogueSpec":
+        return cls(d["dialogue_id"], d["source"], d["language"], d["speaker"], [TurnSpec.from_dict(t) for t in d["turns"]])
+
+
 @dataclass
 class ReaderOptions:
     """Reader settings from the CLI; one object so every reader takes the same arguments."""
@@ -152,44 +196,6 @@ def keyed(units: list[Unit], root: str) -> list[Unit]:
             for i, u in enumerate(units)]
 
 
-Record = Utterance | QuarantineRow
+Record = Utterance | DialogueSpec | QuarantineRow  # a dialogue layout yields DialogueSpecs
 Lister = Callable[[str, ReaderOptions], list[Unit]]
 Reader = Callable[[Unit, ReaderOptions], Iterator[Record]]
-_READERS: dict[str, tuple[Lister, Reader]] = {}
-
-
-def register_reader(fmt: str, lister: Lister, reader: Reader) -> None:
-    _READERS[fmt] = (lister, reader)
-
-
-def _readers() -> dict[str, tuple[Lister, Reader]]:
-    import tokenization.readers  # noqa: F401  (registers every layout; imported late: it imports us)
-
-    return _READERS
-
-
-def formats() -> tuple[str, ...]:
-    return ("auto", *sorted(_readers()))
-
-
-def list_units(uri: str, fmt: str, opts: ReaderOptions) -> list[Unit]:
-    """Driver side: the units of an input, indexed in listing order. Reads listings and footers only.
-
-    `fmt` "auto" picks the layout from the input's name, a folder's listing or a Parquet schema
-    (`tokenization.readers.detect_format`).
-    """
-    readers = _readers()
-    if fmt == "auto":
-        from tokenization.readers import detect_format
-
-        fmt = detect_format(uri)
-    if fmt not in readers:
-        raise UserError(f"--format {fmt}: expected one of {', '.join(formats())}")
-    from tokenization.paths import input_root
-
-    return keyed(readers[fmt][0](uri, opts), input_root(uri))
-
-
-def read_unit(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
-    """Task side: every utterance (or quarantine row) of one unit, in a deterministic order."""
-    return _readers()[unit.fmt][1](unit, opts)

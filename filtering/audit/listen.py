@@ -30,8 +30,9 @@ from filtering.audit.stats import N_EXAMPLES, diff_ops
 from filtering.dialogue_schema import FILTER_DIALOGUE, TTS, USER, flac_to_pcm
 from filtering.normalize import normalize
 from tokenization.audio import read_ref, resample
-from tokenization.schema import codes_to_numpy
-from tokenization.units import AudioRef
+from tokenization.readers.registry import list_units, read_unit
+from tokenization.schema import QuarantineRow, codes_to_numpy
+from tokenization.units import AudioRef, ReaderOptions
 
 CLIP_RATE = SAMPLE_RATE  # what the ASR heard (16 kHz; Opus takes 8/12/16/24/48 kHz)
 MIME = "audio/ogg"
@@ -81,19 +82,21 @@ def pick_examples(facts: list[RowFact], figures: dict, lint_checks: list[dict]) 
 
 
 def _source_refs(kind: str, manifest: str | None, ids: set[str]) -> dict[str, list[AudioRef]]:
-    """{row id: source audio per clip} of the rows in `ids`, from the run's input manifest when given
-    (spans and embedded audio included; only the picked rows' refs are kept)."""
-    if not manifest:
+    """{row id: source audio per clip} of the rows in `ids`, from the run's input when given: any layout the
+    unit readers know (tars, HF Parquet, cuts, manifests; spans and embedded audio included), read one unit at
+    a time and stopping once every id is found; only the picked rows' refs are kept."""
+    if not manifest or not ids:
         return {}
-    if kind == FILTER_DIALOGUE:
-        from filtering.dialogue_manifest import read_dialogues
-
-        specs, _ = read_dialogues(manifest)
-        return {s.dialogue_id: [t.audio for t in s.turns] for s in specs if s.dialogue_id in ids}
-    from tokenization.manifest import read_inputs
-
-    entries, _, _ = read_inputs(manifest)
-    return {e.utt_id: [e.audio] for e in entries if e.utt_id in ids}
+    opts = ReaderOptions()
+    found: dict[str, list[AudioRef]] = {}
+    for unit in list_units(manifest, "dialogue" if kind == FILTER_DIALOGUE else "auto", opts):
+        for rec in read_unit(unit, opts):
+            rid = getattr(rec, "dialogue_id", None) or getattr(rec, "utt_id", "")
+            if rid in ids and rid not in found and not isinstance(rec, QuarantineRow):
+                found[rid] = [t.audio for t in rec.turns] if kind == FILTER_DIALOGUE else [rec.audio]
+        if len(found) == len(ids):
+            break
+    return found
 
 
 class ClipAudio:

@@ -37,7 +37,7 @@ def openai_asr(openai_checkpoint):
 @pytest.fixture(scope="session")
 def loaded_records(dialogue_sample):
     """The sample's dialogues loaded as filter items (no Ray): the job's read + load steps, one batch."""
-    from filtering.dialogue_manifest import list_dialogue_units
+    from tokenization.readers.registry import list_units
     from filtering.rules import Rules
     from filtering.steps import filter_job
     from tokenization.sharded_job import read_batches
@@ -46,7 +46,7 @@ def loaded_records(dialogue_sample):
     opts = ReaderOptions()
     job = filter_job("dialogue", opts, "test", asr="tiny.en", rules=Rules(), codec="tiny", max_seconds=None,
                      rows_per_shard=1000, batch_size=1000)
-    items = [i for unit in list_dialogue_units(str(dialogue_sample), opts) for b in read_batches(job, unit, None, set()) for i in b.items]
+    items = [i for unit in list_units(str(dialogue_sample), "dialogue", opts) for b in read_batches(job, unit, None, set()) for i in b.items]
     assert all(i.status == "ok" or i.stage == "load" for i in items)
     return items
 
@@ -58,7 +58,8 @@ def tokenize_out(tmp_path_factory, tts_sample, tiny_codec) -> tuple[Path, Path]:
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, write_manifest
     from tokenization.steps import tokenize_job
-    from tokenization.units import ReaderOptions, list_units
+    from tokenization.readers.registry import list_units
+    from tokenization.units import ReaderOptions
 
     root = tmp_path_factory.mktemp("tts8")
     lines = tts_sample.read_text().splitlines()[:8]

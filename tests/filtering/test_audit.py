@@ -449,3 +449,26 @@ def test_clip_from_a_source_span_plays_only_the_span(tmp_path):
     span = AudioRef(path=str(tmp_path / "long.wav"), start_s=1.0, duration_s=1.5)
     samples, got_rate, route = ClipAudio(ListenOptions(), {"u1": [span]}).get("u1", 0, {"role": "tts"})
     assert route == "source file" and got_rate == rate and len(samples) == int(1.5 * rate)
+
+
+def test_source_audio_is_found_in_webdataset_tars(tmp_path):
+    """`--audio-manifest` naming a folder of Emilia-style tars: the listen lookup goes through the unit readers,
+    finds the picked id in the second tar and plays its embedded audio (not codes, not another sample's)."""
+    import numpy as np
+
+    from filtering.audit.listen import ClipAudio, _source_refs
+    from filtering.dialogue_schema import FILTER_TTS, TTS
+    from tests.corpora import _emilia, _tar, encode
+
+    rate = 16000
+    tones = {k: (0.3 * np.sin(2 * np.pi * f * np.arange(n) / rate)).astype(np.float32)
+             for k, f, n in (("EN_W0", 220.0, rate), ("EN_W1", 330.0, rate // 2), ("EN_W2", 440.0, 3 * rate // 4))}
+    _tar(tmp_path / "EN" / "EN-B000000.tar", [(f"EN_W0.{e}", d) for e, d in (("json", _emilia("EN_W0", "a", "s")),
+                                                                              ("flac", encode(tones["EN_W0"], rate, "FLAC")))])
+    _tar(tmp_path / "EN" / "EN-B000001.tar", [m for k in ("EN_W1", "EN_W2") for m in
+                                              ((f"{k}.json", _emilia(k, "b", "s")), (f"{k}.flac", encode(tones[k], rate, "FLAC")))])
+    refs = _source_refs(FILTER_TTS, str(tmp_path / "EN"), {"EN_W2"})
+    assert set(refs) == {"EN_W2"} and refs["EN_W2"][0].data is not None  # only the picked row's audio is kept
+    samples, got_rate, route = ClipAudio(ListenOptions(), refs).get("EN_W2", 0, {"role": TTS, "codes": [[0] * 8]})
+    assert route == "source file" and got_rate == rate
+    np.testing.assert_allclose(samples, tones["EN_W2"], atol=1e-3)

@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-from filtering.dialogue_manifest import DialogueSpec, list_dialogue_units, read_dialogue_unit, read_dialogues
+from tokenization.readers.dialogue import read_dialogue_unit
+from tokenization.readers.registry import list_units, read_dialogues
+from tokenization.units import DialogueSpec
 from filtering.dialogue_schema import ASSISTANT, USER
 from filtering.steps import load_dialogue
 from tests.corpora import make_hf_dialogues, make_instruct_s2s
@@ -27,7 +29,7 @@ def _check(specs, bad, corpus) -> None:
 
 def test_hf_dialogue_parquet_with_embedded_audio(tmp_path, speech_cache):
     corpus = make_hf_dialogues(tmp_path / "hf", speech_cache)
-    units = list_dialogue_units(str(corpus.input), ReaderOptions())
+    units = list_units(str(corpus.input), "dialogue", ReaderOptions())
     assert [(u.uri.rsplit("/", 1)[-1], u.part) for u in units] == [
         ("qa.parquet", 0), ("turns.parquet", 0), ("turns.parquet", 1), ("voiceassistant.parquet", 0)]
     specs, bad = read_dialogues(str(corpus.input))
@@ -89,6 +91,6 @@ def test_dialogue_paths_escaping_the_folder_are_quarantined(tmp_path):
     assert all("escapes" in q.reason and "--allow-outside-paths" in q.reason for q in bad)
     assert specs[0].turns[1].audio_path == str(root / "a.wav")
     opts = ReaderOptions(unit_bytes=100)  # byte ranges give the same records
-    ranged = [r for u in list_dialogue_units(str(root / "m.jsonl"), opts) for r in read_dialogue_unit(u, opts)]
-    assert len(list_dialogue_units(str(root / "m.jsonl"), opts)) > 3
+    ranged = [r for u in list_units(str(root / "m.jsonl"), "dialogue", opts) for r in read_dialogue_unit(u, opts)]
+    assert len(list_units(str(root / "m.jsonl"), "dialogue", opts)) > 3
     assert [getattr(r, "dialogue_id", None) or r.utt_id for r in ranged] == ["up", "deep", "link", "ok", "abs"]

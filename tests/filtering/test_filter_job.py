@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from filtering.asr import load_asr
-from filtering.dialogue_manifest import list_dialogue_units
+from tokenization.readers.registry import list_units
 from filtering.rules import Rules
 from filtering.steps import filter_job
 from tokenization.sharded_job import run_local
@@ -91,7 +91,7 @@ def test_resume_after_kill_finishes_with_the_same_shards_as_the_library(filter_o
     asr = load_asr(metadata[b"asr"].decode())  # the backend the job resolved once on its driver
     job = filter_job("dialogue", opts, run_id, asr=asr, rules=Rules.load(dialogue_sample.parent / RULES_FILE), codec=tiny_codec,
                      max_seconds=60.0, rows_per_shard=4, batch_size=8, quality=("dnsmos", "vad"))
-    run_local(job, list_dialogue_units(str(dialogue_sample), opts), str(ref), metadata)
+    run_local(job, list_units(str(dialogue_sample), "dialogue", opts), str(ref), metadata)
     for sub in ("kept", "rejects", "quarantine"):
         names = sorted(p.name for p in (ref / sub).glob("shard-*.parquet"))
         assert names == sorted(p.name for p in (out / sub).glob("shard-*.parquet")) and names

@@ -154,7 +154,7 @@ def test_dialogues_through_the_filter_steps(answers, scorer, faster_asr, tiny_co
 
     import pyarrow.dataset as pads
 
-    from filtering.dialogue_manifest import list_dialogue_units
+    from tokenization.readers.registry import list_units
     from filtering.steps import filter_job
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import run_local
@@ -175,7 +175,7 @@ def test_dialogues_through_the_filter_steps(answers, scorer, faster_asr, tiny_co
     rules = dataclasses.replace(RULES, max_wer=0.3)  # tiny.en mishears a word of this voice now and then: not this test's subject
     job = filter_job("dialogue", opts, "held-out", asr=faster_asr, rules=rules, codec=tiny_codec, max_seconds=60.0,
                      rows_per_shard=100, batch_size=8, quality=scorer)
-    run_local(job, list_dialogue_units(str(manifest), opts), str(tmp_path / "out"), file_metadata(tiny_codec.info, {"run_id": "held-out"}))
+    run_local(job, list_units(str(manifest), "dialogue", opts), str(tmp_path / "out"), file_metadata(tiny_codec.info, {"run_id": "held-out"}))
     files = [str(f) for sub in ("kept", "rejects") for f in (tmp_path / "out" / sub).glob("*.parquet")]
     rows = {r["dialogue_id"]: r for r in pads.dataset(files, format="parquet").to_table().to_pylist()}
     assert set(rows) == set(EXPECTED)

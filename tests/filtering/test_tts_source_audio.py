@@ -12,7 +12,8 @@ import filtering.steps as steps
 from tests.jobs import visible_files
 from tokenization.schema import TokenRow, rows_to_table
 from tokenization.sharded_job import shard_name
-from tokenization.units import ReaderOptions, Unit, list_units
+from tokenization.readers.registry import list_units
+from tokenization.units import ReaderOptions, Unit
 
 
 def _corpus(tmp_path):

@@ -20,7 +20,8 @@ from tests.jobs import kill_session, visible_files
 from tests.pipelines.conftest import BAD_KINDS
 from tokenization.schema import SCHEMA_VERSION, codes_to_numpy, read_file_metadata, token_schema
 from tokenization.sharded_job import shard_name
-from tokenization.units import ReaderOptions, list_units
+from tokenization.readers.registry import list_units
+from tokenization.units import ReaderOptions
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -174,7 +175,8 @@ def test_killed_writer_is_rerun_within_the_job(dirty_corpus, tiny_codec, tmp_pat
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import run_local
     from tokenization.steps import tokenize_job
-    from tokenization.units import ReaderOptions, list_units
+    from tokenization.readers.registry import list_units
+    from tokenization.units import ReaderOptions
 
     out = tmp_path / "writer_killed"
     args = ["--codec", "tiny", "--rows-per-shard", "100", "--batch-size", "1", "--max-duration", "8"]  # one shard: 23 rows

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from tokenization.audio import BadAudio, read_ref
 from tokenization.schema import QuarantineRow
-from tokenization.units import ReaderOptions, Unit, Utterance, list_units, read_unit
+from tokenization.readers.registry import list_units, read_unit
+from tokenization.units import ReaderOptions, Unit, Utterance
 
 
 @dataclass

@@ -5,7 +5,7 @@ import pytest
 
 from tokenization.audio import load_audio
 from tokenization.codec import load_codec
-from tokenization.manifest import read_inputs
+from tokenization.readers.registry import read_input
 
 
 def test_tiny_mimi_facts(tiny_codec):
@@ -15,7 +15,7 @@ def test_tiny_mimi_facts(tiny_codec):
 
 
 def test_round_trip_shapes_and_frame_count(tiny_codec, tts_sample):
-    entries, _, _ = read_inputs(str(tts_sample))
+    entries, _ = read_input(str(tts_sample))
     waves = [load_audio(e.audio.path, tiny_codec.sample_rate) for e in entries[:5]]
     codes = tiny_codec.encode(waves)
     for wave, c in zip(waves, codes):
@@ -30,14 +30,14 @@ def test_round_trip_shapes_and_frame_count(tiny_codec, tts_sample):
 
 def test_codes_spread_over_codebook(tiny_codec, tts_sample):
     """A fresh Mimi emits only code 0; the calibrated tiny one must use much of each codebook."""
-    entries, _, _ = read_inputs(str(tts_sample))
+    entries, _ = read_input(str(tts_sample))
     codes = np.concatenate(tiny_codec.encode([load_audio(e.audio.path, 24000) for e in entries[:12]]))
     for k in range(8):
         assert len(np.unique(codes[:, k])) > 30, f"codebook {k} barely used"
 
 
 def test_batch_encoding_matches_one_by_one_and_is_deterministic(tiny_codec, tts_sample):
-    entries, _, _ = read_inputs(str(tts_sample))
+    entries, _ = read_input(str(tts_sample))
     waves = [load_audio(e.audio.path, 24000) for e in entries[:4]]
     batched = tiny_codec.encode(waves)
     other_process_codec = load_codec("tiny")  # rebuilt from the seed, as every Ray actor does

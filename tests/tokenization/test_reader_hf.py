@@ -4,8 +4,9 @@ import pytest
 
 from tests.tokenization.readers_util import assert_matches, run_reader
 from tokenization.errors import UserError
-from tokenization.manifest import stable_utt_id
-from tokenization.units import ReaderOptions, list_units, read_unit
+from tokenization.readers.base import stable_utt_id
+from tokenization.readers.registry import list_units, read_unit
+from tokenization.units import ReaderOptions
 
 
 def test_hf_parquet_row_groups_structs_and_bad_rows(hf_corpus):

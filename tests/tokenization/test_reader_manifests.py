@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.tokenization.readers_util import assert_matches, run_reader
-from tokenization.manifest import read_inputs
 from tokenization.sample_corpus import make_libritts_layout, make_ljspeech_layout
-from tokenization.units import ReaderOptions, list_units, read_unit
+from tokenization.readers.registry import list_units, read_input, read_unit
+from tokenization.units import ReaderOptions
 
 
 def test_segment_manifest_spans_start_end_and_offset_duration(span_corpus):
@@ -73,7 +73,7 @@ def test_paths_escaping_the_folder_are_quarantined_unless_allowed(tmp_path):
                                                                   str(tmp_path / "secret.wav"), "s3://bucket/x.wav"]
     allowed = list(read_unit(list_units(str(manifest), "jsonl", ReaderOptions())[0], ReaderOptions(allow_outside_paths=True)))
     assert all(hasattr(r, "audio") for r in allowed) and allowed[0].audio.path == str(tmp_path / "secret.wav")
-    entries, bad, _ = read_inputs(str(manifest))  # the whole-file listing obeys the same rule
+    entries, bad = read_input(str(manifest))  # the whole-input read obeys the same rule
     assert {q.utt_id for q in bad} == {"up", "deep", "link"} and len(entries) == 4
     (tmp_path / "elsewhere").mkdir()
     opts = ReaderOptions(audio_root=str(tmp_path / "elsewhere"))
@@ -94,7 +94,7 @@ def test_ljspeech_and_libritts_layouts_through_units(tmp_path):
 
 
 def test_auto_format_detection(webdataset_corpus, hf_corpus, cuts_corpus, span_corpus, tmp_path):
-    from tokenization.readers import detect_format
+    from tokenization.readers.registry import detect_format
 
     assert detect_format(str(webdataset_corpus.input)) == "webdataset"  # a folder of tars
     assert detect_format(f"{webdataset_corpus.input}/*.tar") == "webdataset"
@@ -119,7 +119,7 @@ def test_input_mistakes_are_user_errors_naming_the_input(tmp_path):
 
 
 def test_whole_file_listing_keeps_spans(span_corpus):
-    entries, bad, n_in = read_inputs(str(span_corpus.input))
-    assert n_in == span_corpus.n_rows and len(entries) + len(bad) == n_in
+    entries, bad = read_input(str(span_corpus.input))
+    assert len(entries) + len(bad) == span_corpus.n_rows
     seg1 = next(e for e in entries if e.utt_id == "seg1")
     assert seg1.audio.start_s > 0 and seg1.audio.duration_s == span_corpus.durations["seg1"]

@@ -7,7 +7,8 @@ import soundfile as sf
 from tests.corpora import make_lhotse_cuts
 from tests.tokenization.readers_util import assert_matches, run_reader
 from tokenization.audio import BadAudio, read_span
-from tokenization.units import AudioRef, ReaderOptions, list_units, read_unit
+from tokenization.readers.registry import list_units, read_unit
+from tokenization.units import AudioRef, ReaderOptions
 
 
 def test_lhotse_cuts_read_only_their_span(cuts_corpus):

@@ -4,7 +4,8 @@ import tarfile
 
 from tests.corpora import encode, speech
 from tests.tokenization.readers_util import assert_matches, run_reader
-from tokenization.units import ReaderOptions, Utterance, list_units, read_unit
+from tokenization.readers.registry import list_units, read_unit
+from tokenization.units import ReaderOptions, Utterance
 
 
 def test_emilia_tars_read_by_key_with_meta_and_every_bad_kind_quarantined(webdataset_corpus):

@@ -59,7 +59,8 @@ def test_tokenize_output_has_no_speaker_in_two_splits(tts_sample, tiny_codec, tm
     from tokenization.schema import file_metadata, token_schema
     from tokenization.sharded_job import run_local
     from tokenization.steps import tokenize_job
-    from tokenization.units import ReaderOptions, list_units
+    from tokenization.readers.registry import list_units
+    from tokenization.units import ReaderOptions
 
     recs = [json.loads(line) for line in tts_sample.read_text().splitlines()][:18]
     for i, r in enumerate(recs):

@@ -17,10 +17,9 @@ import pyarrow.parquet as pq
 
 from tokenization import storage
 from tokenization.errors import UserError
-from tokenization.manifest import stable_utt_id
 from tokenization.paths import InputFile, OutsidePath, folder_of, list_input_files, resolve_audio_path
-from tokenization.readers.base import bad, line_of, meta_of, source_name
-from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance, register_reader
+from tokenization.readers.base import bad, line_of, meta_of, source_name, stable_utt_id
+from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance
 
 TEXT_COLUMNS = ("text", "text_normalized", "transcript", "sentence", "normalized_text")
 SPEAKER_COLUMNS = ("speaker", "speaker_id", "client_id")
@@ -121,6 +120,3 @@ def read_hf(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
                         speaker=str(row.get(speaker_col) or "") if speaker_col else "", source=source,
                         language=str(row.get(lang_col) or "en") if lang_col else "en",
                         meta=meta_of(row, used), where=where)
-
-
-register_reader("hf", list_row_groups, read_hf)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from tokenization.manifest import BadRecord, span_of
 from tokenization.paths import OutsidePath, folder_of, resolve_audio_path
-from tokenization.readers.base import bad, meta_of, source_name
-from tokenization.readers.manifests import json_lines
-from tokenization.readers.ranges import list_ranges
+from tokenization.readers.base import BadRecord, bad, meta_of, source_name
+from tokenization.readers.manifests import span_of
+from tokenization.readers.ranges import json_lines, list_ranges
 from tokenization.schema import QuarantineRow
-from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance, register_reader
+from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance
 
 CUTS_SUFFIXES = (".jsonl", ".jsonl.gz")
 LANGUAGES = {"english": "en", "german": "de", "french": "fr", "spanish": "es", "italian": "it", "dutch": "nl",
@@ -65,6 +64,10 @@ def cut_to_utterance(cut: dict, where: str, folder: str, source: str, opts: Read
                      where=where)
 
 
+def list_cuts(uri: str, opts: ReaderOptions) -> list[Unit]:
+    return list_ranges(uri, "lhotse", opts, CUTS_SUFFIXES)
+
+
 def read_cuts(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
     folder, source, seen = folder_of(unit.uri), source_name(unit.uri, opts), set()
     for where, line, cut in json_lines(unit):
@@ -81,6 +84,3 @@ def read_cuts(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
             continue
         seen.add(u.utt_id)
         yield u
-
-
-register_reader("lhotse", lambda uri, opts: list_ranges(uri, "lhotse", opts, CUTS_SUFFIXES), read_cuts)

@@ -1,44 +1,105 @@
 """Manifests of loose audio files: JSONL/CSV (byte ranges), Parquet (row groups), LJSpeech, LibriTTS.
 
-Each record goes through `tokenization.manifest.record_to_utterance` (audio path resolved under
-the folder rule, `start`+`end` / `offset`+`duration` spans). The driver lists files and sizes
-only; lines are parsed in tasks (so a CSV field may not hold a newline: ranges split at line
-ends). LJSpeech is one whole-file unit (its `metadata.csv` is small); a LibriTTS tree is one
-unit per chapter folder, whose transcripts are read in the task.
+Each record goes through `record_to_utterance` (audio path resolved under the folder rule,
+`start`+`end` / `offset`+`duration` spans, in seconds). The driver lists files and sizes only;
+lines are parsed in tasks (so a CSV field may not hold a newline: ranges split at line ends).
+LJSpeech is one whole-file unit (its `metadata.csv` is small); a LibriTTS tree is one unit per
+chapter folder, whose transcripts are read in the task. Every record that cannot become an
+utterance (malformed, non-UTF-8, no text, no audio path, a path escaping the manifest's
+folder, duplicate id) is a `QuarantineRow` naming the manifest line and the reason.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from typing import Iterator
 
 import pyarrow.fs as pafs
 
 from tokenization import storage
-from tokenization.manifest import BadRecord, read_inputs, record_id, record_to_utterance
-from tokenization.paths import folder_of, list_input_files
-from tokenization.readers.base import bad, line_of
+from tokenization.paths import OutsidePath, folder_of, list_input_files, resolve_audio_path
+from tokenization.readers.base import BadRecord, bad, line_of, manifest_source, stable_utt_id
 from tokenization.readers.hf import list_row_groups, read_row_group
-from tokenization.readers.ranges import first_line, list_ranges, unit_lines
+from tokenization.readers.ranges import decoded_lines, first_line, json_lines, list_ranges
 from tokenization.schema import QuarantineRow
-from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance, register_reader
+from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz")
 CSV_SUFFIXES = (".csv", ".tsv")
+AUDIO_KEYS = ("audio_path", "audio", "path")
+COLUMN_KEYS = {*AUDIO_KEYS, "id", "utt_id", "text", "speaker", "source", "language", "start", "end", "offset", "duration"}
 
 
-def manifest_source(uri: str, opts: ReaderOptions) -> str:
-    """`--source`, else the manifest's file name without extensions (as before units existed)."""
-    return opts.source or uri.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+def _seconds(record: dict, key: str) -> float:
+    try:
+        value = float(record[key])
+    except (TypeError, ValueError):
+        raise BadRecord(f"`{key}` is not a number of seconds ({record[key]!r})") from None
+    if not value >= 0 or value == float("inf"):
+        raise BadRecord(f"`{key}` must be a finite number of seconds >= 0 ({record[key]!r})")
+    return value
+
+
+def span_of(record: dict) -> tuple[float, float | None]:
+    """(start_s, duration_s or None) from `start` [+ `end`] or `offset` + `duration`; (0, None): the whole file."""
+    if record.get("start") not in (None, ""):
+        start = _seconds(record, "start")
+        if record.get("end") in (None, ""):
+            return start, None
+        end = _seconds(record, "end")
+        if end <= start:
+            raise BadRecord(f"empty span: end {end:g} s <= start {start:g} s")
+        return start, end - start
+    if record.get("offset") not in (None, ""):
+        start = _seconds(record, "offset")
+        if record.get("duration") in (None, ""):
+            return start, None
+        duration = _seconds(record, "duration")
+        if duration <= 0:
+            raise BadRecord("empty span: duration 0")
+        return start, duration
+    return 0.0, None
+
+
+def record_to_utterance(record: dict, where: str, base_dir: str, source_default: str, audio_root: str = "",
+                        allow_outside: bool = False) -> Utterance:
+    """One manifest record -> Utterance (audio path resolved, span applied).
+
+    Raises:
+        BadRecord: no audio path, no transcript, a bad span, or a path escaping the folder.
+    """
+    audio_path = str(next((record[k] for k in AUDIO_KEYS if record.get(k)), "")).strip()
+    source = str(record.get("source") or source_default)
+    utt_id = str(record.get("id") or record.get("utt_id") or "").strip()
+    text = record.get("text")
+    if not audio_path:
+        raise BadRecord("no audio_path")
+    start, duration = span_of(record)
+    segment = "" if (start, duration) == (0.0, None) else f"{start:g}+{duration if duration is None else f'{duration:g}'}"
+    utt_id = utt_id or stable_utt_id(source, audio_path, segment)
+    if not isinstance(text, str) or not text.strip():
+        raise BadRecord(f"empty or missing transcript for {audio_path}")
+    try:
+        path = resolve_audio_path(base_dir, audio_path, audio_root, allow_outside)
+    except OutsidePath as exc:
+        raise BadRecord(str(exc)) from None
+    extra = {k: v for k, v in record.items() if k not in COLUMN_KEYS and v not in (None, "")}
+    return Utterance(utt_id=utt_id, text=text.strip(), audio=AudioRef(path=path, start_s=start, duration_s=duration),
+                     speaker=str(record.get("speaker") or ""), source=source, language=str(record.get("language") or "en"),
+                     meta=extra or None, where=where)
+
+
+def record_id(record) -> str:
+    """The id a record names, for quarantine rows of records that failed before one was settled."""
+    return str(record.get("id") or record.get("utt_id") or "").strip() if isinstance(record, dict) else ""
 
 
 class _Records:
     """Records -> Utterances or quarantine rows; duplicate ids within the unit are quarantined."""
 
-    def __init__(self, unit: Unit, opts: ReaderOptions):
+    def __init__(self, unit: Unit, opts: ReaderOptions, folder: str = ""):
         self.unit, self.opts = unit, opts
-        self.folder, self.source = folder_of(unit.uri), manifest_source(unit.uri, opts)
+        self.folder, self.source = folder or folder_of(unit.uri), manifest_source(unit.uri, opts)
         self.seen: set[str] = set()
 
     def __call__(self, record, where: str, line: str) -> Record:
@@ -54,25 +115,12 @@ class _Records:
         return u
 
 
-def decoded_lines(unit: Unit) -> Iterator[tuple[str, str | None, str]]:
-    """(locator, line or None when not UTF-8, reason) for each line of a ranged unit."""
-    for where, raw in unit_lines(unit):
-        try:
-            yield where, raw.decode("utf-8"), ""
-        except UnicodeDecodeError as exc:
-            yield where, None, f"line is not UTF-8 ({exc.reason} at byte {exc.start})"
+def list_jsonl(uri: str, opts: ReaderOptions) -> list[Unit]:
+    return list_ranges(uri, "jsonl", opts, JSONL_SUFFIXES)
 
 
-def json_lines(unit: Unit) -> Iterator[tuple[str, str, object]]:
-    """(locator, line, parsed JSON or a QuarantineRow for a non-UTF-8 / malformed line) per line of a unit."""
-    for where, line, why in decoded_lines(unit):
-        if line is None:
-            yield where, "", bad(unit.uri, where, why)
-            continue
-        try:
-            yield where, line, json.loads(line)
-        except ValueError as exc:
-            yield where, line, bad(unit.uri, where, f"malformed JSON line ({exc})", line=line)
+def list_csv(uri: str, opts: ReaderOptions) -> list[Unit]:
+    return list_ranges(uri, "csv", opts, CSV_SUFFIXES)
 
 
 def read_jsonl(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
@@ -123,9 +171,20 @@ def list_folder(fmt: str):
 
 
 def read_ljspeech(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
-    entries, quarantined, _ = read_inputs(unit.uri, "ljspeech", opts.source, opts.audio_root, opts.allow_outside_paths)
-    yield from quarantined
-    yield from entries
+    """Task side: `metadata.csv` lines `id|text|normalized text`, audio `wavs/<id>.wav` under the folder."""
+    meta = storage.join(unit.uri, "metadata.csv")
+    records = _Records(unit, opts, folder=folder_of(meta))  # the LJSpeech folder, absolute
+    for where, line, why in decoded_lines(Unit(uri=meta, fmt=unit.fmt)):
+        if line is None:
+            yield bad(unit.uri, where, why)
+            continue
+        parts = line.split("|")
+        if len(parts) < 2:
+            yield bad(unit.uri, where, "malformed LJSpeech line (expected id|text|normalized text)", line=line)
+            continue
+        text = parts[2] if len(parts) > 2 and parts[2].strip() else parts[1]
+        yield records({"id": parts[0], "audio_path": f"wavs/{parts[0]}.wav", "text": text, "speaker": "",
+                       "source": records.source}, where, line)
 
 
 def list_libritts(uri: str, opts: ReaderOptions) -> list[Unit]:
@@ -166,10 +225,3 @@ def read_libritts(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
             continue
         seen.add(utt_id)
         yield Utterance(utt_id, text.strip(), AudioRef(path=prefix + wav), speaker, source, "en", where=prefix + wav)
-
-
-register_reader("jsonl", lambda uri, opts: list_ranges(uri, "jsonl", opts, JSONL_SUFFIXES), read_jsonl)
-register_reader("csv", lambda uri, opts: list_ranges(uri, "csv", opts, CSV_SUFFIXES), read_csv)
-register_reader("parquet", list_parquet, read_parquet)
-register_reader("ljspeech", list_folder("ljspeech"), read_ljspeech)
-register_reader("libritts", list_libritts, read_libritts)

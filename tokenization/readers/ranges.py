@@ -6,6 +6,9 @@ skips to the end of that line, then reads lines while they start before `stop` (
 last one past `stop`). So every line belongs to exactly one range, whatever the cut points.
 Gzipped files cannot be entered mid-stream: one unit per file, read as a stream.
 
+`json_lines` is the one JSON-lines reader (manifests, cuts, dialogue JSONL): a line that is not
+UTF-8 or not JSON becomes a quarantine row there, worded the same for every layout.
+
 Lines are located as `file:N` when the line number is known (a whole file or a gz stream)
 and `file@byte N` inside a range (the number of earlier lines is not known without reading them).
 """
@@ -13,10 +16,12 @@ and `file@byte N` inside a range (the number of earlier lines is not known witho
 from __future__ import annotations
 
 import gzip
+import json
 from typing import Iterator
 
 from tokenization import storage
 from tokenization.paths import InputFile, list_input_files
+from tokenization.readers.base import bad
 from tokenization.units import ReaderOptions, Unit
 
 CHUNK = 1 << 20
@@ -95,3 +100,24 @@ def first_line(uri: str) -> bytes:
                 break
             head += chunk
     return head.split(b"\n", 1)[0].rstrip(b"\r")
+
+
+def decoded_lines(unit: Unit) -> Iterator[tuple[str, str | None, str]]:
+    """(locator, line or None when not UTF-8, reason) for each line of a ranged unit."""
+    for where, raw in unit_lines(unit):
+        try:
+            yield where, raw.decode("utf-8"), ""
+        except UnicodeDecodeError as exc:
+            yield where, None, f"line is not UTF-8 (non-UTF-8 text: {exc.reason} at byte {exc.start})"
+
+
+def json_lines(unit: Unit) -> Iterator[tuple[str, str, object]]:
+    """(locator, line, parsed JSON or a QuarantineRow for a non-UTF-8 / malformed line) per line of a unit."""
+    for where, line, why in decoded_lines(unit):
+        if line is None:
+            yield where, "", bad(unit.uri, where, why)
+            continue
+        try:
+            yield where, line, json.loads(line)
+        except ValueError as exc:
+            yield where, line, bad(unit.uri, where, f"malformed JSON line (not JSON: {exc})", line=line)

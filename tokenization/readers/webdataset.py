@@ -26,7 +26,7 @@ from typing import Iterator
 from tokenization import storage
 from tokenization.paths import OutsidePath, folder_of, list_input_files, resolve_audio_path
 from tokenization.readers.base import bad, line_of, meta_of, source_name
-from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance, register_reader
+from tokenization.units import AudioRef, ReaderOptions, Record, Unit, Utterance
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 AUDIO_EXTS = ("mp3", "wav", "flac", "ogg", "opus")
@@ -154,6 +154,3 @@ def read_tar(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
                      "the samples before it were kept")
         if broke:
             yield bad(unit.uri, unit.uri, broke)
-
-
-register_reader("webdataset", list_tars, read_tar)

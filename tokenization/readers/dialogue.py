@@ -1,4 +1,4 @@
-"""Read dialogue manifests in four layouts into `DialogueSpec`s; malformed records become quarantine rows.
+"""`--format dialogue`: dialogue manifests in four layouts -> `DialogueSpec`s; malformed records become quarantine rows.
 
 Native layout (JSONL, JSON list or Parquet), one dialogue per record; a turn's audio is a path
 (`audio_path` or `audio`) or an HF audio struct (`{bytes, path}` / `{array, sampling_rate}`):
@@ -28,7 +28,8 @@ Relative audio paths resolve against the manifest's folder (or `--audio-root`, l
 `s3://`) and may not leave it unless `--allow-outside-paths`.
 
 Units: a JSONL file is cut into byte ranges, a `.json` file is one unit, a Parquet file one unit
-per row group; the driver reads listings and footers only.
+per row group; the driver reads listings and footers only (`list_dialogue_units`), tasks parse
+records (`read_dialogue_unit`); both are the `dialogue` entry of `tokenization.readers.registry.READERS`.
 """
 
 from __future__ import annotations
@@ -37,16 +38,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from filtering.dialogue_schema import ASSISTANT, USER
-from tokenization.manifest import stable_utt_id
-from tokenization.paths import folder_of, input_root, list_input_files
-from tokenization.readers.base import bad, line_of
+from tokenization.paths import folder_of, list_input_files
+from tokenization.readers.base import BadRecord, bad, line_of, manifest_source, stable_utt_id
 from tokenization.readers.hf import audio_ref, read_row_group, row_groups_of
-from tokenization.readers.manifests import decoded_lines
-from tokenization.readers.ranges import ranges_of
-from tokenization.schema import QuarantineRow
+from tokenization.readers.ranges import json_lines, ranges_of
+from tokenization.schema import LINE_CAP, QuarantineRow
 from tokenization.storage import open_input
-from tokenization.units import AudioRef, ReaderOptions, Unit, keyed
+from tokenization.units import ASSISTANT, USER, AudioRef, DialogueSpec, ReaderOptions, TurnSpec, Unit
 
 ROLES = {"user": USER, "human": USER, "assistant": ASSISTANT, "gpt": ASSISTANT, "bot": ASSISTANT}  # input spelling -> role
 TGT_KEYS = ("tgt_speech", "answer_speech", "speech_response", "tgt_audio")
@@ -57,48 +55,6 @@ HF_ID_KEYS = ("utt_id", "key")  # Parquet rows only (besides ID_KEYS)
 HF_POSITION_KEYS = ("split_name", "index", "round")  # VoiceAssistant-400K has no id column
 SUFFIXES = (".jsonl", ".json", ".parquet", ".jsonl.gz")
 FMT = "dialogue"
-
-
-@dataclass
-class TurnSpec:
-    role: str
-    text: str
-    audio: AudioRef
-
-    @property
-    def audio_path(self) -> str:
-        """The file the turn's audio is in ("" for embedded audio)."""
-        return self.audio.path
-
-    def to_dict(self) -> dict:
-        return {"role": self.role, "text": self.text, "audio": self.audio.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TurnSpec":
-        audio = AudioRef.from_dict(d["audio"]) if "audio" in d else AudioRef(path=d["audio_path"])
-        return cls(d["role"], d["text"], audio)
-
-
-@dataclass
-class DialogueSpec:
-    dialogue_id: str
-    source: str
-    language: str
-    speaker: str
-    turns: list[TurnSpec] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        """JSON-safe (embedded turn audio as base64)."""
-        return {"dialogue_id": self.dialogue_id, "source": self.source, "language": self.language,
-                "speaker": self.speaker, "turns": [t.to_dict() for t in self.turns]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DialogueSpec":
-        return cls(d["dialogue_id"], d["source"], d["language"], d["speaker"], [TurnSpec.from_dict(t) for t in d["turns"]])
-
-
-class BadRecord(ValueError):
-    """A manifest record that cannot become a dialogue; the message is the quarantine reason."""
 
 
 @dataclass
@@ -244,7 +200,7 @@ def parse_record(rec, base: str, default_source: str, opts: ReaderOptions | None
 
 
 def list_dialogue_units(uri: str, opts: ReaderOptions) -> list[Unit]:
-    """Driver side: JSONL byte ranges, one unit per `.json` file, one per Parquet row group; keyed (shard names)."""
+    """Driver side: JSONL byte ranges, one unit per `.json` file, one per Parquet row group (the registry keys them)."""
     units = []
     for f in list_input_files(uri, SUFFIXES):
         lower = f.uri.lower()
@@ -254,7 +210,7 @@ def list_dialogue_units(uri: str, opts: ReaderOptions) -> list[Unit]:
             units.append(Unit(uri=f.uri, fmt=FMT, size=f.size, version=f.version))
         else:
             units += ranges_of(f, FMT, opts)
-    return keyed(units, input_root(uri))
+    return units
 
 
 def _json_records(unit: Unit) -> Iterator[tuple[str, str, object]]:
@@ -273,21 +229,10 @@ def _json_records(unit: Unit) -> Iterator[tuple[str, str, object]]:
         except ValueError:  # not JSONL either: one row for the file, not one per line of a broken document
             yield unit.uri, "", BadRecord(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
             return
-        yield from _line_records(unit)
+        yield from json_lines(unit)
         return
     for i, rec in enumerate(doc if isinstance(doc, list) else [doc]):
-        yield f"{unit.uri}[{i}]", json.dumps(rec)[:2000], rec
-
-
-def _line_records(unit: Unit) -> Iterator[tuple[str, str, object]]:
-    for where, line, _ in decoded_lines(unit):
-        if line is None:
-            yield where, "", BadRecord("non-UTF-8 text")
-            continue
-        try:
-            yield where, line[:2000], json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield where, line[:2000], BadRecord(f"not JSON ({exc.msg})")
+        yield f"{unit.uri}[{i}]", json.dumps(rec)[:LINE_CAP], rec
 
 
 def _parquet_records(unit: Unit) -> Iterator[tuple[str, str, object]]:
@@ -307,15 +252,18 @@ def _unit_records(unit: Unit) -> Iterator[tuple[str, str, object]]:
         return _parquet_records(unit)
     if lower.endswith(".json"):
         return _json_records(unit)
-    return _line_records(unit)
+    return json_lines(unit)
 
 
 def read_dialogue_unit(unit: Unit, opts: ReaderOptions) -> Iterator[DialogueSpec | QuarantineRow]:
     """Task side: `DialogueSpec`s and `QuarantineRow`s of one unit, in manifest order."""
     base = folder_of(unit.uri)
-    default_source = opts.source or unit.uri.rsplit("/", 1)[-1].split(".")[0]
+    default_source = manifest_source(unit.uri, opts)
     seen: set[str] = set()
     for where, line, rec in _unit_records(unit):
+        if isinstance(rec, QuarantineRow):  # a line that is not UTF-8 or not JSON
+            yield rec
+            continue
         rid = str(next((rec[k] for k in ID_KEYS if k in rec), "")) if isinstance(rec, dict) else ""
         try:
             if isinstance(rec, Exception):
@@ -328,24 +276,3 @@ def read_dialogue_unit(unit: Unit, opts: ReaderOptions) -> Iterator[DialogueSpec
             continue
         seen.add(spec.dialogue_id)
         yield spec
-
-
-def read_dialogues(manifest: str, source: str | None = None,
-                   opts: ReaderOptions | None = None) -> tuple[list[DialogueSpec], list[QuarantineRow]]:
-    """Every unit of a manifest (file, folder or glob; local or `s3://`) in order, on one machine.
-
-    Returns:
-        (dialogues in manifest order, quarantine rows for malformed records and duplicate ids).
-    """
-    opts = opts or ReaderOptions(source=source or "")
-    specs, quarantined, seen = [], [], set()
-    for unit in list_dialogue_units(manifest, opts):
-        for rec in read_dialogue_unit(unit, opts):
-            if isinstance(rec, QuarantineRow):
-                quarantined.append(rec)
-            elif rec.dialogue_id in seen:  # across units (within one, the unit reader catches it)
-                quarantined.append(bad(unit.uri, unit.where, "duplicate id", rec.dialogue_id))
-            else:
-                seen.add(rec.dialogue_id)
-                specs.append(rec)
-    return specs, quarantined
