@@ -5,7 +5,7 @@
 
 Modules: `asr` (faster-whisper / openai-whisper backends, `load_asr`), `ct2_to_openai_whisper`
 (shipped CTranslate2 weights -> openai-whisper checkpoint), `normalize`, `wer`, `rules`
-(`Rules`, `decide`), `dialogue_manifest` (native + LLaMA-Omni layouts), `dialogue_schema`
-(the dialogue-shard contract), `steps` (Ray-free processing steps), `shards` (kept / rejects /
+(`Rules`, `decide`), `dialogue_manifest` (native + LLaMA-Omni layouts), `steps` (Ray-free processing steps), `shards` (kept / rejects /
 quarantine writer, `_manifest.json`), `sample_dialogues` (espeak sample), `audit/`.
+The dialogue and scored-TTS row contracts live on the ground floor (`tokenization.dialogue_schema`).
 """

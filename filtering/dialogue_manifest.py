@@ -37,7 +37,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from filtering.dialogue_schema import ASSISTANT, USER
+from tokenization.dialogue_schema import ASSISTANT, USER
 from tokenization.manifest import stable_utt_id
 from tokenization.paths import folder_of, input_root, list_input_files
 from tokenization.readers.base import bad, line_of

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from filtering.dialogue_schema import DIALOGUE, DialogueRow, ScoredTTSRow, dialogue_rows_to_table
 from filtering.rules import reason_code
+from tokenization.dialogue_schema import DIALOGUE, DialogueRow, ScoredTTSRow, dialogue_rows_to_table
 from tokenization.schema import KEPT, N_CODEBOOKS, REJECTS, rows_to_table
 
 

@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 
 from filtering.asr import SAMPLE_RATE, AsrBackend, load_asr
 from filtering.dialogue_manifest import DialogueSpec, read_dialogue_unit
-from filtering.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, flac_to_pcm, pcm_to_flac
 from filtering.quality import QualityScorer
 from filtering.rules import Rules, decide, prejudge
 from filtering.shards import FilterSink
@@ -31,6 +30,7 @@ from filtering.wer import score
 from tokenization import storage
 from tokenization.audio import BadAudio, read_ref, resample
 from tokenization.codec import SpeechCodec, load_codec
+from tokenization.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, flac_to_pcm, pcm_to_flac
 from tokenization.schema import sha1_hex
 from tokenization.sharded_job import Item, JobSpec, Step, shard_unit
 from tokenization.splits import SplitConfig, assign_split

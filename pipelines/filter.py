@@ -18,7 +18,6 @@ import time
 
 from filtering.asr import resolve_spec
 from filtering.dialogue_manifest import list_dialogue_units
-from filtering.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
 from filtering.rules import Rules
 from filtering.steps import filter_job
 from pipelines.args import (add_asr_args, add_codec_args, add_io_args, add_quality_args, add_ray_args, add_reader_args,
@@ -28,6 +27,7 @@ from pipelines.cli import require_at_least, run
 from pipelines.logs import setup_logging
 from tokenization import storage
 from tokenization.codec import load_codec
+from tokenization.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
 from tokenization.errors import UserError
 from tokenization.schema import KEPT, REJECTS, SHARDS, file_metadata
 from tokenization.sharded_job import (check_output_writable, compute_run_id, done_shards, duplicates_current, pending_units,

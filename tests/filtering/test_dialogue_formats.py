@@ -6,9 +6,9 @@ import os
 import pytest
 
 from filtering.dialogue_manifest import DialogueSpec, list_dialogue_units, read_dialogue_unit, read_dialogues
-from filtering.dialogue_schema import ASSISTANT, USER
 from filtering.steps import load_dialogue
 from tests.corpora import make_hf_dialogues, make_instruct_s2s
+from tokenization.dialogue_schema import ASSISTANT, USER
 from tokenization.units import ReaderOptions
 
 

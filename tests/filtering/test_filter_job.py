@@ -8,15 +8,15 @@ import pytest
 
 from filtering.asr import load_asr
 from filtering.dialogue_manifest import list_dialogue_units
-from filtering.rules import Rules
-from filtering.steps import filter_job
-from tokenization.sharded_job import run_local
-from tokenization.units import ReaderOptions
-from filtering.dialogue_schema import USER, DialogueRow, dialogue_schema, scored_tts_schema
 from filtering.quality import QUALITY_COLUMNS
+from filtering.rules import Rules
 from filtering.sample_dialogues import NOISY_ID, RULES_FILE, expected_outcomes
+from filtering.steps import filter_job
 from tests.filtering.conftest import run_module
 from tests.jobs import TINY_EN_MODELS
+from tokenization.dialogue_schema import USER, DialogueRow, dialogue_schema, scored_tts_schema
+from tokenization.sharded_job import run_local
+from tokenization.units import ReaderOptions
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,9 @@ from typing import Iterator
 
 import pyarrow.compute as pc
 
-from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
-from filtering.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, TTS, USER, DialogueRow, DialogueTurn, file_row_kind
 from tokenization import storage
-from tokenization.audio import decode_audio, resample
+from tokenization.audio import WHISPER_SAMPLE_RATE, decode_audio, resample
+from tokenization.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, TTS, USER, DialogueRow, DialogueTurn, file_row_kind
 from tokenization.errors import UserError
 from tokenization.schema import FRAME_RATE, TokenRow, read_file_metadata
 from training.data.units import TRAIN, Unit, list_units, parquet_files, read_unit

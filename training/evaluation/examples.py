@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from filtering.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, file_row_kind
+from tokenization.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, file_row_kind
 from training.data.sources import DialogueSource, Source, TokenShardSource
 from training.data.units import parquet_files, read_unit
 
@@ -30,7 +30,7 @@ ALL = "all"
 class EvalExample:
     id: str  # "<dialogue_id>/<turn>" for dialogues, the utt_id for TTS rows
     dialogue_id: str  # the row's id (utt_id for TTS rows)
-    kind: str  # DIALOGUE | TTS (filtering.dialogue_schema)
+    kind: str  # DIALOGUE | TTS (tokenization.dialogue_schema)
     language: str
     example: dict  # the Source's training example (what the stage's collator takes)
 

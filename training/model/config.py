@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
+from tokenization.audio import WHISPER_SAMPLE_RATE
 from tokenization.strict_config import ConfigError, config_error, load_dataclass
 
 
