@@ -25,7 +25,7 @@ from benchmarks.cpu_info import cpu_info
 from filtering.audit import AuditOptions, ListenOptions, audit
 from filtering.rules import Rules, decide
 from filtering.shards import FilterSink
-from tokenization.codec import load_codec
+from tokenization.codec_factory import load_codec
 from tokenization.dialogue_schema import ScoredTTSRow
 from tokenization.schema import file_metadata
 from tokenization.sharded_job import Item, UnitReport, shard_name, write_manifest, write_shard, write_unit_report

@@ -29,7 +29,8 @@ from filtering.shards import FilterSink
 from filtering.wer import score
 from tokenization import storage
 from tokenization.audio import BadAudio, read_ref, resample
-from tokenization.codec import SpeechCodec, load_codec
+from tokenization.codec import SpeechCodec
+from tokenization.codec_factory import load_codec
 from tokenization.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, flac_to_pcm, pcm_to_flac
 from tokenization.schema import sha1_hex
 from tokenization.sharded_job import Item, JobSpec, Step, shard_unit

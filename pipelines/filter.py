@@ -26,7 +26,7 @@ from pipelines.args import (add_asr_args, add_codec_args, add_io_args, add_quali
 from pipelines.cli import require_at_least, run
 from pipelines.logs import setup_logging
 from tokenization import storage
-from tokenization.codec import load_codec
+from tokenization.codec_factory import load_codec
 from tokenization.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
 from tokenization.errors import UserError
 from tokenization.schema import KEPT, REJECTS, SHARDS, file_metadata

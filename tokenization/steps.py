@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from tokenization.audio import read_ref, resample
-from tokenization.codec import SpeechCodec, load_codec
+from tokenization.codec import SpeechCodec
+from tokenization.codec_factory import load_codec
 from tokenization.schema import N_CODEBOOKS, codes_to_arrow, meta_json, sha1_hex, token_schema
 from tokenization.sharded_job import SHARDS, Item, JobSpec, Step
 from tokenization.splits import SplitConfig, assign_split

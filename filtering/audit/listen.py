@@ -104,7 +104,7 @@ class ClipAudio:
 
     def codec(self):
         if self._codec is None:
-            from tokenization.codec import load_codec
+            from tokenization.codec_factory import load_codec
 
             self._codec = load_codec(self.opts.codec)
         return self._codec

@@ -1,4 +1,5 @@
-"""The floors only point down: `training/` imports nothing from `filtering/`, no library imports `pipelines/`.
+"""The floors only point down: `training/` imports nothing from `filtering/`, no library imports `pipelines/`;
+the codec interface imports no backend (only `tokenization.codec_factory` picks them).
 
 Read from each module's `ast`, imports inside functions included (a deferred import is still a dependency).
 """
@@ -32,3 +33,9 @@ def test_no_import_runs_up_a_floor(package, forbidden):
     bad = {f"{p.relative_to(ROOT)}: {m}" for p in sorted((ROOT / package).rglob("*.py"))
            for m in imported_modules(p) if m == forbidden or m.startswith(forbidden + ".")}
     assert not bad, f"{package}/ must not import {forbidden}/: {sorted(bad)}"
+
+
+def test_codec_interface_imports_no_backend():
+    """`codec.py` <- `mimi_codec.py` <- `codec_factory.py`: no cycle, deferred imports included."""
+    assert not {m for m in imported_modules(ROOT / "tokenization" / "codec.py") if m.startswith("tokenization")}
+    assert imported_modules(ROOT / "tokenization" / "mimi_codec.py") & {"tokenization.codec_factory"} == set()
