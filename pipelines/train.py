@@ -197,7 +197,7 @@ def resolve_paths(cfg: StageConfig) -> StageConfig:
     """Make local paths absolute (workers run in other folders) and fail fast, before Ray, on missing inputs
     and on data sources that do not agree (another codec, a dialogue folder in stage 1)."""
     from training.data.sources import check_sources
-    from training.data.units import list_units
+    from training.data.row_groups import list_row_groups
 
     def local_abs(p: str) -> str:
         return p if ckpt.is_remote_uri(p) or not p else os.path.abspath(p)
@@ -213,7 +213,7 @@ def resolve_paths(cfg: StageConfig) -> StageConfig:
     mixture = cfg.data.mixture()
     for source in mixture:
         what = f"data.sources {source.name}" if cfg.data.sources else "data.path"
-        list_units(source.path, what=what)  # UserError: no shards there, or a file that is not Parquet (footers only)
+        list_row_groups(source.path, what=what)  # UserError: no shards there, or a file that is not Parquet (footers only)
     check_sources(cfg.stage, [(s.name, s.path) for s in mixture])
     for p in cfg.checkpoint.init_from:
         if not storage.exists(p):

@@ -20,7 +20,7 @@ import numpy as np
 
 from tokenization.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, file_row_kind
 from training.data.sources import DialogueSource, Source, TokenShardSource
-from training.data.units import parquet_files, read_unit
+from training.data.row_groups import parquet_files, read_row_group
 
 SPLITS = ("train", "valid", "test")
 ALL = "all"
@@ -79,7 +79,7 @@ def read_examples(uri: str, split: str = "test", max_dialogues: int = 0) -> list
                 f"{unit.path}: no `split` column, so --split {split} cannot pick rows. "
                 f"Rewrite the shards with a split column, or pass --split all to evaluate every row.")
         extra = ["language", "split"] if unit.has_split else ["language"]  # both shard schemas hold `language`
-        for row in read_unit(unit, source.columns + [c for c in extra if c not in source.columns], None).to_pylist():
+        for row in read_row_group(unit, source.columns + [c for c in extra if c not in source.columns], None).to_pylist():
             seen_splits.add(row.get("split"))
             if split != ALL and row["split"] != split:
                 continue
