@@ -23,8 +23,8 @@ import numpy as np
 
 from benchmarks.cpu_info import cpu_info
 from filtering.audit import AuditOptions, ListenOptions, audit
+from filtering.filter_job import FilterSink
 from filtering.rules import Rules, decide
-from filtering.shards import FilterSink
 from tokenization.codec_factory import load_codec
 from tokenization.dialogue_schema import ScoredTTSRow
 from tokenization.schema import file_metadata

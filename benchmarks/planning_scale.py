@@ -99,7 +99,7 @@ def tar_vs_files(work: Path, repeat: int) -> dict:
     from tokenization.sample_corpus import make_tts_sample
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import run_local
-    from tokenization.steps import tokenize_job
+    from tokenization.tokenize_job import tokenize_job
 
     if "webdataset" not in formats():
         return {"tar_read_vs_files": None, "note": "no webdataset reader registered"}

@@ -18,8 +18,8 @@ import time
 
 from filtering.asr import resolve_spec
 from filtering.dialogue_manifest import list_dialogue_units
+from filtering.filter_job import filter_job
 from filtering.rules import Rules
-from filtering.steps import filter_job
 from pipelines.args import (add_asr_args, add_codec_args, add_io_args, add_quality_args, add_ray_args, add_reader_args,
                             add_shard_args, add_split_args, check_positive, input_units, quality_scorers, reader_options,
                             split_config)

@@ -24,7 +24,7 @@ from tokenization.codec_factory import load_codec
 from tokenization.schema import file_metadata
 from tokenization.sharded_job import (SHARDS, check_output_writable, compute_run_id, done_shards, duplicates_current,
                                       pending_units, prepare_output, sync_output, write_manifest)
-from tokenization.steps import tokenize_job
+from tokenization.tokenize_job import tokenize_job
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from filtering.dialogue_manifest import DialogueSpec, list_dialogue_units, read_dialogue_unit, read_dialogues
-from filtering.steps import load_dialogue
+from filtering.filter_job import load_dialogue
 from tests.corpora import make_hf_dialogues, make_instruct_s2s
 from tokenization.dialogue_schema import ASSISTANT, USER
 from tokenization.units import ReaderOptions

@@ -8,10 +8,10 @@ import pytest
 
 from filtering.asr import load_asr
 from filtering.dialogue_manifest import list_dialogue_units
+from filtering.filter_job import filter_job
 from filtering.quality import QUALITY_COLUMNS
 from filtering.rules import Rules
 from filtering.sample_dialogues import NOISY_ID, RULES_FILE, expected_outcomes
-from filtering.steps import filter_job
 from tests.filtering.conftest import run_module
 from tests.jobs import TINY_EN_MODELS
 from tokenization.dialogue_schema import USER, DialogueRow, dialogue_schema, scored_tts_schema

@@ -13,10 +13,10 @@ import pytest
 import soundfile as sf
 
 from filtering.asr import SAMPLE_RATE
+from filtering.filter_job import QualityBatch
 from filtering.quality import DNSMOS_COLUMNS, QUALITY_COLUMNS, QualityScorer, dnsmos_windows, parse_quality
 from filtering.rules import Rules, decide, reason_code
 from filtering.sample_dialogues import add_noise, pad_silence
-from filtering.steps import QualityBatch
 from tokenization.audio import resample
 from tokenization.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, pcm_to_flac
 from tokenization.espeak import espeak_to_wav
@@ -155,7 +155,7 @@ def test_dialogues_through_the_filter_steps(answers, scorer, faster_asr, tiny_co
     import pyarrow.dataset as pads
 
     from filtering.dialogue_manifest import list_dialogue_units
-    from filtering.steps import filter_job
+    from filtering.filter_job import filter_job
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import run_local
     from tokenization.units import ReaderOptions

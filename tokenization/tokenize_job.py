@@ -1,4 +1,4 @@
-"""The tokenization job's steps for the sharded-job engine (`tokenization/sharded_job.py`): no Ray.
+"""The tokenize job for the sharded-job engine (`tokenization/sharded_job.py`): its steps, its sink, `tokenize_job`; no Ray.
 
     read   (task)   a unit -> `Utterance` / `QuarantineRow` records (`tokenization.units.read_unit`)
     load   (task)   decode, validate and resample one utterance's audio (`tokenization.audio.read_ref`)
