@@ -242,11 +242,9 @@ def run(cfg: StageConfig):
 
 def run_torchrun(cfg: StageConfig) -> None:
     """The same recipe under plain torchrun (one process per rank; no Ray, no retries)."""
-    from training.local_launch import close_process_group, run_local
+    from training.local_launch import close_process_group, require_local_storage, run_local
 
-    if ckpt.is_remote_uri(cfg.checkpoint.storage_path):
-        raise UserError(f"{cfg.source}: checkpoint.storage_path {cfg.checkpoint.storage_path}: --torchrun writes checkpoints "
-                        "to a local or shared folder; use Ray Train (no --torchrun) for object storage")
+    require_local_storage(cfg)  # before the process group: a one-line error, not a hung rank
     cfg = resolve_paths(cfg)
     if not cfg.scaling.use_gpu:
         os.environ.update(CPU_ENV)
