@@ -14,36 +14,25 @@ specific to evaluation, so the tests score known espeak-ng speech through exactl
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from tokenization.audio import WHISPER_SAMPLE_RATE, resample
 
 
-class WerScore(Protocol):
-    """A scored reference/hypothesis pair (`filtering.wer.Score`): rates on normalized text and edit counts."""
-
-    text_ref_norm: str
-    wer: float
-    cer: float
-    n_ref_words: int
-    n_sub: int
-    n_del: int
-    n_ins: int
-
-
 class SpeechScorer(Protocol):
-    """What evaluation needs of an ASR: a name, transcripts of 16 kHz clips, WER of a transcript against a text."""
+    """What evaluation needs of an ASR (a `filtering.asr.AsrBackend` is one): a name, transcripts of 16 kHz clips, WER."""
 
     name: str
 
     def transcribe(self, audios: list[np.ndarray]) -> list[str]: ...
 
-    def score(self, text: str, hyp: str, language: str = "en") -> WerScore: ...
+    def score(self, text: str, hyp: str, language: str = "en") -> Any:
+        """A `filtering.wer.Score` of `hyp` against `text`: `wer`, `cer`, `n_ref_words`, `n_sub`, `n_del`, `n_ins`."""
 
 
-def speech_wer(asr: SpeechScorer, waveform: np.ndarray, sr: int, text: str, language: str = "en") -> tuple[str, WerScore]:
+def speech_wer(asr: SpeechScorer, waveform: np.ndarray, sr: int, text: str, language: str = "en") -> tuple[str, Any]:
     """Transcribe `waveform` and score it against `text`.
 
     Args:
