@@ -23,13 +23,13 @@ import numpy as np
 
 from benchmarks.cpu_info import cpu_info
 from filtering.audit import AuditOptions, ListenOptions, audit
-from filtering.dialogue_schema import ScoredTTSRow
+from filtering.filter_job import FilterSink
 from filtering.rules import Rules, decide
-from filtering.shards import FilterSink
+from tokenization.codec_factory import load_codec
+from tokenization.dialogue_schema import ScoredTTSRow
+from tokenization.schema import file_metadata
 from tokenization.sharded_job import Item, UnitReport, shard_name, write_manifest, write_shard, write_unit_report
 from tokenization.units import Unit, keyed
-from tokenization.codec import load_codec
-from tokenization.schema import file_metadata
 
 WORDS = "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
 def synthetic_rows(n: int, rng: np.random.Generator, rules: Rules) -> list[dict]:

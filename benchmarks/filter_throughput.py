@@ -34,12 +34,14 @@ from filtering.asr import SAMPLE_RATE, fastest_backend, load_asr, shipped_tiny_e
 from filtering.ct2_to_openai_whisper import convert  # noqa: E402
 from filtering.wer import score as wer_score  # noqa: E402
 from tokenization.readers.registry import list_units, read_dialogues  # noqa: E402
-from filtering.dialogue_schema import ASSISTANT  # noqa: E402
+from tokenization.dialogue_schema import ASSISTANT  # noqa: E402
+from filtering.filter_job import filter_job  # noqa: E402
 from filtering.rules import Rules  # noqa: E402
 from filtering.sample_dialogues import make_dialogue_sample  # noqa: E402
-from filtering.steps import filter_job  # noqa: E402
+from filtering.wer import score as wer_score  # noqa: E402
 from tokenization.audio import load_audio  # noqa: E402
-from tokenization.codec import load_codec  # noqa: E402
+from tokenization.codec_factory import load_codec  # noqa: E402
+from tokenization.dialogue_schema import ASSISTANT  # noqa: E402
 from tokenization.schema import file_metadata  # noqa: E402
 from tokenization.sharded_job import run_local  # noqa: E402
 from tokenization.units import ReaderOptions  # noqa: E402

@@ -53,7 +53,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cpu_info import cpu_info  # noqa: E402
-from tokenization.codec import SpeechCodec, load_codec  # noqa: E402
+from tokenization.codec import SpeechCodec  # noqa: E402
+from tokenization.codec_factory import load_codec  # noqa: E402
 from training.inference import ChunkDecoder, GenerationConfig, StreamingGenerator  # noqa: E402
 from training.model import VocalNetConfig, VocalNetM2  # noqa: E402
 from training.model.config import FusionConfig  # noqa: E402

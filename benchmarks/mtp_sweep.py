@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tokenization.audio import load_audio  # noqa: E402
-from tokenization.codec import load_codec  # noqa: E402
+from tokenization.codec_factory import load_codec  # noqa: E402
 from tokenization.sample_corpus import make_tts_sample  # noqa: E402
 from training.data.collate import collate_tts  # noqa: E402
 from training.evaluation import TeacherForcedMetrics, teacher_forced_metrics  # noqa: E402

@@ -97,11 +97,11 @@ def planning(work: Path, n: int, per_tar: int) -> dict:
 
 def tar_vs_files(work: Path, repeat: int) -> dict:
     """The same espeak clips through the tokenize steps, as loose WAVs and as WebDataset tars (WAV + JSON members)."""
-    from tokenization.codec import load_codec
+    from tokenization.codec_factory import load_codec
     from tokenization.sample_corpus import make_tts_sample
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import run_local
-    from tokenization.steps import tokenize_job
+    from tokenization.tokenize_job import tokenize_job
 
     if "webdataset" not in formats():
         return {"tar_read_vs_files": None, "note": "no webdataset reader registered"}

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.cpu_info import cpu_info  # noqa: E402
 from tokenization.audio import load_audio  # noqa: E402
-from tokenization.codec import load_codec  # noqa: E402
+from tokenization.codec_factory import load_codec  # noqa: E402
 from tokenization.readers.registry import read_input  # noqa: E402
 from tokenization.sample_corpus import make_tts_sample  # noqa: E402
 

@@ -5,7 +5,9 @@
 
 Modules: `asr` (faster-whisper / openai-whisper backends, `load_asr`), `ct2_to_openai_whisper`
 (shipped CTranslate2 weights -> openai-whisper checkpoint), `normalize`, `wer`, `rules`
-(`Rules`, `decide`), `dialogue_schema`
-(the dialogue-shard contract), `steps` (Ray-free processing steps), `shards` (kept / rejects /
-quarantine writer, `_manifest.json`), `sample_dialogues` (espeak sample), `audit/`.
+(`Rules`, `decide`), `quality` (DNSMOS, Silero VAD),
+`filter_job` (the filter job for the engine: Ray-free steps, the kept / rejects sink, `filter_job`),
+`sample_dialogues` (espeak sample), `audit/`.
+The dialogue and scored-TTS row contracts live on the ground floor (`tokenization.dialogue_schema`), and so does
+the dialogue reader (`tokenization.readers.dialogue`).
 """

@@ -58,7 +58,9 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from filtering.wer import Score, score
+from tokenization.audio import WHISPER_SAMPLE_RATE as SAMPLE_RATE  # the rate every backend is fed
+
 WINDOW_S = 30.0
 HOP = 160  # samples per mel frame (100 frames/s); the encoder halves the frame rate
 WINDOW_FRAMES = int(WINDOW_S * SAMPLE_RATE) // HOP  # 3000
@@ -110,6 +112,14 @@ class AsrBackend(abc.ABC):
         for i in long:
             out[i] = self._long(audios[i])
         return out
+
+    def score(self, text: str, hyp: str, language: str = "en") -> Score:
+        """WER/CER of a transcript `hyp` against `text`, normalized as the filter job scores (`filtering.wer.score`).
+
+        On the backend so that a caller holding only an ASR (the model evaluation in `training/`, which
+        imports nothing from `filtering/`) transcribes and scores with the filter's own code.
+        """
+        return score(text, hyp, language)
 
     def _batch(self, audios: list[np.ndarray]) -> list[str]:
         """Greedy decode of clips that fit one 30 s window, encoded in the shortest window that holds them."""

@@ -29,8 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
-from filtering.asr import SAMPLE_RATE
-from filtering.dialogue_schema import QualityScore
+from tokenization.audio import WHISPER_SAMPLE_RATE as SAMPLE_RATE
+from tokenization.dialogue_schema import QualityScore
 
 DNSMOS, VAD = "dnsmos", "vad"
 SCORERS = (DNSMOS, VAD)  # what `--quality` may name

@@ -26,8 +26,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from filtering.dialogue_schema import ASSISTANT, USER
 from filtering.quality import DNSMOS, VAD
+from tokenization.dialogue_schema import ASSISTANT, USER
 from tokenization.strict_config import load_dataclass
 
 REASONS = ("no_user_turn", "text_too_long", "no_scored_turn", "too_short", "too_long", "lead_silence", "trail_silence",

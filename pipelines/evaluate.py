@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_dir = check_args(a)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from filtering.asr import load_asr
-    from tokenization.codec import load_codec
+    from tokenization.codec_factory import load_codec
     from training.checkpointing import localize
     from training.evaluation import EvalConfig, evaluate, read_examples, render_html, render_markdown
     from training.inference import GenerationConfig

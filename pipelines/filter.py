@@ -17,16 +17,17 @@ import sys
 import time
 
 from filtering.asr import resolve_spec
-from filtering.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
+from tokenization.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
+from filtering.filter_job import filter_job
 from filtering.rules import Rules
-from filtering.steps import filter_job
 from pipelines.args import (add_asr_args, add_codec_args, add_io_args, add_quality_args, add_ray_args, add_reader_args,
                             add_shard_args, add_split_args, check_positive, input_units, quality_scorers, reader_options,
                             split_config)
 from pipelines.cli import require_at_least, run
 from pipelines.logs import setup_logging
 from tokenization import storage
-from tokenization.codec import load_codec
+from tokenization.codec_factory import load_codec
+from tokenization.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
 from tokenization.errors import UserError
 from tokenization.schema import KEPT, REJECTS, SHARDS, file_metadata
 from tokenization.sharded_job import (check_output_writable, compute_run_id, done_shards, duplicates_current, pending_units,

@@ -72,7 +72,7 @@ def speak(argv: list[str] | None = None) -> dict:
     import torch
 
     from tokenization.audio import load_audio
-    from tokenization.codec import load_codec
+    from tokenization.codec_factory import load_codec
     from training.inference import GenerationConfig, StreamingGenerator
     from training.model import VocalNetConfig, VocalNetM2
 

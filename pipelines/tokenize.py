@@ -20,11 +20,11 @@ from pipelines.args import (add_codec_args, add_io_args, add_ray_args, add_reade
                             check_positive, input_units, reader_options, split_config)
 from pipelines.cli import run
 from pipelines.logs import setup_logging
-from tokenization.codec import load_codec
+from tokenization.codec_factory import load_codec
 from tokenization.schema import file_metadata
 from tokenization.sharded_job import (SHARDS, check_output_writable, compute_run_id, done_shards, duplicates_current,
                                       pending_units, prepare_output, sync_output, write_manifest)
-from tokenization.steps import tokenize_job
+from tokenization.tokenize_job import tokenize_job
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

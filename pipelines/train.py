@@ -197,7 +197,7 @@ def resolve_paths(cfg: StageConfig) -> StageConfig:
     """Make local paths absolute (workers run in other folders) and fail fast, before Ray, on missing inputs
     and on data sources that do not agree (another codec, a dialogue folder in stage 1)."""
     from training.data.sources import check_sources
-    from training.data.units import list_units
+    from training.data.row_groups import list_row_groups
 
     def local_abs(p: str) -> str:
         return p if ckpt.is_remote_uri(p) or not p else os.path.abspath(p)
@@ -213,7 +213,7 @@ def resolve_paths(cfg: StageConfig) -> StageConfig:
     mixture = cfg.data.mixture()
     for source in mixture:
         what = f"data.sources {source.name}" if cfg.data.sources else "data.path"
-        list_units(source.path, what=what)  # UserError: no shards there, or a file that is not Parquet (footers only)
+        list_row_groups(source.path, what=what)  # UserError: no shards there, or a file that is not Parquet (footers only)
     check_sources(cfg.stage, [(s.name, s.path) for s in mixture])
     for p in cfg.checkpoint.init_from:
         if not storage.exists(p):
@@ -242,11 +242,9 @@ def run(cfg: StageConfig):
 
 def run_torchrun(cfg: StageConfig) -> None:
     """The same recipe under plain torchrun (one process per rank; no Ray, no retries)."""
-    from training.local_launch import close_process_group, run_local
+    from training.local_launch import close_process_group, require_local_storage, run_local
 
-    if ckpt.is_remote_uri(cfg.checkpoint.storage_path):
-        raise UserError(f"{cfg.source}: checkpoint.storage_path {cfg.checkpoint.storage_path}: --torchrun writes checkpoints "
-                        "to a local or shared folder; use Ray Train (no --torchrun) for object storage")
+    require_local_storage(cfg)  # before the process group: a one-line error, not a hung rank
     cfg = resolve_paths(cfg)
     if not cfg.scaling.use_gpu:
         os.environ.update(CPU_ENV)

@@ -37,7 +37,7 @@ def tts_sample(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_codec():
-    from tokenization.codec import load_codec
+    from tokenization.codec_factory import load_codec
 
     return load_codec("tiny")
 

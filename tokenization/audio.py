@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+WHISPER_SAMPLE_RATE = 16000  # Hz: what Whisper (the ASR filter, the model's audio encoder) hears; user audio is resampled to it
 SILENCE_PEAK = 1e-4  # below this peak amplitude a clip counts as all-silence
 MIN_SECONDS = 0.1  # shorter clips are truncated or empty, not speech
 

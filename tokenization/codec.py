@@ -2,7 +2,8 @@
 
 Every stage (tokenization, dialogue shards, streaming decode) talks to a codec only
 through this interface, so another codec (e.g. XY-Tokenizer) slots in by adding a
-backend and a branch in `load_codec`.
+backend and a branch in `tokenization.codec_factory.load_codec`. This module imports no
+backend: backends import it, and only the factory imports them (no import cycle).
 
 Shape legend: B batch, K codebooks, T frames, S samples.
 """
@@ -86,15 +87,3 @@ class SpeechCodec(abc.ABC):
             B float32 waveforms of shape [T_b * samples_per_frame].
         """
 
-
-def load_codec(spec: str, device: str = "cpu", n_codebooks: int = 8) -> SpeechCodec:
-    """Build a codec from a CLI spec: `tiny` (random-init tiny Mimi) or a local checkpoint path.
-
-    Nothing is downloaded: a path must exist on disk.
-    """
-    from tokenization.mimi_codec import MimiCodec
-
-    if spec in ("tiny", "mimi:tiny"):
-        return MimiCodec.tiny(n_codebooks=n_codebooks, device=device)
-    path = spec.removeprefix("mimi:")
-    return MimiCodec.from_pretrained(path, n_codebooks=n_codebooks, device=device)

@@ -3,7 +3,7 @@
 Every reader and writer uses these: the folder names of a job's output (`SHARDS`, `KEPT`,
 `REJECTS`, `QUARANTINE`), the codec facts in each Parquet file's key/value metadata
 (`file_metadata` writes them, `decode_metadata`/`read_file_metadata` read them back).
-The dialogue row and the scored TTS row live one floor up, in `filtering/dialogue_schema.py`,
+The dialogue row and the scored TTS row live one floor up, in `tokenization/dialogue_schema.py`,
 together with the detection of an output folder's kind.
 
 `codes` is stored as `list<fixed_size_list<uint16, K>>` (time-major `[n_frames, K]`) rather

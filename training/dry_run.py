@@ -21,10 +21,10 @@ from collections import defaultdict
 import pyarrow.parquet as pq
 import torch
 
-from filtering.dialogue_schema import DIALOGUE, DialogueTurn, row_kind
 from tokenization import storage
+from tokenization.dialogue_schema import DIALOGUE, DialogueTurn, row_kind
 from training.data.sources import check_sources, shard_facts, speech_pair
-from training.data.units import parquet_files
+from training.data.row_groups import parquet_files
 from training.model.config import VocalNetConfig
 from training.stage_config import StageConfig, resolve_init_model, resolve_tokenizer
 

@@ -18,6 +18,7 @@ import shutil
 import torch
 import torch.distributed as dist
 
+from tokenization.errors import UserError
 from training import checkpointing as ckpt
 from training.metrics import format_progress
 from training.recipe import StageRecipe, WorkerContext, run_worker
@@ -28,10 +29,19 @@ PREFIX = "checkpoint_"
 COMPLETE = ".complete"  # suffix of the marker file beside a finished checkpoint folder
 
 
-def run_dir(cfg: StageConfig) -> str:
+def require_local_storage(cfg: StageConfig) -> None:
+    """The torchrun launcher writes checkpoints with plain file I/O: object storage is the user's mistake to fix.
+
+    Raises:
+        UserError: `checkpoint.storage_path` is a remote URI (e.g. `s3://`), naming the YAML file.
+    """
     if ckpt.is_remote_uri(cfg.checkpoint.storage_path):
-        raise ValueError(f"checkpoint.storage_path {cfg.checkpoint.storage_path}: the torchrun launcher writes to a "
-                         "local or shared folder; use Ray Train for object storage")
+        raise UserError(f"{cfg.source}: checkpoint.storage_path {cfg.checkpoint.storage_path}: --torchrun writes checkpoints "
+                        "to a local or shared folder; use Ray Train (no --torchrun) for object storage")
+
+
+def run_dir(cfg: StageConfig) -> str:
+    require_local_storage(cfg)
     return os.path.join(os.path.abspath(cfg.checkpoint.storage_path), cfg.checkpoint.run_name)
 
 

@@ -23,7 +23,7 @@ from filtering.audit.read import FactCollector, quarantine_facts, read_manifest,
 from filtering.audit.report import write_report
 from filtering.audit.stats import collect
 from filtering.audit.threshold import threshold_curve
-from filtering.dialogue_schema import TOKENIZE, detect_kind
+from tokenization.dialogue_schema import TOKENIZE, detect_kind
 
 __all__ = ["AuditOptions", "LintConfig", "ListenOptions", "audit"]
 

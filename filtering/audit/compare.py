@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from filtering.audit.figure import plt, png
 from filtering.audit.read import FactCollector, RowFact, quarantine_facts, read_quarantine, scan
-from filtering.dialogue_schema import detect_kind
 from filtering.quality import QUALITY_COLUMNS
+from tokenization.dialogue_schema import detect_kind
 
 WER_EPS = 1e-6  # float32 WERs equal within this are unchanged
 

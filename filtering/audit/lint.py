@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 
 from filtering.audit.read import scan
-from filtering.dialogue_schema import DIALOGUE, TTS, USER, row_kind
 from filtering.normalize import normalize
+from tokenization.dialogue_schema import DIALOGUE, TTS, USER, row_kind
 from tokenization.schema import ShardCodec
 
 N_EXAMPLES = 5

@@ -27,9 +27,9 @@ from filtering.asr import SAMPLE_RATE
 from filtering.audit.quality_scores import lowest_dnsmos_kept
 from filtering.audit.read import RowFact, fetch_rows
 from filtering.audit.stats import N_EXAMPLES, diff_ops
-from filtering.dialogue_schema import FILTER_DIALOGUE, TTS, USER, flac_to_pcm
 from filtering.normalize import normalize
 from tokenization.audio import read_ref, resample
+from tokenization.dialogue_schema import FILTER_DIALOGUE, TTS, USER, flac_to_pcm
 from tokenization.readers.registry import list_units, read_unit
 from tokenization.schema import QuarantineRow, codes_to_numpy
 from tokenization.units import AudioRef, ReaderOptions
@@ -107,7 +107,7 @@ class ClipAudio:
 
     def codec(self):
         if self._codec is None:
-            from tokenization.codec import load_codec
+            from tokenization.codec_factory import load_codec
 
             self._codec = load_codec(self.opts.codec)
         return self._codec

@@ -22,10 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from filtering.dialogue_schema import DIALOGUE, ID_COLUMN, TOKENIZE, TTS, detect_kind, row_kind
 from filtering.quality import QUALITY_COLUMNS, worst
 from filtering.rules import QUALITY_RULES, Rules, decide, reason_code
 from tokenization import storage
+from tokenization.dialogue_schema import DIALOGUE, ID_COLUMN, TOKENIZE, TTS, detect_kind, row_kind
 from tokenization.errors import UserError
 from tokenization.schema import KEPT, MANIFEST, QUARANTINE, REJECTS, SHARDS, decode_metadata
 

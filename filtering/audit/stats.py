@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from filtering.audit.read import Visitor, read_manifest, read_quarantine, scan
-from filtering.dialogue_schema import ASSISTANT, FILTER_DIALOGUE, TOKENIZE, USER, detect_kind
 from filtering.normalize import normalize
 from filtering.rules import reason_code
+from tokenization.dialogue_schema import ASSISTANT, FILTER_DIALOGUE, TOKENIZE, USER, detect_kind
 from tokenization.schema import ShardCodec
 
 PERCENTILES = (5, 25, 50, 75, 90, 95, 99)

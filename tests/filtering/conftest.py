@@ -39,7 +39,7 @@ def loaded_records(dialogue_sample):
     """The sample's dialogues loaded as filter items (no Ray): the job's read + load steps, one batch."""
     from tokenization.readers.registry import list_units
     from filtering.rules import Rules
-    from filtering.steps import filter_job
+    from filtering.filter_job import filter_job
     from tokenization.sharded_job import read_batches
     from tokenization.units import ReaderOptions
 
@@ -57,7 +57,7 @@ def tokenize_out(tmp_path_factory, tts_sample, tiny_codec) -> tuple[Path, Path]:
     one of them made unreadable (quarantined). Returns (folder, its input manifest)."""
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, write_manifest
-    from tokenization.steps import tokenize_job
+    from tokenization.tokenize_job import tokenize_job
     from tokenization.readers.registry import list_units
     from tokenization.units import ReaderOptions
 

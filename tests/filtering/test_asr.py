@@ -5,14 +5,14 @@ import copy
 import numpy as np
 import torch
 
-from filtering.ct2_to_openai_whisper import ct2_to_state_dict, read_ct2_variables
 from filtering.asr import shipped_tiny_en
-from filtering.dialogue_schema import USER
+from filtering.ct2_to_openai_whisper import ct2_to_state_dict, read_ct2_variables
+from filtering.filter_job import ScoreBatch
 from filtering.rules import Rules, reason_code
 from filtering.sample_dialogues import expected_outcomes
-from filtering.steps import ScoreBatch
 from filtering.wer import score
 from tokenization.audio import load_audio
+from tokenization.dialogue_schema import USER
 
 
 def test_converted_checkpoint_matches_the_ct2_weights(openai_checkpoint):

@@ -457,7 +457,7 @@ def test_source_audio_is_found_in_webdataset_tars(tmp_path):
     import numpy as np
 
     from filtering.audit.listen import ClipAudio, _source_refs
-    from filtering.dialogue_schema import FILTER_TTS, TTS
+    from tokenization.dialogue_schema import FILTER_TTS, TTS
     from tests.corpora import _emilia, _tar, encode
 
     rate = 16000

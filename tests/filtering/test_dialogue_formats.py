@@ -8,9 +8,10 @@ import pytest
 from tokenization.readers.dialogue import read_dialogue_unit
 from tokenization.readers.registry import list_units, read_dialogues
 from tokenization.units import DialogueSpec
-from filtering.dialogue_schema import ASSISTANT, USER
-from filtering.steps import load_dialogue
+from tokenization.dialogue_schema import ASSISTANT, USER
+from filtering.filter_job import load_dialogue
 from tests.corpora import make_hf_dialogues, make_instruct_s2s
+from tokenization.dialogue_schema import ASSISTANT, USER
 from tokenization.units import ReaderOptions
 
 

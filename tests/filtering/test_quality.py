@@ -13,12 +13,12 @@ import pytest
 import soundfile as sf
 
 from filtering.asr import SAMPLE_RATE
-from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, pcm_to_flac
+from filtering.filter_job import QualityBatch
 from filtering.quality import DNSMOS_COLUMNS, QUALITY_COLUMNS, QualityScorer, dnsmos_windows, parse_quality
 from filtering.rules import Rules, decide, reason_code
 from filtering.sample_dialogues import add_noise, pad_silence
-from filtering.steps import QualityBatch
 from tokenization.audio import resample
+from tokenization.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, pcm_to_flac
 from tokenization.espeak import espeak_to_wav
 from tokenization.sharded_job import Item
 
@@ -135,7 +135,7 @@ def test_quality_names_and_rule_checks():
 
 
 def test_tts_rows_get_top_level_columns(scorer, answers):
-    from filtering.dialogue_schema import ScoredTTSRow
+    from tokenization.dialogue_schema import ScoredTTSRow
 
     row = ScoredTTSRow.from_dict({"utt_id": "u", "source": "s", "speaker": "", "language": "en", "text": ANSWERS[0],
                                   "duration_s": 1.0, "n_frames": 1, "codes": [[0] * 8], "audio_sha1": "", "run_id": "", "split": "train"})
@@ -155,7 +155,7 @@ def test_dialogues_through_the_filter_steps(answers, scorer, faster_asr, tiny_co
     import pyarrow.dataset as pads
 
     from tokenization.readers.registry import list_units
-    from filtering.steps import filter_job
+    from filtering.filter_job import filter_job
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import run_local
     from tokenization.units import ReaderOptions

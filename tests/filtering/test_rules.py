@@ -5,8 +5,8 @@ import json
 import pytest
 
 from filtering.asr import SAMPLE_RATE
-from filtering.dialogue_schema import ASSISTANT, USER
 from filtering.rules import Rules, decide, reason_code
+from tokenization.dialogue_schema import ASSISTANT, USER
 
 
 def turn(**kw):
@@ -124,8 +124,8 @@ class CountingAsr:
 def test_score_batch_rejects_text_and_role_problems_before_asr(faster_asr):
     import numpy as np
 
-    from filtering.dialogue_schema import DialogueRow, DialogueTurn, pcm_to_flac
-    from filtering.steps import ScoreBatch
+    from tokenization.dialogue_schema import DialogueRow, DialogueTurn, pcm_to_flac
+    from filtering.filter_job import ScoreBatch
     from tokenization.sharded_job import Item
 
     tone = pcm_to_flac(0.1 * np.sin(np.linspace(0, 440 * 2 * np.pi, SAMPLE_RATE)).astype(np.float32), SAMPLE_RATE)

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile as sf
 
-import filtering.steps as steps
+import filtering.filter_job as steps
 from tests.jobs import visible_files
 from tokenization.schema import TokenRow, rows_to_table
 from tokenization.sharded_job import shard_name
@@ -58,7 +58,7 @@ def _tokenize(corpus, out, codec):
     """The tokenize job's steps over a folder of manifests (no Ray), as `pipelines.tokenize` orders them."""
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, sync_output, write_manifest
-    from tokenization.steps import tokenize_job
+    from tokenization.tokenize_job import tokenize_job
 
     opts, config = ReaderOptions(), {"codec": codec.info.__dict__}
     units, run_id = list_units(str(corpus), "auto", opts), compute_run_id(config)
@@ -72,7 +72,7 @@ def _tokenize(corpus, out, codec):
 def _filter(tokens, corpus, out, codec, asr):
     """The TTS-mode filter's steps over a token folder joined with the tokenize input (no Ray). Returns the sync plan."""
     from filtering.rules import Rules
-    from filtering.shards import FilterSink
+    from filtering.filter_job import FilterSink
     from pipelines.args import input_units
     from pipelines.filter import token_shard_units
     from tokenization.schema import file_metadata

@@ -10,10 +10,10 @@ import ast
 import functools
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("tokenization", "filtering", "training", "pipelines")
-# Cycles another change removes; delete the entry when it lands (r19-contracts: the codec factory module).
-KNOWN = {frozenset({"tokenization.codec", "tokenization.mimi_codec"})}
 
 
 def module_names() -> dict[str, Path]:
@@ -89,7 +89,7 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def test_no_import_cycles_deferred_imports_included():
-    found = [c for c in cycles(import_graph()) if frozenset(c) not in KNOWN]
+    found = cycles(import_graph())
     assert not found, f"import cycles (imports inside functions count): {found}"
 
 
@@ -97,3 +97,21 @@ def test_the_graph_sees_deferred_imports():
     graph = import_graph()  # tokenization/units.py is the records every reader yields: it imports no reader
     assert not any(m.startswith("tokenization.readers") for m in graph["tokenization.units"])
     assert "filtering.asr" in graph["pipelines.args"]  # imported inside `add_asr_args` only
+
+
+@pytest.mark.parametrize("package, forbidden", [("training", "filtering"), ("tokenization", "filtering"),
+                                                ("tokenization", "training"), ("filtering", "training"),
+                                                ("tokenization", "pipelines"), ("filtering", "pipelines"),
+                                                ("training", "pipelines")])
+def test_no_import_runs_up_a_floor(package, forbidden):
+    """The floors only point down: `training/` imports nothing from `filtering/`; no library imports `pipelines/`."""
+    bad = {f"{m}: {d}" for m, deps in import_graph().items() if m.split(".")[0] == package
+           for d in deps if d.split(".")[0] == forbidden}
+    assert not bad, f"{package}/ must not import {forbidden}/: {sorted(bad)}"
+
+
+def test_codec_interface_imports_no_backend():
+    """`codec.py` <- `mimi_codec.py` <- `codec_factory.py`: only the factory picks backends."""
+    graph = import_graph()
+    assert not {m for m in graph["tokenization.codec"] if m.startswith("tokenization")}
+    assert "tokenization.codec_factory" not in graph["tokenization.mimi_codec"]

@@ -174,7 +174,7 @@ def test_killed_writer_is_rerun_within_the_job(dirty_corpus, tiny_codec, tmp_pat
 
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import run_local
-    from tokenization.steps import tokenize_job
+    from tokenization.tokenize_job import tokenize_job
     from tokenization.readers.registry import list_units
     from tokenization.units import ReaderOptions
 
@@ -324,7 +324,7 @@ def _tokenize_into(corpus: Path, out: Path, codec) -> tuple:
     prepare, sync the folder to the listing, run what is pending, write the manifest."""
     from tokenization.schema import file_metadata
     from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, sync_output, write_manifest
-    from tokenization.steps import tokenize_job
+    from tokenization.tokenize_job import tokenize_job
 
     opts = ReaderOptions()
     units = list_units(str(corpus), "webdataset", opts)

@@ -113,15 +113,15 @@ def test_dry_run_warns_about_what_is_only_on_the_cluster(capsys):
 
 
 def test_dry_run_counts_dialogue_pairs_without_reading_audio_or_codes(tmp_path, capsys):
-    """Stage 3 on dialogue shards (filtering.dialogue_schema): examples are (user, assistant-with-codes) pairs."""
+    """Stage 3 on dialogue shards (tokenization.dialogue_schema): examples are (user, assistant-with-codes) pairs."""
     import json
 
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from filtering.asr import SAMPLE_RATE
-    from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_schema
+    from tokenization.audio import WHISPER_SAMPLE_RATE as SAMPLE_RATE
+    from tokenization.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_schema
     from pipelines.cli import run
 
     def turn(role, seconds, frames):

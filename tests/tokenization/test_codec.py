@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tokenization.audio import load_audio
-from tokenization.codec import load_codec
+from tokenization.codec_factory import load_codec
 from tokenization.readers.registry import read_input
 
 

@@ -72,7 +72,7 @@ def tiny_en():
 @pytest.mark.parametrize("backend", ["library", pytest.param("program", marks=pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="the espeak-ng program is not installed"))])
 def test_sample_answers_are_what_tiny_en_hears(backend, tiny_en, tmp_path):
-    from filtering.asr import SAMPLE_RATE
+    from tokenization.audio import WHISPER_SAMPLE_RATE as SAMPLE_RATE
     from filtering.wer import score
     from tokenization.audio import resample
 

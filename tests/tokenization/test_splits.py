@@ -58,7 +58,7 @@ def test_tokenize_output_has_no_speaker_in_two_splits(tts_sample, tiny_codec, tm
     """18 of the sample's clips relabelled as 7 crafted speakers (2 clips each) and 4 speakerless clips."""
     from tokenization.schema import file_metadata, token_schema
     from tokenization.sharded_job import run_local
-    from tokenization.steps import tokenize_job
+    from tokenization.tokenize_job import tokenize_job
     from tokenization.readers.registry import list_units
     from tokenization.units import ReaderOptions
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from filtering.asr import SAMPLE_RATE
+from tokenization.audio import WHISPER_SAMPLE_RATE as SAMPLE_RATE
 
 torch.set_num_threads(2)
 

@@ -2,7 +2,7 @@
 
 Import from a test module: `from tests.training.conftest_train import *  # noqa: F401,F403`.
 Both are built through the shard contract: token shards from `tokenization.schema.TokenRow`
-(what `pipelines.tokenize` writes), dialogue shards from `filtering.dialogue_schema.DialogueRow`
+(what `pipelines.tokenize` writes), dialogue shards from `tokenization.dialogue_schema.DialogueRow`
 (what the filter job writes to `kept/`).
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
-from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table, pcm_to_flac
+from tokenization.audio import WHISPER_SAMPLE_RATE
 from tokenization.audio import load_audio
+from tokenization.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table, pcm_to_flac
 from tokenization.schema import PARQUET_COMPRESSION, TokenRow, file_metadata, rows_to_table, sha1_hex
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")

@@ -226,3 +226,12 @@ def test_data_path_is_the_one_source_shorthand_of_data_sources(tmp_path):
     both.write_text(open(path).read().replace("  path: out/demo/tokens/shards", "  path: a\n  sources: [{path: b}]"))
     with pytest.raises(UserError, match=r"both.yaml: data.sources: give data.path \(one source\) or data.sources"):
         load_config(str(both))
+
+
+def test_torchrun_refuses_object_storage_as_a_user_error():
+    """One refusal for `--torchrun` with an `s3://` checkpoint folder: a UserError naming the YAML, wherever it is met."""
+    from training.local_launch import run_dir
+
+    cfg = load_config(os.path.join(CONFIG_DIR, "stage1_tiny.yaml"), ["checkpoint.storage_path=s3://bucket/ckpt"], stage=1)
+    with pytest.raises(UserError, match=r"stage1_tiny.yaml: checkpoint.storage_path s3://bucket/ckpt: --torchrun"):
+        run_dir(cfg)

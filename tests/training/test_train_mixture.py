@@ -106,7 +106,7 @@ def test_a_state_saved_before_mixtures_resumes_the_one_source(halves):
 def test_sources_of_another_codec_or_kind_are_one_line_errors_naming_both(halves, tiny_codec, tmp_path):
     from dataclasses import replace
 
-    from filtering.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table
+    from tokenization.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table
 
     ok = halves["a"]
     other = tmp_path / "other"

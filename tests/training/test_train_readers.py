@@ -10,7 +10,7 @@ import pytest
 from tests.training.conftest_train import *  # noqa: F401,F403
 from training.data.sources import WHISPER_SAMPLE_RATE, DialogueSource, TokenShardSource
 from training.data.stream import BatchStream, fixed_batches
-from training.data.units import list_units, loader_shard, shard_rows
+from training.data.row_groups import list_row_groups, loader_shard, shard_rows
 
 
 def _ids(stream: BatchStream, epoch: int) -> list[str]:
@@ -70,7 +70,7 @@ def test_loader_shard_counts_workers():
 def test_dialogue_pairs_for_stage2_and_stage3(dialogue_shards):
     s2 = DialogueSource(str(dialogue_shards), with_codes=False)
     s3 = DialogueSource(str(dialogue_shards), with_codes=True)
-    assert len(list_units(str(dialogue_shards))) == 3
+    assert len(list_row_groups(str(dialogue_shards))) == 3
     ex2 = next(iter(BatchStream(s2, 0, 1, batch_size=2, buffer_size=4)))[0]
     assert set(ex2) == {"id", "assistant_text", "user_audio"}
     assert ex2["user_audio"].dtype == np.float32 and len(ex2["user_audio"]) > WHISPER_SAMPLE_RATE * 0.5

@@ -14,13 +14,12 @@ from typing import Iterator
 
 import pyarrow.compute as pc
 
-from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
-from filtering.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, TTS, USER, DialogueRow, DialogueTurn, file_row_kind
 from tokenization import storage
-from tokenization.audio import decode_audio, resample
+from tokenization.audio import WHISPER_SAMPLE_RATE, decode_audio, resample
+from tokenization.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, TTS, USER, DialogueRow, DialogueTurn, file_row_kind
 from tokenization.errors import UserError
 from tokenization.schema import FRAME_RATE, TokenRow, read_file_metadata
-from training.data.units import TRAIN, Unit, list_units, parquet_files, read_unit
+from training.data.row_groups import TRAIN, RowGroup, list_row_groups, parquet_files, read_row_group
 
 SAMPLES_PER_FRAME = round(WHISPER_SAMPLE_RATE / FRAME_RATE)  # 1280: user audio samples per codec frame (80 ms)
 
@@ -36,22 +35,22 @@ class Source:
 
     def __init__(self, uri: str, split: str | None = TRAIN):
         self.uri, self.split = uri, split  # split None: every row
-        self.units = list_units(uri, split)
+        self.units = list_row_groups(uri, split)
 
-    def read(self, unit: Unit, rows: list[int] | None) -> list[dict]:
-        """The rows of one unit (or the given ones) that belong to this source's split."""
-        if not unit.has_split or self.split is None:
-            return read_unit(unit, self.columns, rows).to_pylist()
+    def read(self, group: RowGroup, rows: list[int] | None) -> list[dict]:
+        """The rows of one row group (or the given ones) that belong to this source's split."""
+        if not group.has_split or self.split is None:
+            return read_row_group(group, self.columns, rows).to_pylist()
         columns = None if self.columns is None else [*self.columns, "split"]
-        table = read_unit(unit, columns, rows)
+        table = read_row_group(group, columns, rows)
         return table.filter(pc.equal(table.column("split"), self.split)).to_pylist()
 
-    def read_indexed(self, unit: Unit, rows: list[int] | None) -> list[tuple[int, dict]]:
-        """Like `read`, each row with its index in the unit (how a checkpoint names a row)."""
-        index = list(range(unit.num_rows)) if rows is None else list(rows)
-        if not unit.has_split or self.split is None:
-            return list(zip(index, read_unit(unit, self.columns, rows).to_pylist()))
-        table = read_unit(unit, None if self.columns is None else [*self.columns, "split"], rows)
+    def read_indexed(self, group: RowGroup, rows: list[int] | None) -> list[tuple[int, dict]]:
+        """Like `read`, each row with its index in the row group (how a checkpoint names a row)."""
+        index = list(range(group.num_rows)) if rows is None else list(rows)
+        if not group.has_split or self.split is None:
+            return list(zip(index, read_row_group(group, self.columns, rows).to_pylist()))
+        table = read_row_group(group, None if self.columns is None else [*self.columns, "split"], rows)
         keep = table.column("split").to_pylist()
         return [(i, row) for i, row, split in zip(index, table.to_pylist(), keep) if split == self.split]
 

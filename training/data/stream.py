@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Generator, Iterator
 
 from training.data.sources import Source
-from training.data.units import shard_rows
+from training.data.row_groups import shard_rows
 
 
 @dataclass

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from filtering.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, file_row_kind
+from tokenization.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, file_row_kind
 from training.data.sources import DialogueSource, Source, TokenShardSource
-from training.data.units import parquet_files, read_unit
+from training.data.row_groups import parquet_files, read_row_group
 
 SPLITS = ("train", "valid", "test")
 ALL = "all"
@@ -30,7 +30,7 @@ ALL = "all"
 class EvalExample:
     id: str  # "<dialogue_id>/<turn>" for dialogues, the utt_id for TTS rows
     dialogue_id: str  # the row's id (utt_id for TTS rows)
-    kind: str  # DIALOGUE | TTS (filtering.dialogue_schema)
+    kind: str  # DIALOGUE | TTS (tokenization.dialogue_schema)
     language: str
     example: dict  # the Source's training example (what the stage's collator takes)
 
@@ -79,7 +79,7 @@ def read_examples(uri: str, split: str = "test", max_dialogues: int = 0) -> list
                 f"{unit.path}: no `split` column, so --split {split} cannot pick rows. "
                 f"Rewrite the shards with a split column, or pass --split all to evaluate every row.")
         extra = ["language", "split"] if unit.has_split else ["language"]  # both shard schemas hold `language`
-        for row in read_unit(unit, source.columns + [c for c in extra if c not in source.columns], None).to_pylist():
+        for row in read_row_group(unit, source.columns + [c for c in extra if c not in source.columns], None).to_pylist():
             seen_splits.add(row.get("split"))
             if split != ALL and row["split"] != split:
                 continue

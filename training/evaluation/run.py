@@ -16,13 +16,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from filtering.asr import AsrBackend
-from filtering.dialogue_schema import DIALOGUE, TTS
-from filtering.wer import score
 from tokenization.codec import SpeechCodec
+from tokenization.dialogue_schema import DIALOGUE, TTS
 from training.data.collate import collate_dialogue, collate_tts
 from training.evaluation.examples import EvalExample
-from training.evaluation.speech import speech_wer
+from training.evaluation.speech import SpeechScorer, speech_wer
 from training.evaluation.teacher_forced import TeacherForcedMetrics, teacher_forced_metrics
 from training.inference import GenerationConfig, StreamingGenerator
 from training.model.audio_encoder import build_feature_extractor
@@ -60,7 +58,7 @@ def _forced_reply(ex: EvalExample, reply: str) -> str | None:
     return ex.reference_text if reply == "reference" or ex.kind == TTS else None
 
 
-def speak_and_score(gen: StreamingGenerator, asr: AsrBackend, ex: EvalExample, reply: str = "generate") -> dict:
+def speak_and_score(gen: StreamingGenerator, asr: SpeechScorer, ex: EvalExample, reply: str = "generate") -> dict:
     """Generate the reply to one example as a stream, transcribe it, score it: one result row.
 
     WER/CER compare the ASR transcript with the *generated* text (does the speech say what
@@ -76,7 +74,7 @@ def speak_and_score(gen: StreamingGenerator, asr: AsrBackend, ex: EvalExample, r
         "id": ex.id, "dialogue_id": ex.dialogue_id, "kind": ex.kind, "language": ex.language,
         "reference_text": ex.reference_text, "generated_text": rep.text, "asr_hyp": hyp,
         "wer": s.wer, "cer": s.cer, "n_ref_words": s.n_ref_words, "n_sub": s.n_sub, "n_del": s.n_del, "n_ins": s.n_ins,
-        "text_wer_vs_reference": score(ex.reference_text, rep.text, ex.language).wer,
+        "text_wer_vs_reference": asr.score(ex.reference_text, rep.text, ex.language).wer,
         "first_chunk_latency_s": rep.first_chunk_latency_s if spoke else None,
         "thinker_first_chunk_s": rep.thinker_first_chunk_s,
         "rtf": rep.rtf if spoke else None,
@@ -128,7 +126,7 @@ def summarize(rows: list[dict], tf: TeacherForcedMetrics, n_codebooks: int, n_mt
     }
 
 
-def evaluate(model, codec: SpeechCodec, asr: AsrBackend, examples: list[EvalExample], gen_cfg: GenerationConfig,
+def evaluate(model, codec: SpeechCodec, asr: SpeechScorer, examples: list[EvalExample], gen_cfg: GenerationConfig,
              cfg: EvalConfig | None = None, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Teacher-forced metrics, then a streamed, transcribed reply per example; the summary dict.
 

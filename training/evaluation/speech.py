@@ -1,10 +1,11 @@
 """ASR-WER of generated speech: the paper's WER metric, through the filter job's own code.
 
-The generated waveform is resampled to Whisper's 16 kHz, transcribed by a
-`filtering.asr.AsrBackend` (the same backends and `--asr` specs as `pipelines.filter`) and
-scored against the text the model meant to say with `filtering.wer.score` (Whisper
-normalizer + jiwer). Nothing here is specific to evaluation, so the tests score known
-espeak-ng speech through exactly this function.
+The generated waveform is resampled to Whisper's 16 kHz, transcribed by a `SpeechScorer`
+(in practice a `filtering.asr.AsrBackend`: the same backends and `--asr` specs as
+`pipelines.filter`, which the entry point loads) and scored against the text the model meant
+to say with the scorer's `score` (the filter's Whisper normalizer + jiwer). `training/`
+imports nothing from `filtering/`: the scorer comes in as an argument. Nothing here is
+specific to evaluation, so the tests score known espeak-ng speech through exactly this function.
 
     >>> hyp, s = speech_wer(load_asr("tiny.en"), wav, 24_000, "It will be sunny.", "en")
     >>> s.wer
@@ -13,14 +14,25 @@ espeak-ng speech through exactly this function.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 
-from filtering.asr import SAMPLE_RATE, AsrBackend
-from filtering.wer import Score, score
-from tokenization.audio import resample
+from tokenization.audio import WHISPER_SAMPLE_RATE, resample
 
 
-def speech_wer(asr: AsrBackend, waveform: np.ndarray, sr: int, text: str, language: str = "en") -> tuple[str, Score]:
+class SpeechScorer(Protocol):
+    """What evaluation needs of an ASR (a `filtering.asr.AsrBackend` is one): a name, transcripts of 16 kHz clips, WER."""
+
+    name: str
+
+    def transcribe(self, audios: list[np.ndarray]) -> list[str]: ...
+
+    def score(self, text: str, hyp: str, language: str = "en") -> Any:
+        """A `filtering.wer.Score` of `hyp` against `text`: `wer`, `cer`, `n_ref_words`, `n_sub`, `n_del`, `n_ins`."""
+
+
+def speech_wer(asr: SpeechScorer, waveform: np.ndarray, sr: int, text: str, language: str = "en") -> tuple[str, Any]:
     """Transcribe `waveform` and score it against `text`.
 
     Args:
@@ -29,8 +41,8 @@ def speech_wer(asr: AsrBackend, waveform: np.ndarray, sr: int, text: str, langua
         text: what the speech should say (the generated reply text).
         language: picks the normalizer (`filtering.normalize`).
     Returns:
-        (raw ASR hypothesis, Score with WER/CER and edit counts on normalized text).
+        (raw ASR hypothesis, score with WER/CER and edit counts on normalized text).
     """
     audio = np.asarray(waveform, dtype=np.float32).reshape(-1)
-    hyp = asr.transcribe([resample(audio, sr, SAMPLE_RATE)])[0] if len(audio) else ""
-    return hyp, score(text, hyp, language)
+    hyp = asr.transcribe([resample(audio, sr, WHISPER_SAMPLE_RATE)])[0] if len(audio) else ""
+    return hyp, asr.score(text, hyp, language)

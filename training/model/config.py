@@ -18,7 +18,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from filtering.asr import SAMPLE_RATE as WHISPER_SAMPLE_RATE
+from tokenization.audio import WHISPER_SAMPLE_RATE
+from tokenization.schema import CODEBOOK_SIZE, N_CODEBOOKS
 from tokenization.strict_config import ConfigError, config_error, load_dataclass
 
 
@@ -93,14 +94,14 @@ class FusionConfig:
 class TalkerConfig:
     """Multi-track AR Talker over K codebooks, plus N chained MTP modules."""
 
-    n_codebooks: int = 8  # the codec's geometry (tokenization.schema), not a model size
-    codebook_size: int = 2048
+    n_codebooks: int = N_CODEBOOKS  # the codec's geometry (tokenization.schema), not a model size
+    codebook_size: int = CODEBOOK_SIZE
     n_layers: int
     d_model: int
     n_heads: int
     ffn_mult: int = 4
     max_frames: int  # learned positions; longest reply in frames (+ delays + end)
-    delays: list[int] = field(default_factory=lambda: [0] * 8)  # per codebook; all 0 = parallel
+    delays: list[int] = field(default_factory=lambda: [0] * N_CODEBOOKS)  # per codebook; all 0 = parallel
     n_mtp: int  # 0..5; paper: 4
     mtp_weights: list[float] | None = None  # explicit per-module weights, else mtp_decay**i
     mtp_decay: float = 0.8

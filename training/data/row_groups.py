@@ -1,8 +1,8 @@
-"""Parquet units and sharding: which (file, row group) pieces a data set has, and which reader reads which.
+"""Parquet row groups and sharding: which (file, row group) pieces a data set has, and which reader reads which.
 
-Only footers are read to list units. An epoch's units are shuffled with `(seed, epoch)`.
-With at least as many units as readers, reader `i` of `n` takes units `i, i+n, ...`; with
-fewer (tiny sets), every reader walks all units and keeps rows `i, i+n, ...`. Either way each
+Only footers are read to list row groups. An epoch's row groups are shuffled with `(seed, epoch)`.
+With at least as many row groups as readers, reader `i` of `n` takes groups `i, i+n, ...`; with
+fewer (tiny sets), every reader walks all groups and keeps rows `i, i+n, ...`. Either way each
 row is read by exactly one reader per epoch. A reader is one (world rank, data-loader worker)
 pair: `shard = rank * workers + worker`.
 
@@ -33,7 +33,7 @@ class DataPathError(UserError, FileNotFoundError):
 
 
 @dataclass(frozen=True)
-class Unit:
+class RowGroup:
     """One row group of one Parquet file: the smallest piece a reader opens."""
 
     path: str
@@ -68,7 +68,7 @@ def parquet_files(uri: str, what: str = "data.path") -> list[str]:
     return files
 
 
-def list_units(uri: str, split: str | None = None, what: str = "data.path") -> list[Unit]:
+def list_row_groups(uri: str, split: str | None = None, what: str = "data.path") -> list[RowGroup]:
     """Every (file, row group) of the `*.parquet` files directly under a folder (local or s3://).
 
     `uri` may also name a single `.parquet` file; `what` names it in errors (`data.path`, a
@@ -76,7 +76,7 @@ def list_units(uri: str, split: str | None = None, what: str = "data.path") -> l
     groups whose statistics show no row of that split are left out (files without a `split`
     column hold only train rows).
     """
-    units = []
+    groups = []
     for path in parquet_files(uri, what):
         md, has_split = parquet_footer(path)
         if not has_split and split:
@@ -87,8 +87,8 @@ def list_units(uri: str, split: str | None = None, what: str = "data.path") -> l
             bounds = _split_range(md, i) if has_split and split else None
             if bounds is not None and not bounds[0] <= split <= bounds[1]:
                 continue
-            units.append(Unit(path, i, md.row_group(i).num_rows, has_split))
-    return units
+            groups.append(RowGroup(path, i, md.row_group(i).num_rows, has_split))
+    return groups
 
 
 def parquet_footer(path: str) -> tuple[pq.FileMetaData, bool]:
@@ -102,21 +102,21 @@ def parquet_footer(path: str) -> tuple[pq.FileMetaData, bool]:
                         "remove it from data.path or rewrite it") from None
 
 
-def shard_rows(units: list[Unit], shard: int, n_shards: int, seed: int, epoch: int) -> Iterator[tuple[Unit, list[int] | None]]:
-    """(unit, row indices to keep or None for all) for one reader in one epoch.
+def shard_rows(groups: list[RowGroup], shard: int, n_shards: int, seed: int, epoch: int) -> Iterator[tuple[RowGroup, list[int] | None]]:
+    """(row group, row indices to keep or None for all) for one reader in one epoch.
 
     Args:
-        units: all units of the data set, in a fixed order.
+        groups: all row groups of the data set, in a fixed order.
         shard, n_shards: this reader's index and the number of readers (world size x loader workers).
-        seed, epoch: the unit order is a permutation drawn from these.
+        seed, epoch: the group order is a permutation drawn from these.
     """
-    order = list(units)
+    order = list(groups)
     random.Random(f"{seed}/{epoch}").shuffle(order)
     if len(order) >= n_shards:
         for u in order[shard::n_shards]:
             yield u, None
         return
-    offset = 0  # global row index over the shuffled units: row r belongs to reader r % n_shards
+    offset = 0  # global row index over the shuffled groups: row r belongs to reader r % n_shards
     for u in order:
         keep = [i for i in range(u.num_rows) if (offset + i) % n_shards == shard]
         offset += u.num_rows
@@ -124,9 +124,9 @@ def shard_rows(units: list[Unit], shard: int, n_shards: int, seed: int, epoch: i
             yield u, keep
 
 
-def read_unit(unit: Unit, columns: list[str] | None, rows: list[int] | None) -> pa.Table:
-    with storage.open_input(unit.path) as f:
-        table = pq.ParquetFile(f).read_row_group(unit.row_group, columns=columns)
+def read_row_group(group: RowGroup, columns: list[str] | None, rows: list[int] | None) -> pa.Table:
+    with storage.open_input(group.path) as f:
+        table = pq.ParquetFile(f).read_row_group(group.row_group, columns=columns)
     return table.take(pa.array(rows, pa.int64())) if rows is not None else table
 
 

@@ -1,4 +1,4 @@
-"""The tokenization job's steps for the sharded-job engine (`tokenization/sharded_job.py`): no Ray.
+"""The tokenize job for the sharded-job engine (`tokenization/sharded_job.py`): its steps, its sink, `tokenize_job`; no Ray.
 
     read   (task)   a unit -> `Utterance` / `QuarantineRow` records (`tokenization.readers.registry.read_unit`)
     load   (task)   decode, validate and resample one utterance's audio (`tokenization.audio.read_ref`)
@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from tokenization.audio import read_ref, resample
-from tokenization.codec import SpeechCodec, load_codec
+from tokenization.codec import SpeechCodec
+from tokenization.codec_factory import load_codec
 from tokenization.schema import N_CODEBOOKS, codes_to_arrow, meta_json, sha1_hex, token_schema
 from tokenization.sharded_job import SHARDS, Item, JobSpec, Step
 from tokenization.splits import SplitConfig, assign_split

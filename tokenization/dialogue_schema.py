@@ -1,7 +1,8 @@
 """The dialogue-shard row (one dialogue, its turns) and the scored TTS row with their Arrow schemas; shard kinds.
 
-This is the shard contract's upper half (the token row, quarantine row, layout names and file
-metadata are in `tokenization/schema.py`): it knows every row kind, so it also says what a
+This is the shard contract's second half (the token row, quarantine row, layout names and file
+metadata are in `tokenization/schema.py`), on the ground floor with it so that training reads
+filter output without importing `filtering/`. It knows every row kind, so it also says what a
 shard file holds (`row_kind`: `DIALOGUE` rows have `turns`, `TTS` rows have `codes`) and what
 an output folder is (`detect_kind`: `TOKENIZE`, `FILTER_DIALOGUE` or `FILTER_TTS`).
 
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from tokenization import storage
+from tokenization.errors import UserError
 from tokenization.schema import (KEPT, N_CODEBOOKS, REJECTS, SHARDS, TokenRow, arrow_fields, arrow_schema, codes_to_numpy,
                                  codes_type, column)
 from tokenization.units import ASSISTANT, USER  # noqa: F401  (DialogueTurn.role: the roles the dialogue reader yields)
@@ -202,12 +204,16 @@ def is_tokenize_output(folder: str) -> bool:
 
 
 def detect_kind(folder: str) -> str:
-    """TOKENIZE | FILTER_DIALOGUE | FILTER_TTS, from the folder layout and the first file's columns."""
+    """TOKENIZE | FILTER_DIALOGUE | FILTER_TTS, from the folder layout and the first file's columns.
+
+    Raises:
+        UserError: `folder` holds no tokenize or filter output (a wrong path the person can fix).
+    """
     if storage.list_files(storage.join(folder, SHARDS), ".parquet"):
         return TOKENIZE
     files = storage.list_files(storage.join(folder, KEPT), ".parquet") + storage.list_files(storage.join(folder, REJECTS), ".parquet")
     if not files:
-        raise SystemExit(f"{folder}: no {SHARDS}/, {KEPT}/ or {REJECTS}/ Parquet files: not a tokenize or filter output")
+        raise UserError(f"{folder}: no {SHARDS}/, {KEPT}/ or {REJECTS}/ Parquet files: not a tokenize or filter output")
     return FILTER_DIALOGUE if file_row_kind(files[0])[0] == DIALOGUE else FILTER_TTS
 
 

@@ -1,4 +1,4 @@
-"""The filter job's steps for the sharded-job engine (`tokenization/sharded_job.py`): no Ray.
+"""The filter job for the sharded-job engine (`tokenization/sharded_job.py`): its steps, its sink, `filter_job`; no Ray.
 
     read   (task)   dialogues: a manifest unit -> `DialogueSpec` / `QuarantineRow`
                     (`tokenization.readers.dialogue.read_dialogue_unit`); TTS: a token-shard file -> token rows
@@ -6,7 +6,7 @@
     quality (actors) `QualityBatch` (with `--quality`): DNSMOS / Silero VAD loaded once; fills the quality columns
     score  (actors) `ScoreBatch`: ASR model loaded once; transcribe, score, `decide`
     encode (actors) `EncodeKept`: codec for the assistant turns of kept dialogues
-    write           `filtering.shards.FilterSink`: kept/ and rejects/
+    write           `FilterSink`: kept/ and rejects/
 
 `pipelines/filter.py` runs them on Ray; `sharded_job.run_local` runs them in one process (tests, benchmark).
 Items carry a `DialogueRow` (dialogues) or a `ScoredTTSRow` (TTS; a token-row dict until loaded) in
@@ -16,21 +16,25 @@ Items carry a `DialogueRow` (dialogues) or a `ScoredTTSRow` (TTS; a token-row di
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from filtering.asr import SAMPLE_RATE, AsrBackend, load_asr
-from filtering.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, flac_to_pcm, pcm_to_flac
+from tokenization.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, flac_to_pcm, pcm_to_flac
 from filtering.quality import QualityScorer
-from filtering.rules import Rules, decide, prejudge
-from filtering.shards import FilterSink
+from filtering.rules import Rules, decide, prejudge, reason_code
 from filtering.wer import score
 from tokenization import storage
 from tokenization.audio import BadAudio, read_ref, resample
-from tokenization.codec import SpeechCodec, load_codec
-from tokenization.schema import sha1_hex
+from tokenization.codec import SpeechCodec
+from tokenization.codec_factory import load_codec
+from tokenization.dialogue_schema import (ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, dialogue_rows_to_table,
+                                          flac_to_pcm, pcm_to_flac)
+from tokenization.schema import KEPT, N_CODEBOOKS, REJECTS, rows_to_table, sha1_hex
 from tokenization.sharded_job import Item, JobSpec, Step, shard_unit
 from tokenization.splits import SplitConfig, assign_split
 from tokenization.readers.dialogue import read_dialogue_unit
@@ -222,7 +226,7 @@ class EncodeKept:
     codec is the expensive part of the job.
     """
 
-    def __init__(self, codec: str | SpeechCodec, device: str = "cpu", n_codebooks: int = 8):
+    def __init__(self, codec: str | SpeechCodec, device: str = "cpu", n_codebooks: int = N_CODEBOOKS):
         self.codec = load_codec(codec, device=device, n_codebooks=n_codebooks) if isinstance(codec, str) else codec
 
     def __call__(self, items: list[Item]) -> list[Item]:
@@ -242,9 +246,41 @@ class EncodeKept:
         return items
 
 
+@dataclass
+class FilterSink:
+    """Scored rows -> `kept/` or `rejects/`; `kind` is "dialogue" (`DialogueRow`) or "tts" (`ScoredTTSRow`).
+
+    Everything else (quarantine table, progress marks, `_run.json`, `_manifest.json` with
+    in = kept + rejected + quarantined) is the engine's (`tokenization/sharded_job.py`):
+
+        kept/shard-KEY-000.parquet      rows with keep = true (dialogue or scored-TTS schema); absent when none
+        rejects/shard-KEY-000.parquet   rows with keep = false, same columns, `reject_reason` set; absent when none
+    """
+
+    kind: str = DIALOGUE
+    n_codebooks: int = N_CODEBOOKS
+    tables: tuple[str, ...] = (KEPT, REJECTS)
+
+    def route(self, row: DialogueRow | ScoredTTSRow) -> str:
+        return KEPT if row.keep else REJECTS
+
+    def seconds(self, row: DialogueRow | ScoredTTSRow) -> float:
+        if isinstance(row, DialogueRow):
+            return float(sum(t.duration_s for t in row.turns))
+        return float(row.duration_s or 0.0)
+
+    def reject_code(self, row: DialogueRow | ScoredTTSRow) -> str | None:
+        return None if row.keep else reason_code(row.reject_reason)
+
+    def table(self, rows: list, sub: str) -> pa.Table:
+        if self.kind == DIALOGUE:
+            return dialogue_rows_to_table(rows, self.n_codebooks)
+        return rows_to_table(rows, self.n_codebooks, ScoredTTSRow)
+
+
 def filter_job(kind: str, opts: ReaderOptions, run_id: str, *, asr: str | AsrBackend, rules: Rules, codec: str | SpeechCodec,
                max_seconds: float | None, split: SplitConfig = SplitConfig(), rows_per_shard: int = 2000,
-               batch_size: int = 8, device: str = "cpu", n_codebooks: int = 8, asr_actors: int = 1, asr_cpus: float = 1.0,
+               batch_size: int = 8, device: str = "cpu", n_codebooks: int = N_CODEBOOKS, asr_actors: int = 1, asr_cpus: float = 1.0,
                codec_actors: int = 1, codec_cpus: float = 0.25, gpus: float = 0.0,
                audio_units: tuple[Unit, ...] = (), quality: tuple[str, ...] | QualityScorer = (),
                quality_actors: int = 1, quality_cpus: float = 1.0) -> JobSpec:
