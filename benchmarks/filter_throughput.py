@@ -41,7 +41,7 @@ from filtering.steps import filter_job  # noqa: E402
 from tokenization.audio import load_audio  # noqa: E402
 from tokenization.codec import load_codec  # noqa: E402
 from tokenization.schema import file_metadata  # noqa: E402
-from tokenization.sharded_job import run_local  # noqa: E402
+from tokenization.engine.local_run import run_local  # noqa: E402
 from tokenization.units import ReaderOptions  # noqa: E402
 
 

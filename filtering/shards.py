@@ -1,7 +1,7 @@
 """Filter output for the sharded-job engine: kept rows to `kept/`, rejected rows to `rejects/`.
 
 Everything else (quarantine table, progress marks, `_run.json`, `_manifest.json` with
-in = kept + rejected + quarantined) is the engine's (`tokenization/sharded_job.py`):
+in = kept + rejected + quarantined) is the engine's (`tokenization/engine/`):
 
     kept/shard-KEY-000.parquet          rows with keep = true (dialogue or scored-TTS schema); absent when none
     rejects/shard-KEY-000.parquet       rows with keep = false, same columns, `reject_reason` set; absent when none

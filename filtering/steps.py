@@ -1,4 +1,4 @@
-"""The filter job's steps for the sharded-job engine (`tokenization/sharded_job.py`): no Ray.
+"""The filter job's steps for the sharded-job engine (`tokenization/engine/`): no Ray.
 
     read   (task)   dialogues: a manifest unit -> `DialogueSpec` / `QuarantineRow`
                     (`filtering.dialogue_manifest.read_dialogue_unit`); TTS: a token-shard file -> token rows
@@ -8,7 +8,7 @@
     encode (actors) `EncodeKept`: codec for the assistant turns of kept dialogues
     write           `filtering.shards.FilterSink`: kept/ and rejects/
 
-`pipelines/filter.py` runs them on Ray; `sharded_job.run_local` runs them in one process (tests, benchmark).
+`pipelines/filter.py` runs them on Ray; `tokenization.engine.local_run.run_local` runs them in one process (tests, benchmark).
 Items carry a `DialogueRow` (dialogues) or a `ScoredTTSRow` (TTS; a token-row dict until loaded) in
 `item.row`; TTS items carry their samples in `item.audio` as `(samples, rate)`.
 """
@@ -31,8 +31,9 @@ from filtering.wer import score
 from tokenization import storage
 from tokenization.audio import BadAudio, read_ref, resample
 from tokenization.codec import SpeechCodec, load_codec
+from tokenization.engine.jobs import Item, JobSpec, Step
+from tokenization.engine.output_folder import shard_unit
 from tokenization.schema import sha1_hex
-from tokenization.sharded_job import Item, JobSpec, Step, shard_unit
 from tokenization.splits import SplitConfig, assign_split
 from tokenization.units import AudioRef, ReaderOptions, Unit, read_unit
 

@@ -24,14 +24,15 @@ from filtering.steps import filter_job
 from pipelines.args import (add_asr_args, add_codec_args, add_io_args, add_quality_args, add_ray_args, add_reader_args,
                             add_shard_args, add_split_args, check_positive, input_units, quality_scorers, reader_options,
                             split_config)
-from pipelines.cli import require_at_least, run
+from pipelines.cli import require_at_least, require_writable_folder, run
 from pipelines.logs import setup_logging
 from tokenization import storage
 from tokenization.codec import load_codec
+from tokenization.engine.duplicates import duplicates_current
+from tokenization.engine.output_folder import compute_run_id, done_shards, pending_units, prepare_output, sync_output
+from tokenization.engine.writer import write_manifest
 from tokenization.errors import UserError
 from tokenization.schema import KEPT, REJECTS, SHARDS, file_metadata
-from tokenization.sharded_job import (check_output_writable, compute_run_id, done_shards, duplicates_current, pending_units,
-                                      prepare_output, sync_output, write_manifest)
 from tokenization.units import Unit
 
 TABLES = (KEPT, REJECTS)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         rules.check_quality(quality)  # a rule on a score this run does not compute: fail here, not on a worker
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"--rules {args.rules}: {exc}") from exc
-    check_output_writable(args.output)  # before Ray or any model starts
+    require_writable_folder("--output", args.output)  # before Ray or any model starts
     tts = is_tokenize_output(args.input)
     if tts:
         if not args.audio_manifest:

@@ -1,4 +1,4 @@
-"""The one Ray adapter of the sharded-job engine (`tokenization/sharded_job.py`), used by tokenize and filter.
+"""The one Ray adapter of the sharded-job engine (`tokenization/engine/`), used by tokenize and filter.
 
     units (driver) -> [id pre-pass when the listing changed: Ray Data groupby over the units' ids (cached
                        per unit), only duplicated ids come back]
@@ -21,8 +21,10 @@ from typing import Iterator
 import ray
 from tqdm import tqdm
 
-from tokenization.sharded_job import (Batch, JobSpec, ShardWriter, done_shards, load_batch, pack, pending_units, read_batches,
-                                      record_ids, resolve_duplicates, unpack)
+from tokenization.engine.duplicates import record_ids, resolve_duplicates
+from tokenization.engine.jobs import Batch, JobSpec, load_batch, pack, read_batches, unpack
+from tokenization.engine.output_folder import done_shards, pending_units
+from tokenization.engine.writer import ShardWriter
 from tokenization.units import Unit
 
 

@@ -18,12 +18,13 @@ import time
 
 from pipelines.args import (add_codec_args, add_io_args, add_ray_args, add_reader_args, add_shard_args, add_split_args,
                             check_positive, input_units, reader_options, split_config)
-from pipelines.cli import run
+from pipelines.cli import require_writable_folder, run
 from pipelines.logs import setup_logging
 from tokenization.codec import load_codec
-from tokenization.schema import file_metadata
-from tokenization.sharded_job import (SHARDS, check_output_writable, compute_run_id, done_shards, duplicates_current,
-                                      pending_units, prepare_output, sync_output, write_manifest)
+from tokenization.engine.duplicates import duplicates_current
+from tokenization.engine.output_folder import compute_run_id, done_shards, pending_units, prepare_output, sync_output
+from tokenization.engine.writer import write_manifest
+from tokenization.schema import SHARDS, file_metadata
 from tokenization.steps import tokenize_job
 
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     check_positive(args, "rows_per_shard", "batch_size", "max_duration", "load_cpus")
     opts, split = reader_options(args), split_config(args)
-    check_output_writable(args.output)  # before Ray or the codec start
+    require_writable_folder("--output", args.output)  # before Ray or the codec start
     units = input_units(args.input, args.format, opts)
     codec = load_codec(args.codec, n_codebooks=args.n_codebooks)  # validates the spec before any work
     config = {

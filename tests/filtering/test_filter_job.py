@@ -10,7 +10,7 @@ from filtering.asr import load_asr
 from filtering.dialogue_manifest import list_dialogue_units
 from filtering.rules import Rules
 from filtering.steps import filter_job
-from tokenization.sharded_job import run_local
+from tokenization.engine.local_run import run_local
 from tokenization.units import ReaderOptions
 from filtering.dialogue_schema import USER, DialogueRow, dialogue_schema, scored_tts_schema
 from filtering.quality import QUALITY_COLUMNS
