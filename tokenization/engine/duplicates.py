@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from tokenization import storage
 from tokenization.engine.jobs import JobSpec
-from tokenization.engine.output_folder import DUPLICATES, IDS, retire_units, unit_reports
+from tokenization.engine.output_folder import DUPLICATES, IDS, Progress, retire_units
 from tokenization.schema import SHARDS, QuarantineRow, sha1_hex, table_to_parquet_bytes
 from tokenization.units import Unit
 
@@ -71,14 +71,14 @@ def duplicates_current(output: str, units: list[Unit]) -> bool:
 
 
 def resolve_duplicates(output: str, units: list[Unit], count: IdCounter, holders: IdHolders,
-                       tables: Iterable[str] = (SHARDS,)) -> tuple[dict[str, tuple], list[str]]:
+                       tables: Iterable[str] = (SHARDS,), progress: Progress | None = None) -> tuple[dict[str, tuple], list[str]]:
     """The duplicate-id winners over this listing, and the unchanged units a new winner affects (retired here,
     so they run again). Returns (winners, affected unit keys).
 
     One rule whatever order units arrived in: the first occurrence in listing order wins, as in a fresh run.
     The pre-pass reads cached ids of unchanged units (`record_ids`); a second pass over the cache finds the
     holders of ids whose winner moved, and only those whose outcome changed (kept <-> quarantined, or
-    quarantined naming another winner) run again."""
+    quarantined naming another winner) run again. `progress` (read here when not given) forgets the affected units."""
     keys = [u.key for u in units]
     if not all(keys) or len(set(keys)) != len(keys):  # a lister that bypassed `tokenization.units.keyed`
         raise ValueError("units need distinct keys (tokenization.units.keyed): shard names derive from them")
@@ -91,14 +91,16 @@ def resolve_duplicates(output: str, units: list[Unit], count: IdCounter, holders
     found = count(units, set(old)) if len(units) > 1 or old else {}
     every = winners_from(((rid, loc) for rid, (loc, _) in found.items()), units)
     moved = {rid for rid in set(old) | set(every) if tuple(old.get(rid, ())[:2]) != tuple(every.get(rid, ())[:2])}
-    reports, affected = unit_reports(output), set()
+    progress = progress or Progress.read(output)
+    reports, affected = progress.reports, set()
     done = [u for u in units if u.key in reports]  # the others run anyway
     if moved and done:
         for key, pos, rid in holders(done, moved):
             if _outcome(old, rid, key, pos) != _outcome(every, rid, key, pos):
                 affected.add(key)
     if affected:
-        retire_units(output, affected, None, tables)
+        retire_units(output, affected, None, tables)  # listed afresh: the pre-pass above may have cached their ids
+        progress.forget(affected)
     winners = {rid: w for rid, w in every.items() if found[rid][1] > 1}
     storage.write_bytes_atomic(path, json.dumps({"listing": listing, "winners": winners}, sort_keys=True).encode())
     return winners, sorted(affected)

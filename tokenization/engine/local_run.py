@@ -8,7 +8,7 @@ from functools import partial
 
 from tokenization.engine.duplicates import record_ids, resolve_duplicates, winners_from
 from tokenization.engine.jobs import JobSpec, read_batches
-from tokenization.engine.output_folder import done_shards, pending_units
+from tokenization.engine.output_folder import Progress
 from tokenization.engine.writer import ShardWriter
 from tokenization.units import Unit
 
@@ -35,19 +35,24 @@ def find_duplicates(job: JobSpec, units: list[Unit]) -> dict[str, tuple[str, int
     return winners_from(((i, loc) for i, (loc, _) in count_ids(job, units).items()), units)
 
 
-def run_local(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, bytes]) -> list[str]:
+def run_local(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, bytes],
+              progress: Progress | None = None) -> list[str]:
     """Run a planned job in this process (no Ray): same files as the Ray adapter. Returns shards written.
 
-    Call `sync_output` first when the folder may hold an older listing."""
+    Call `sync_output` first when the folder may hold an older listing. `progress` (the driver's, read here
+    when not given) is current again on return."""
+    progress = progress or Progress.read(output)
     steps = [s.factory() for s in job.steps]
     writer = ShardWriter(output, job.sink, metadata)
-    winners, _ = resolve_duplicates(output, units, partial(_count, job, output), partial(_holders, job, output), job.sink.tables)
-    done, written = done_shards(output), []
-    for unit in pending_units(output, units):
+    winners, _ = resolve_duplicates(output, units, partial(_count, job, output), partial(_holders, job, output), job.sink.tables,
+                                    progress)
+    todo, done, written = progress.pending(units), set(progress.done), []
+    for unit in todo:
         for batch in read_batches(job, unit, output, done, winners):
             for step in steps:
                 batch.items = step(batch.items)
             written += writer.add(batch)
+    progress.reload(todo)
     return written
 
 

@@ -79,10 +79,6 @@ def prepare_output(output: str, run_id: str, config: dict, overwrite: bool = Fal
     storage.write_bytes_atomic(run_file, json.dumps({"run_id": run_id, "config": config}, indent=2, sort_keys=True).encode())
 
 
-def done_shards(output: str) -> set[str]:
-    return {f.rsplit("/", 1)[-1][: -len(".json")] for f in storage.list_files(storage.join(output, PROGRESS), ".json")}
-
-
 @dataclass
 class UnitReport:
     """What a reader task found in a unit: every record counts as one row in."""
@@ -94,20 +90,79 @@ class UnitReport:
     fingerprint: str = ""
 
 
-def unit_reports(output: str) -> dict[str, UnitReport]:
-    reports = [UnitReport(**json.loads(storage.read_text(f))) for f in storage.list_files(storage.join(output, UNITS), ".json")]
-    return {r.unit: r for r in reports}
+@dataclass
+class Progress:
+    """What `_progress/` holds, read with one listing per run and passed along: on S3 every listing is paged
+    LISTs and every unit report a GET, so the driver never re-reads it. The driver keeps it current:
+    retiring forgets the files it deleted; after a run, `reload` reads back only the units that ran.
+
+    `files` are names under `_progress/` (`shard-K-000.json`, `units/K.json`, `ids/K.FP.parquet`)."""
+
+    output: str
+    files: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)  # done shards' names
+    reports: dict[str, UnitReport] = field(default_factory=dict)  # unit key -> report
+
+    @classmethod
+    def read(cls, output: str) -> Progress:
+        listed = storage.list_files(storage.join(output, PROGRESS), recursive=True)  # one paged listing
+        progress = cls(output)
+        for f in listed:
+            progress._add(f.rsplit(f"/{PROGRESS}/", 1)[1], read=True)
+        return progress
+
+    def _add(self, name: str, read: bool) -> None:
+        self.files.add(name)
+        if "/" not in name and name.endswith(".json"):
+            self.done.add(name[: -len(".json")])
+        elif read and f"{PROGRESS}/{name}".startswith(f"{UNITS}/") and name.endswith(".json"):
+            r = UnitReport(**json.loads(storage.read_text(storage.join(self.output, PROGRESS, name))))
+            self.reports[r.unit] = r
+
+    def in_folder(self, sub: str) -> list[str]:
+        """URIs of the files directly in `sub` (`PROGRESS`, `UNITS` or `IDS`), sorted."""
+        prefix = sub[len(PROGRESS) + 1:] + "/" if sub != PROGRESS else ""
+        names = sorted(n for n in self.files if n.startswith(prefix) and "/" not in n[len(prefix):])
+        return [storage.join(self.output, PROGRESS, n) for n in names]
+
+    def pending(self, units: list[Unit]) -> list[Unit]:
+        """Units not read to the end yet, or with a shard that has no done mark."""
+        out = []
+        for u in units:
+            r = self.reports.get(u.key)
+            if r is None or any(shard_name(u.key, k) not in self.done for k in range(r.shards)):
+                out.append(u)
+        return out
+
+    def forget(self, keys: set[str]) -> None:
+        """Every file of these units was deleted."""
+        self.files = {n for n in self.files if file_unit(f"/{n}") not in keys}
+        self.done = {n for n in self.done if file_unit(f"/{n}.json") not in keys}
+        self.reports = {k: r for k, r in self.reports.items() if k not in keys}
+
+    def reload(self, units: list[Unit]) -> None:
+        """Read back what a run wrote for `units` (their reports and done marks), without listing `_progress/`."""
+        for u in units:
+            report = f"{UNITS[len(PROGRESS) + 1:]}/{u.key}.json"
+            path = storage.join(self.output, PROGRESS, report)
+            if not storage.exists(path):
+                continue
+            r = self.reports[u.key] = UnitReport(**json.loads(storage.read_text(path)))
+            self._add(report, read=False)
+            for k in range(r.shards):
+                mark = f"{shard_name(u.key, k)}.json"
+                if mark not in self.files and storage.exists(storage.join(self.output, PROGRESS, mark)):
+                    self._add(mark, read=False)
+
+
+def done_shards(output: str) -> set[str]:
+    """The done shards' names (tests and tools; a run passes its `Progress` along instead)."""
+    return Progress.read(output).done
 
 
 def pending_units(output: str, units: list[Unit]) -> list[Unit]:
-    """Units not read to the end yet, or with a shard that has no done mark."""
-    reports, done = unit_reports(output), done_shards(output)
-    out = []
-    for u in units:
-        r = reports.get(u.key)
-        if r is None or any(shard_name(u.key, k) not in done for k in range(r.shards)):
-            out.append(u)
-    return out
+    """Units not read to the end yet, or with a shard that has no done mark (tests and tools, as `done_shards`)."""
+    return Progress.read(output).pending(units)
 
 
 # --- a living output folder: which units are new, changed, gone ------------------------------------
@@ -131,33 +186,42 @@ class SyncPlan:
                 f"{len(self.unchanged)} unchanged")
 
 
-def _engine_files(output: str, tables: Iterable[str]) -> list[str]:
+def _engine_files(output: str, tables: Iterable[str], progress: Progress | None) -> list[str]:
     """Every per-unit file of the folder, in the order a retirement deletes them: the unit's report first (the
-    unit turns pending at once), then its done marks, then data and quarantine, then its id cache."""
+    unit turns pending at once), then its done marks, then data and quarantine, then its id cache. The
+    `_progress/` folders come from `progress` where given (the run's one listing)."""
     folders = (UNITS, PROGRESS, *tables, QUARANTINE, IDS)
-    return [f for sub in folders for f in storage.list_files(storage.join(output, sub))]
+    return [f for sub in folders
+            for f in (progress.in_folder(sub) if progress and sub in (UNITS, PROGRESS, IDS) else storage.list_files(storage.join(output, sub)))]
 
 
-def retire_units(output: str, keys: set[str], listed: set[str] | None, tables: Iterable[str]) -> int:
-    """Delete every file of the units `keys` (and, with `listed`, of any unit not in it). Returns files deleted.
+def retire_units(output: str, keys: set[str], listed: set[str] | None, tables: Iterable[str],
+                 progress: Progress | None = None) -> int:
+    """Delete every file of the units `keys` (and, with `listed`, of any unit not in it); `progress` forgets
+    them. Returns files deleted.
 
     Idempotent: a run killed halfway through deletes the rest next time, since leftovers still name a unit
     that is retired or not listed."""
-    n = 0
-    for f in _engine_files(output, tables):
+    gone, n = set(), 0
+    for f in _engine_files(output, tables, progress):
         k = file_unit(f)
         if k is not None and (k in keys or (listed is not None and k not in listed)):
             storage.remove_if_exists(f)
+            gone.add(k)
             n += 1
+    if progress:
+        progress.forget(gone)
     return n
 
 
-def sync_output(output: str, units: list[Unit], tables: Iterable[str] = (SHARDS,)) -> SyncPlan:
+def sync_output(output: str, units: list[Unit], tables: Iterable[str] = (SHARDS,), progress: Progress | None = None) -> SyncPlan:
     """Bring the folder to this listing before any work: classify units, retire changed and removed ones.
 
     A changed unit's old files go before its new ones are written, so a reader never sees both; the stale
-    `_manifest.json` goes too whenever anything will change (the new one is written last)."""
-    reports, plan = unit_reports(output), SyncPlan()
+    `_manifest.json` goes too whenever anything will change (the new one is written last). `progress` (read
+    here when not given) follows."""
+    progress = progress or Progress.read(output)
+    reports, plan = progress.reports, SyncPlan()
     listed = {u.key for u in units}
     for u in units:
         r = reports.get(u.key)
@@ -170,7 +234,7 @@ def sync_output(output: str, units: list[Unit], tables: Iterable[str] = (SHARDS,
     plan.removed = sorted(k for k in reports if k not in listed)
     if plan.changed or plan.removed or plan.new:
         storage.remove_if_exists(storage.join(output, MANIFEST))
-    retire_units(output, set(plan.changed), listed, tables)
+    retire_units(output, set(plan.changed), listed, tables, progress)
     return plan
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from tokenization import storage
 from tokenization.engine.jobs import Batch, Item
-from tokenization.engine.output_folder import PROGRESS, pending_units, shard_name, unit_reports
+from tokenization.engine.output_folder import PROGRESS, Progress, shard_name
 from tokenization.schema import MANIFEST, QUARANTINE, QUARANTINE_SCHEMA, REJECTS, sha1_hex, table_to_parquet_bytes
 from tokenization.units import Unit
 
@@ -102,8 +102,10 @@ class ShardWriter:
 # --- the manifest ---------------------------------------------------------------------------------
 
 
-def load_results(output: str) -> list[ShardResult]:
-    return [ShardResult(**json.loads(storage.read_text(f))) for f in storage.list_files(storage.join(output, PROGRESS), ".json")]
+def load_results(output: str, progress: Progress) -> list[ShardResult]:
+    """Every done mark's record, in file-name order."""
+    names = sorted(f"{n}.json" for n in progress.done)
+    return [ShardResult(**json.loads(storage.read_text(storage.join(output, PROGRESS, n)))) for n in names]
 
 
 def _add(into: dict, more: dict) -> None:
@@ -111,13 +113,16 @@ def _add(into: dict, more: dict) -> None:
         into[k] = into.get(k, 0) + v
 
 
-def write_manifest(output: str, run_id: str, units: list[Unit], tables: tuple[str, ...], extra: dict | None = None) -> dict:
+def write_manifest(output: str, run_id: str, units: list[Unit], tables: tuple[str, ...], extra: dict | None = None,
+                   progress: Progress | None = None) -> dict:
     """`_manifest.json`: every shard file with rows and checksum, and counts that must add up.
 
     Rows in are what the reader tasks counted per unit (`_progress/units`); kept, rejected and
-    quarantined are what the writer reported per shard. `counts.error` says why they differ.
+    quarantined are what the writer reported per shard. `counts.error` says why they differ. `progress`
+    is the run's (current after the run); read here when not given.
     """
-    results, reports = load_results(output), unit_reports(output)
+    progress = progress or Progress.read(output)
+    results, reports = load_results(output, progress), progress.reports
     kept_sub = tables[0]
     n_in = sum(reports[u.key].rows for u in units if u.key in reports)
     kept = sum(r.rows.get(kept_sub, 0) for r in results)
@@ -144,7 +149,7 @@ def write_manifest(output: str, run_id: str, units: list[Unit], tables: tuple[st
         **({"reject_reasons": dict(sorted(rejects.items()))} if REJECTS in tables else {}),
         **(extra or {}),
     }
-    missing = [u.where for u in pending_units(output, units)]
+    missing = [u.where for u in progress.pending(units)]
     if missing:
         counts["error"] = f"{len(missing)} input units not finished (first: {missing[0]})"
     elif kept + rejected + quarantined != n_in:
