@@ -40,7 +40,7 @@ def file_unit(path: str) -> str | None:
     return (m.group(1) or m.group(2)) if m else None
 
 
-# --- run id, `_run.json`, `_progress/` ----------------------------------------------------------------------------
+# --- run id, `_run.json`, `_progress/` ------------------------------------------------------------
 
 
 def compute_run_id(config: dict) -> str:
@@ -90,6 +90,11 @@ class UnitReport:
     fingerprint: str = ""
 
 
+def _rel(sub: str) -> str:
+    """`_progress/units` -> `units/`: a folder's prefix among `Progress.files`."""
+    return sub[len(PROGRESS) + 1:] + "/" if sub != PROGRESS else ""
+
+
 @dataclass
 class Progress:
     """What `_progress/` holds, read with one listing per run and passed along: on S3 every listing is paged
@@ -115,13 +120,13 @@ class Progress:
         self.files.add(name)
         if "/" not in name and name.endswith(".json"):
             self.done.add(name[: -len(".json")])
-        elif read and f"{PROGRESS}/{name}".startswith(f"{UNITS}/") and name.endswith(".json"):
+        elif read and name.startswith(_rel(UNITS)) and name.endswith(".json"):
             r = UnitReport(**json.loads(storage.read_text(storage.join(self.output, PROGRESS, name))))
             self.reports[r.unit] = r
 
     def in_folder(self, sub: str) -> list[str]:
         """URIs of the files directly in `sub` (`PROGRESS`, `UNITS` or `IDS`), sorted."""
-        prefix = sub[len(PROGRESS) + 1:] + "/" if sub != PROGRESS else ""
+        prefix = _rel(sub)
         names = sorted(n for n in self.files if n.startswith(prefix) and "/" not in n[len(prefix):])
         return [storage.join(self.output, PROGRESS, n) for n in names]
 
@@ -143,7 +148,7 @@ class Progress:
     def reload(self, units: list[Unit]) -> None:
         """Read back what a run wrote for `units` (their reports and done marks), without listing `_progress/`."""
         for u in units:
-            report = f"{UNITS[len(PROGRESS) + 1:]}/{u.key}.json"
+            report = f"{_rel(UNITS)}{u.key}.json"
             path = storage.join(self.output, PROGRESS, report)
             if not storage.exists(path):
                 continue
@@ -165,7 +170,7 @@ def pending_units(output: str, units: list[Unit]) -> list[Unit]:
     return Progress.read(output).pending(units)
 
 
-# --- a living output folder: which units are new, changed, gone ------------------------------------
+# --- a living output folder: which units are new, changed, gone -----------------------------------
 
 
 @dataclass
