@@ -27,8 +27,10 @@ from filtering.filter_job import FilterSink
 from filtering.rules import Rules, decide
 from tokenization.codec_factory import load_codec
 from tokenization.dialogue_schema import ScoredTTSRow
+from tokenization.engine.jobs import Item
+from tokenization.engine.output_folder import UnitReport, shard_name, write_unit_report
+from tokenization.engine.writer import write_manifest, write_shard
 from tokenization.schema import file_metadata
-from tokenization.sharded_job import Item, UnitReport, shard_name, write_manifest, write_shard, write_unit_report
 from tokenization.units import Unit, keyed
 
 WORDS = "the a of to and in is it you that he was for on are with as his they be at one have this from".split()

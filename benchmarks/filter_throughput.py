@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -38,12 +37,10 @@ from tokenization.dialogue_schema import ASSISTANT  # noqa: E402
 from filtering.filter_job import filter_job  # noqa: E402
 from filtering.rules import Rules  # noqa: E402
 from filtering.sample_dialogues import make_dialogue_sample  # noqa: E402
-from filtering.wer import score as wer_score  # noqa: E402
 from tokenization.audio import load_audio  # noqa: E402
 from tokenization.codec_factory import load_codec  # noqa: E402
-from tokenization.dialogue_schema import ASSISTANT  # noqa: E402
 from tokenization.schema import file_metadata  # noqa: E402
-from tokenization.sharded_job import run_local  # noqa: E402
+from tokenization.engine.local_run import run_local  # noqa: E402
 from tokenization.units import ReaderOptions  # noqa: E402
 
 

@@ -40,7 +40,7 @@ PLAN = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 t = time.perf_counter()
-from tokenization.sharded_job import compute_run_id, pending_units
+from tokenization.engine.output_folder import compute_run_id, pending_units
 from tokenization.readers.registry import list_units
 from tokenization.units import ReaderOptions
 t_import = time.perf_counter() - t
@@ -98,9 +98,9 @@ def planning(work: Path, n: int, per_tar: int) -> dict:
 def tar_vs_files(work: Path, repeat: int) -> dict:
     """The same espeak clips through the tokenize steps, as loose WAVs and as WebDataset tars (WAV + JSON members)."""
     from tokenization.codec_factory import load_codec
+    from tokenization.engine.local_run import run_local
     from tokenization.sample_corpus import make_tts_sample
     from tokenization.schema import file_metadata
-    from tokenization.sharded_job import run_local
     from tokenization.tokenize_job import tokenize_job
 
     if "webdataset" not in formats():

@@ -41,8 +41,7 @@ from filtering.quality import DNSMOS_COLUMNS, QualityScorer  # noqa: E402
 from filtering.rules import Rules  # noqa: E402
 from filtering.sample_dialogues import add_noise, make_dialogue_sample, pad_silence  # noqa: E402
 from tokenization.audio import load_audio  # noqa: E402
-from tokenization.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, flac_to_pcm, pcm_to_flac  # noqa: E402
-from tokenization.sharded_job import Item  # noqa: E402
+from tokenization.engine.jobs import Item  # noqa: E402
 
 REF_KEYS = {"dnsmos_sig": "sig_mos", "dnsmos_bak": "bak_mos", "dnsmos_ovrl": "ovrl_mos", "dnsmos_p808": "p808_mos"}
 HOURS = 10_000

@@ -1,4 +1,4 @@
-"""The filter job for the sharded-job engine (`tokenization/sharded_job.py`): its steps, its sink, `filter_job`; no Ray.
+"""The filter job for the sharded-job engine (`tokenization/engine/`): its steps, its sink, `filter_job`; no Ray.
 
     read   (task)   dialogues: a manifest unit -> `DialogueSpec` / `QuarantineRow`
                     (`tokenization.readers.dialogue.read_dialogue_unit`); TTS: a token-shard file -> token rows
@@ -8,7 +8,7 @@
     encode (actors) `EncodeKept`: codec for the assistant turns of kept dialogues
     write           `FilterSink`: kept/ and rejects/
 
-`pipelines/filter.py` runs them on Ray; `sharded_job.run_local` runs them in one process (tests, benchmark).
+`pipelines/filter.py` runs them on Ray; `tokenization.engine.local_run.run_local` runs them in one process (tests, benchmark).
 Items carry a `DialogueRow` (dialogues) or a `ScoredTTSRow` (TTS; a token-row dict until loaded) in
 `item.row`; TTS items carry their samples in `item.audio` as `(samples, rate)`.
 """
@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from filtering.asr import SAMPLE_RATE, AsrBackend, load_asr
-from tokenization.dialogue_schema import ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, flac_to_pcm, pcm_to_flac
 from filtering.quality import QualityScorer
 from filtering.rules import Rules, decide, prejudge, reason_code
 from filtering.wer import score
@@ -34,8 +33,9 @@ from tokenization.codec import SpeechCodec
 from tokenization.codec_factory import load_codec
 from tokenization.dialogue_schema import (ASSISTANT, DIALOGUE, TTS, DialogueRow, DialogueTurn, ScoredTTSRow, dialogue_rows_to_table,
                                           flac_to_pcm, pcm_to_flac)
+from tokenization.engine.jobs import Item, JobSpec, Step
+from tokenization.engine.output_folder import shard_unit
 from tokenization.schema import KEPT, N_CODEBOOKS, REJECTS, rows_to_table, sha1_hex
-from tokenization.sharded_job import Item, JobSpec, Step, shard_unit
 from tokenization.splits import SplitConfig, assign_split
 from tokenization.readers.dialogue import read_dialogue_unit
 from tokenization.readers.registry import read_unit
@@ -251,7 +251,7 @@ class FilterSink:
     """Scored rows -> `kept/` or `rejects/`; `kind` is "dialogue" (`DialogueRow`) or "tts" (`ScoredTTSRow`).
 
     Everything else (quarantine table, progress marks, `_run.json`, `_manifest.json` with
-    in = kept + rejected + quarantined) is the engine's (`tokenization/sharded_job.py`):
+    in = kept + rejected + quarantined) is the engine's (`tokenization/engine/`):
 
         kept/shard-KEY-000.parquet      rows with keep = true (dialogue or scored-TTS schema); absent when none
         rejects/shard-KEY-000.parquet   rows with keep = false, same columns, `reject_reason` set; absent when none

@@ -51,6 +51,18 @@ def require_codec(flag: str, spec: str) -> None:
         require_input(flag, spec.removeprefix("mimi:"), "pass 'tiny' or a local Mimi checkpoint folder")
 
 
+def require_writable_folder(flag: str, path: str) -> None:
+    """An output folder can be written (it or its nearest existing parent is a writable folder): fail before
+    Ray starts, not on the first write (read-only mount, a path under a file)."""
+    if path.startswith("s3://"):
+        return  # checked by the first write; S3 has no local permission model to probe
+    probe = nearest_existing(path)
+    if not os.path.isdir(probe):
+        raise UserError(f"{flag} {path}: {probe} is a file, not a folder; pass a folder path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {probe} is not writable; pass a folder you can write to")
+
+
 def require_writable_file(flag: str, path: str) -> None:
     """The folder that will hold `path` exists or can be created, and is writable."""
     probe = nearest_existing(os.path.dirname(os.path.abspath(path)))

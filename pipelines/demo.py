@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 from filtering.sample_dialogues import make_dialogue_sample, quality_args
-from pipelines.cli import require_at_least, run
+from pipelines.cli import require_at_least, require_writable_folder, run
 from pipelines.logs import setup_logging
 from tokenization.sample_corpus import make_tts_sample
-from tokenization.sharded_job import check_output_writable
 from training.stage_config import CONFIG_DIR
 
 
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=8, help="training steps per stage")
     p.add_argument("--tokenize-only", action="store_true", help="stop after the tokenize job")
     args = p.parse_args(argv)
-    check_output_writable(args.output)
+    require_writable_folder("--output", args.output)
     require_at_least("--steps", args.steps, 1)
     require_at_least("--num-cpus", args.num_cpus, 1)
     out = Path(args.output).resolve()

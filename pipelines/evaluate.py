@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 from pipelines.args import add_asr_args
-from pipelines.cli import require_at_least, require_checkpoint, require_codec, require_input, run
+from pipelines.cli import require_at_least, require_checkpoint, require_codec, require_input, require_writable_folder, run
 from pipelines.logs import setup_logging
 from tokenization.errors import UserError
-from tokenization.sharded_job import check_output_writable
 
 HEADLINE_KEYS = ("n_dialogues", "n_replies", "wer", "first_chunk_latency_s", "rtf", "text_acc", "speech_acc",
                  "codebook_acc", "mtp_acc")
@@ -58,7 +57,7 @@ def check_args(a: argparse.Namespace) -> str:
     """Paths and numbers, before the data is read or a model loads; returns the model folder."""
     model_dir = require_checkpoint("--checkpoint", a.checkpoint)
     require_input("--data", a.data, "pass the filter job's OUT/kept (or token shards)")
-    check_output_writable(a.output)
+    require_writable_folder("--output", a.output)
     require_codec("--codec", a.codec)
     if a.tokenizer:
         require_input("--tokenizer", a.tokenizer, "pass a tokenizer.json or its folder")

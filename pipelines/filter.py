@@ -13,25 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
+from functools import partial
 
 from filtering.asr import resolve_spec
-from tokenization.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
 from filtering.filter_job import filter_job
 from filtering.rules import Rules
 from pipelines.args import (add_asr_args, add_codec_args, add_io_args, add_quality_args, add_ray_args, add_reader_args,
                             add_shard_args, add_split_args, check_positive, input_units, quality_scorers, reader_options,
                             split_config)
-from pipelines.cli import require_at_least, run
+from pipelines.cli import require_at_least, require_writable_folder, run
 from pipelines.logs import setup_logging
 from tokenization import storage
 from tokenization.codec_factory import load_codec
 from tokenization.dialogue_schema import DIALOGUE, DIALOGUE_SCHEMA_VERSION, TTS, is_tokenize_output
 from tokenization.errors import UserError
 from tokenization.schema import KEPT, REJECTS, SHARDS, file_metadata
-from tokenization.sharded_job import (check_output_writable, compute_run_id, done_shards, duplicates_current, pending_units,
-                                      prepare_output, sync_output, write_manifest)
 from tokenization.units import Unit
 
 TABLES = (KEPT, REJECTS)
@@ -81,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         rules.check_quality(quality)  # a rule on a score this run does not compute: fail here, not on a worker
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"--rules {args.rules}: {exc}") from exc
-    check_output_writable(args.output)  # before Ray or any model starts
+    require_writable_folder("--output", args.output)  # before Ray or any model starts
     tts = is_tokenize_output(args.input)
     if tts:
         if not args.audio_manifest:
@@ -99,33 +96,16 @@ def main(argv: list[str] | None = None) -> dict:
               "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
               "max_duration": args.max_duration, "schema_version": DIALOGUE_SCHEMA_VERSION, "reader": opts.to_dict(),
               "split": split.to_dict()}
-    run_id = compute_run_id(config)
-    prepare_output(args.output, run_id, config, args.overwrite, TABLES)
-    plan = sync_output(args.output, units, TABLES)  # retires changed and removed units
-    todo = pending_units(args.output, units)
-    print(f"[filter] run {run_id}: {len(units)} input units ({len(units) - len(todo)} already done); {plan.line()}",
-          file=sys.stderr)
-    written, skipped = 0, len(done_shards(args.output))
-    if todo or not duplicates_current(args.output, units):
-        stats = run_pipeline(args, units, audio_units, run_id, rules, codec, kind, split, opts, quality)
-        written, skipped = stats.shards_written, stats.shards_skipped
+    from pipelines.sharded_ray import run_sharded_job  # imports Ray: not before the checks above
 
-    manifest = write_manifest(args.output, run_id, units, TABLES,
-                              {"job": "filter", "asr": args.asr, "quality": list(quality), "rules": rules.to_dict(),
-                               "codec": codec.info.__dict__, "kind": kind})
-    c = manifest["counts"]
-    summary = {"output": args.output, "run_id": run_id, "rows_in": c["in"], "kept": c["kept"], "rejected": c["rejected"],
-               "quarantined": c["quarantined"], "shards_written": written, "shards_skipped": skipped, **plan.counts(),
-               "elapsed_s": round(time.time() - t0, 2)}
-    print(f"[filter] rows in {c['in']} = kept {c['kept']} + rejected {c['rejected']} + quarantined {c['quarantined']}"
-          f"{'' if 'error' not in c else '  MISMATCH: ' + c['error']}", file=sys.stderr)
-    print(json.dumps(summary))
-    if "error" in c:
-        raise SystemExit(c["error"])
-    return summary
+    return run_sharded_job("filter", args.output, units, config, TABLES, overwrite=args.overwrite,
+                           start=partial(run_pipeline, args, units, audio_units, rules, codec, kind, split, opts, quality),
+                           manifest_extra={"job": "filter", "asr": args.asr, "quality": list(quality),
+                                           "rules": rules.to_dict(), "codec": codec.info.__dict__, "kind": kind},
+                           t0=t0)
 
 
-def run_pipeline(args, units, audio_units, run_id, rules, codec, kind: str, split, opts, quality: tuple[str, ...] = ()):
+def run_pipeline(args, units, audio_units, rules, codec, kind: str, split, opts, quality: tuple[str, ...], run_id, progress):
     from pipelines.ray_setup import init_ray
     from pipelines.sharded_ray import run_job
 
@@ -149,7 +129,7 @@ def run_pipeline(args, units, audio_units, run_id, rules, codec, kind: str, spli
                                           "quality": ",".join(quality),
                                           "rules": json.dumps(rules.to_dict(), sort_keys=True),
                                           "dialogue_schema_version": DIALOGUE_SCHEMA_VERSION})
-    return run_job(job, units, args.output, metadata, read_cpus=0.25, label="filter")
+    return run_job(job, units, args.output, metadata, progress=progress, read_cpus=0.25, label="filter")
 
 
 if __name__ == "__main__":

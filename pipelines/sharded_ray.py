@@ -1,4 +1,5 @@
-"""The one Ray adapter of the sharded-job engine (`tokenization/sharded_job.py`), used by tokenize and filter.
+"""The one Ray adapter of the sharded-job engine (`tokenization/engine/`), used by tokenize and filter, and the
+driver sequence both run (`run_sharded_job`: run id, output folder, sync, run, manifest, summary).
 
     units (driver) -> [id pre-pass when the listing changed: Ray Data groupby over the units' ids (cached
                        per unit), only duplicated ids come back]
@@ -6,23 +7,28 @@
     -> one writer actor
     -> units whose shards are missing (a killed writer, a failed run) run again, up to `attempts` times.
 
-The driver holds the unit listing and the duplicated ids, never every row or every id.
+The driver holds the unit listing and the duplicated ids, never every row or every id, and lists `_progress/`
+once per run (`Progress`): what a run wrote is read back per unit that ran.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator
+from typing import Callable, Iterator
 
 import ray
 from tqdm import tqdm
 
-from tokenization.sharded_job import (Batch, JobSpec, ShardWriter, done_shards, load_batch, pack, pending_units, read_batches,
-                                      record_ids, resolve_duplicates, unpack)
+from tokenization.engine.duplicates import duplicates_current, record_ids, resolve_duplicates
+from tokenization.engine.jobs import Batch, JobSpec, load_batch, pack, read_batches, unpack
+from tokenization.engine.output_folder import Progress, compute_run_id, prepare_output, sync_output
+from tokenization.engine.writer import ShardWriter, write_manifest
+from tokenization.schema import REJECTS
 from tokenization.units import Unit
 
 
@@ -120,22 +126,24 @@ def id_holders(job: JobSpec, output: str, cpus: float, units: list[Unit], ids: s
     return [(r["key"], int(r["pos"]), r["id"]) for r in rows]
 
 
-def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, bytes], *, read_cpus: float = 0.25,
-            attempts: int = 3, label: str = "") -> RunStats:
+def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, bytes], *, progress: Progress | None = None,
+            read_cpus: float = 0.25, attempts: int = 3, label: str = "") -> RunStats:
     """Run every unfinished unit of a planned job on Ray; rerun units a failure left unfinished.
 
     A killed writer actor loses the rows it buffered; its shards then have no done mark, so their
     units run again (done shards are skipped), and the output ends as a clean run's would.
+    `progress` (the driver's, read here when not given) is current again on return.
     """
+    progress = progress or Progress.read(output)
     winners, affected = resolve_duplicates(output, units, partial(count_ids, job, output, read_cpus),
-                                           partial(id_holders, job, output, read_cpus), job.sink.tables)
+                                           partial(id_holders, job, output, read_cpus), job.sink.tables, progress)
     if affected:
         print(f"[{label}] {len(affected)} unchanged units run again: a duplicate id's kept occurrence moved", file=sys.stderr)
-    before = done_shards(output)
+    before = set(progress.done)
     winners_ref = ray.put(winners)
     attempt, error = 0, None
     while attempt < attempts:
-        todo = pending_units(output, units)
+        todo = progress.pending(units)
         if not todo:
             break
         attempt += 1
@@ -143,14 +151,54 @@ def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, 
             print(f"[{label}] {len(todo)} units unfinished ({error or 'a writer lost its buffered rows'}); running them again",
                   file=sys.stderr)
         try:
-            _execute(job, todo, output, metadata, ray.put(done_shards(output)), winners_ref, read_cpus, label)
+            _execute(job, todo, output, metadata, ray.put(set(progress.done)), winners_ref, read_cpus, label)
             error = None
         except (ray.exceptions.RayError, RuntimeError) as exc:  # an actor or task died beyond Ray's own retries
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             if attempt == attempts:
                 raise
-    after = done_shards(output)
-    return RunStats(len(after - before), len(before))
+        progress.reload(todo)  # what this attempt wrote, read per unit (no listing)
+    return RunStats(len(progress.done - before), len(before))
+
+
+def run_sharded_job(label: str, output: str, units: list[Unit], config: dict, tables: tuple[str, ...], *, overwrite: bool,
+                    start: Callable[[str, Progress], RunStats], manifest_extra: dict, t0: float) -> dict:
+    """The driver sequence tokenize and filter share, after their own checks; returns the summary it printed.
+
+    run id -> `_run.json` (another config refused) -> one listing of `_progress/` -> sync (retire changed and
+    removed units) -> `start(run_id, progress)` when anything is pending (it starts Ray, builds the job and
+    calls `run_job`) -> `_manifest.json` -> console line and summary JSON; counts that do not add up exit
+    non-zero (`SystemExit` naming them).
+    """
+    run_id = compute_run_id(config)
+    prepare_output(output, run_id, config, overwrite, tables)
+    progress = Progress.read(output)  # the run's one listing of `_progress/`, passed along from here
+    plan = sync_output(output, units, tables, progress)  # retires changed and removed units
+    todo = progress.pending(units)
+    print(f"[{label}] run {run_id}: {len(units)} input units ({len(units) - len(todo)} already done); {plan.line()}",
+          file=sys.stderr)
+    t_pipe = time.time()
+    written, skipped = 0, len(progress.done)
+    if todo or not duplicates_current(output, units):
+        stats = start(run_id, progress)
+        written, skipped = stats.shards_written, stats.shards_skipped
+    pipeline_s = time.time() - t_pipe
+
+    c = write_manifest(output, run_id, units, tables, manifest_extra, progress)["counts"]
+    rejects = REJECTS in tables
+    summary = {"output": output, "run_id": run_id, "rows_in": c["in"], "kept": c["kept"],
+               **({"rejected": c["rejected"]} if rejects else {}), "quarantined": c["quarantined"],
+               **({"hours": c["hours"]} if "hours" in c else {}), "shards_written": written, "shards_skipped": skipped,
+               **plan.counts(), "elapsed_s": round(time.time() - t0, 2)}
+    if "hours" in c:  # tokenize: throughput of the pipeline itself
+        summary.update(pipeline_s=round(pipeline_s, 2),
+                       audio_seconds_per_second=round(c["hours"] * 3600 / max(pipeline_s, 1e-9), 2))
+    print(f"[{label}] rows in {c['in']} = kept {c['kept']}" + (f" + rejected {c['rejected']}" if rejects else "")
+          + f" + quarantined {c['quarantined']}{'' if 'error' not in c else '  MISMATCH: ' + c['error']}", file=sys.stderr)
+    print(json.dumps(summary))
+    if "error" in c:
+        raise SystemExit(c["error"])
+    return summary
 
 
 def _execute(job: JobSpec, todo: list[Unit], output: str, metadata: dict, done_ref, winners_ref, read_cpus: float,

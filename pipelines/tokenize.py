@@ -12,18 +12,15 @@ changed or shrunk input redoes only the units that changed (docs/incremental-run
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
+from functools import partial
 
 from pipelines.args import (add_codec_args, add_io_args, add_ray_args, add_reader_args, add_shard_args, add_split_args,
                             check_positive, input_units, reader_options, split_config)
-from pipelines.cli import run
+from pipelines.cli import require_writable_folder, run
 from pipelines.logs import setup_logging
 from tokenization.codec_factory import load_codec
-from tokenization.schema import file_metadata
-from tokenization.sharded_job import (SHARDS, check_output_writable, compute_run_id, done_shards, duplicates_current,
-                                      pending_units, prepare_output, sync_output, write_manifest)
+from tokenization.schema import SHARDS, file_metadata
 from tokenization.tokenize_job import tokenize_job
 
 
@@ -47,44 +44,21 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     check_positive(args, "rows_per_shard", "batch_size", "max_duration", "load_cpus")
     opts, split = reader_options(args), split_config(args)
-    check_output_writable(args.output)  # before Ray or the codec start
+    require_writable_folder("--output", args.output)  # before Ray or the codec start
     units = input_units(args.input, args.format, opts)
     codec = load_codec(args.codec, n_codebooks=args.n_codebooks)  # validates the spec before any work
     config = {
         "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
         "max_duration": args.max_duration, "format": args.format, "reader": opts.to_dict(), "split": split.to_dict(),
     }
-    run_id = compute_run_id(config)
-    prepare_output(args.output, run_id, config, args.overwrite, (SHARDS,))
-    plan = sync_output(args.output, units, (SHARDS,))  # retires changed and removed units
-    todo = pending_units(args.output, units)
-    print(f"[tokenize] run {run_id}: {len(units)} input units ({len(units) - len(todo)} already done); {plan.line()}",
-          file=sys.stderr)
+    from pipelines.sharded_ray import run_sharded_job  # imports Ray: not before the checks above
 
-    t_pipe = time.time()
-    written, skipped = 0, len(done_shards(args.output))
-    if todo or not duplicates_current(args.output, units):
-        stats = run_pipeline(args, units, run_id, codec, split, opts)
-        written, skipped = stats.shards_written, stats.shards_skipped
-    pipeline_s = time.time() - t_pipe
-
-    manifest = write_manifest(args.output, run_id, units, (SHARDS,), {"codec": codec.info.__dict__})
-    c = manifest["counts"]
-    summary = {
-        "output": args.output, "run_id": run_id, "rows_in": c["in"], "kept": c["kept"], "quarantined": c["quarantined"],
-        "hours": c["hours"], "shards_written": written, "shards_skipped": skipped, **plan.counts(),
-        "elapsed_s": round(time.time() - t0, 2), "pipeline_s": round(pipeline_s, 2),
-        "audio_seconds_per_second": round(c["hours"] * 3600 / max(pipeline_s, 1e-9), 2),
-    }
-    print(f"[tokenize] rows in {c['in']} = kept {c['kept']} + quarantined {c['quarantined']}"
-          f"{'' if 'error' not in c else '  MISMATCH: ' + c['error']}", file=sys.stderr)
-    print(json.dumps(summary))
-    if "error" in c:
-        raise SystemExit(c["error"])
-    return summary
+    return run_sharded_job("tokenize", args.output, units, config, (SHARDS,), overwrite=args.overwrite,
+                           start=partial(run_pipeline, args, units, codec, split, opts),
+                           manifest_extra={"codec": codec.info.__dict__}, t0=t0)
 
 
-def run_pipeline(args, units, run_id, codec, split, opts):
+def run_pipeline(args, units, codec, split, opts, run_id, progress):
     from pipelines.ray_setup import init_ray
     from pipelines.sharded_ray import run_job
 
@@ -100,7 +74,7 @@ def run_pipeline(args, units, run_id, codec, split, opts):
                        rows_per_shard=args.rows_per_shard, batch_size=args.batch_size, device=args.device,
                        n_codebooks=args.n_codebooks, encoders=encoders, encoder_cpus=encoder_cpus, encoder_gpus=gpus)
     metadata = file_metadata(codec.info, {"run_id": run_id})
-    return run_job(job, units, args.output, metadata, read_cpus=args.load_cpus, label="tokenize")
+    return run_job(job, units, args.output, metadata, progress=progress, read_cpus=args.load_cpus, label="tokenize")
 
 
 if __name__ == "__main__":

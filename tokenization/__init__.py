@@ -5,9 +5,9 @@ What lives here, by group:
   interface), `codec_factory` (`load_codec` picks a backend), `mimi_codec`, `mimi_stream`;
 - shard row contracts: `schema` (token and quarantine rows, output layout, file metadata),
   `dialogue_schema` (dialogue and scored-TTS rows, FLAC helpers, output-folder kinds), `splits`;
-- corpus readers: `units` (units of work and `Utterance` records), `readers/` (one reader per layout),
-  `manifest`, `paths`;
+- corpus readers: `units` (units of work and `Utterance` records), `readers/` (one reader per layout, one table: `readers.registry`),
+  `paths`;
 - shared infrastructure: `storage` (local paths and `s3://`), `errors` (`UserError`), `strict_config`;
-- the Ray-free sharded-job engine: `sharded_job`, and the tokenize job it runs (`tokenize_job`);
+- the Ray-free sharded-job engine: `engine/`, and the tokenize job it runs (`tokenize_job`);
 - the bundled sample: `espeak`, `sample_corpus`.
 """

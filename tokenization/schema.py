@@ -32,7 +32,7 @@ FRAME_RATE = 12.5  # Hz
 
 # Output layout: a tokenize job writes OUT/shards/, a filter job OUT/kept/ and OUT/rejects/; both OUT/quarantine/.
 SHARDS, KEPT, REJECTS, QUARANTINE = "shards", "kept", "rejects", "quarantine"
-MANIFEST = "_manifest.json"  # what a finished run wrote: files, rows, counts (tokenization.sharded_job.write_manifest)
+MANIFEST = "_manifest.json"  # what a finished run wrote: files, rows, counts (tokenization.engine.writer.write_manifest)
 
 
 def codes_type(n_codebooks: int = N_CODEBOOKS) -> pa.DataType:

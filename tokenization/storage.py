@@ -66,12 +66,13 @@ def makedirs(uri: str) -> None:
     fs.create_dir(path, recursive=True)
 
 
-def list_files(uri: str, suffix: str = "") -> list[str]:
-    """Sorted full URIs of files directly under a folder (empty list if it does not exist)."""
+def list_files(uri: str, suffix: str = "", recursive: bool = False) -> list[str]:
+    """Sorted full URIs of files directly under a folder, or anywhere below it with `recursive` (one paged
+    listing on S3); an empty list if it does not exist."""
     fs, path = filesystem(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return []
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=recursive))
     prefix = "s3://" if uri.startswith("s3://") else ""
     return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
 

@@ -1,11 +1,11 @@
-"""The tokenize job for the sharded-job engine (`tokenization/sharded_job.py`): its steps, its sink, `tokenize_job`; no Ray.
+"""The tokenize job for the sharded-job engine (`tokenization/engine/`): its steps, its sink, `tokenize_job`; no Ray.
 
     read   (task)   a unit -> `Utterance` / `QuarantineRow` records (`tokenization.readers.registry.read_unit`)
     load   (task)   decode, validate and resample one utterance's audio (`tokenization.audio.read_ref`)
     encode (actors) `EncodeStep`: the codec loaded once per actor, one call per batch
     write           `TokenSink`: token rows -> `shards/`
 
-`pipelines/tokenize.py` runs them on Ray; `sharded_job.run_local` runs them in one process.
+`pipelines/tokenize.py` runs them on Ray; `tokenization.engine.local_run.run_local` runs them in one process.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pyarrow as pa
 from tokenization.audio import read_ref, resample
 from tokenization.codec import SpeechCodec
 from tokenization.codec_factory import load_codec
-from tokenization.schema import N_CODEBOOKS, codes_to_arrow, meta_json, sha1_hex, token_schema
-from tokenization.sharded_job import SHARDS, Item, JobSpec, Step
+from tokenization.engine.jobs import Item, JobSpec, Step
+from tokenization.schema import N_CODEBOOKS, SHARDS, codes_to_arrow, meta_json, sha1_hex, token_schema
 from tokenization.splits import SplitConfig, assign_split
 from tokenization.readers.registry import read_unit
 from tokenization.units import ReaderOptions, Utterance

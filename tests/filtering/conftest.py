@@ -40,7 +40,7 @@ def loaded_records(dialogue_sample):
     from tokenization.readers.registry import list_units
     from filtering.rules import Rules
     from filtering.filter_job import filter_job
-    from tokenization.sharded_job import read_batches
+    from tokenization.engine.jobs import read_batches
     from tokenization.units import ReaderOptions
 
     opts = ReaderOptions()
@@ -55,10 +55,12 @@ def loaded_records(dialogue_sample):
 def tokenize_out(tmp_path_factory, tts_sample, tiny_codec) -> tuple[Path, Path]:
     """A tokenize output folder built with the tokenization library steps (no Ray): 8 espeak utterances,
     one of them made unreadable (quarantined). Returns (folder, its input manifest)."""
-    from tokenization.schema import file_metadata
-    from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, write_manifest
-    from tokenization.tokenize_job import tokenize_job
+    from tokenization.engine.local_run import run_local
+    from tokenization.engine.output_folder import compute_run_id, prepare_output
+    from tokenization.engine.writer import write_manifest
     from tokenization.readers.registry import list_units
+    from tokenization.schema import SHARDS, file_metadata
+    from tokenization.tokenize_job import tokenize_job
     from tokenization.units import ReaderOptions
 
     root = tmp_path_factory.mktemp("tts8")

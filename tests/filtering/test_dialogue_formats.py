@@ -8,7 +8,6 @@ import pytest
 from tokenization.readers.dialogue import read_dialogue_unit
 from tokenization.readers.registry import list_units, read_dialogues
 from tokenization.units import DialogueSpec
-from tokenization.dialogue_schema import ASSISTANT, USER
 from filtering.filter_job import load_dialogue
 from tests.corpora import make_hf_dialogues, make_instruct_s2s
 from tokenization.dialogue_schema import ASSISTANT, USER

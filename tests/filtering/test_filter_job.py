@@ -7,19 +7,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from filtering.asr import load_asr
-from tokenization.readers.registry import list_units
-from filtering.rules import Rules
 from filtering.filter_job import filter_job
-from tokenization.sharded_job import run_local
-from tokenization.units import ReaderOptions
-from tokenization.dialogue_schema import USER, DialogueRow, dialogue_schema, scored_tts_schema
 from filtering.quality import QUALITY_COLUMNS
 from filtering.rules import Rules
 from filtering.sample_dialogues import NOISY_ID, RULES_FILE, expected_outcomes
 from tests.filtering.conftest import run_module
 from tests.jobs import TINY_EN_MODELS
 from tokenization.dialogue_schema import USER, DialogueRow, dialogue_schema, scored_tts_schema
-from tokenization.sharded_job import run_local
+from tokenization.engine.local_run import run_local
+from tokenization.readers.registry import list_units
 from tokenization.units import ReaderOptions
 
 pytestmark = pytest.mark.slow

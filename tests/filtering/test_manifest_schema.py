@@ -8,8 +8,6 @@ import pyarrow.parquet as pq
 
 from filtering.asr import SAMPLE_RATE
 from tokenization.readers.registry import read_dialogues
-from tokenization.dialogue_schema import (ASSISTANT, USER, DialogueRow, DialogueTurn, ScoredTTSRow, dialogue_rows_to_table, dialogue_schema,
-                                         pcm_to_flac, scored_tts_schema)
 from filtering.sample_dialogues import expected_outcomes
 from tokenization.dialogue_schema import (ASSISTANT, USER, DialogueRow, DialogueTurn, ScoredTTSRow, dialogue_rows_to_table, dialogue_schema,
                                       pcm_to_flac, scored_tts_schema)

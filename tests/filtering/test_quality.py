@@ -19,8 +19,8 @@ from filtering.rules import Rules, decide, reason_code
 from filtering.sample_dialogues import add_noise, pad_silence
 from tokenization.audio import resample
 from tokenization.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, pcm_to_flac
+from tokenization.engine.jobs import Item
 from tokenization.espeak import espeak_to_wav
-from tokenization.sharded_job import Item
 
 # Sentences and voice of their own; measured: clean OVRL 2.7-3.1, 10 dB noise 2.0-2.2, noise alone 1.1.
 ANSWERS = ("A quiet river runs past the old mill every spring.", "The train to the coast leaves at half past nine.")
@@ -156,8 +156,8 @@ def test_dialogues_through_the_filter_steps(answers, scorer, faster_asr, tiny_co
 
     from tokenization.readers.registry import list_units
     from filtering.filter_job import filter_job
+    from tokenization.engine.local_run import run_local
     from tokenization.schema import file_metadata
-    from tokenization.sharded_job import run_local
     from tokenization.units import ReaderOptions
 
     wavs = tmp_path / "wavs"

@@ -126,7 +126,7 @@ def test_score_batch_rejects_text_and_role_problems_before_asr(faster_asr):
 
     from tokenization.dialogue_schema import DialogueRow, DialogueTurn, pcm_to_flac
     from filtering.filter_job import ScoreBatch
-    from tokenization.sharded_job import Item
+    from tokenization.engine.jobs import Item
 
     tone = pcm_to_flac(0.1 * np.sin(np.linspace(0, 440 * 2 * np.pi, SAMPLE_RATE)).astype(np.float32), SAMPLE_RATE)
 

@@ -11,7 +11,7 @@ import soundfile as sf
 import filtering.filter_job as steps
 from tests.jobs import visible_files
 from tokenization.schema import TokenRow, rows_to_table
-from tokenization.sharded_job import shard_name
+from tokenization.engine.output_folder import shard_name
 from tokenization.readers.registry import list_units
 from tokenization.units import ReaderOptions, Unit
 
@@ -56,8 +56,10 @@ def test_a_shard_reads_only_the_unit_it_was_tokenized_from(tmp_path, monkeypatch
 
 def _tokenize(corpus, out, codec):
     """The tokenize job's steps over a folder of manifests (no Ray), as `pipelines.tokenize` orders them."""
-    from tokenization.schema import file_metadata
-    from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, sync_output, write_manifest
+    from tokenization.engine.local_run import run_local
+    from tokenization.engine.output_folder import compute_run_id, prepare_output, sync_output
+    from tokenization.engine.writer import write_manifest
+    from tokenization.schema import SHARDS, file_metadata
     from tokenization.tokenize_job import tokenize_job
 
     opts, config = ReaderOptions(), {"codec": codec.info.__dict__}
@@ -75,8 +77,10 @@ def _filter(tokens, corpus, out, codec, asr):
     from filtering.filter_job import FilterSink
     from pipelines.args import input_units
     from pipelines.filter import token_shard_units
+    from tokenization.engine.local_run import run_local
+    from tokenization.engine.output_folder import compute_run_id, prepare_output, sync_output
+    from tokenization.engine.writer import write_manifest
     from tokenization.schema import file_metadata
-    from tokenization.sharded_job import compute_run_id, prepare_output, run_local, sync_output, write_manifest
 
     opts, config = ReaderOptions(), {"kind": "tts"}
     units = input_units(str(tokens), "auto", opts, lister=token_shard_units)

@@ -18,8 +18,8 @@ import ray
 
 from tests.jobs import kill_session, visible_files
 from tests.pipelines.conftest import BAD_KINDS
+from tokenization.engine.output_folder import shard_name
 from tokenization.schema import SCHEMA_VERSION, codes_to_numpy, read_file_metadata, token_schema
-from tokenization.sharded_job import shard_name
 from tokenization.readers.registry import list_units
 from tokenization.units import ReaderOptions
 
@@ -172,8 +172,8 @@ def test_killed_writer_is_rerun_within_the_job(dirty_corpus, tiny_codec, tmp_pat
     import re
     import threading
 
+    from tokenization.engine.local_run import run_local
     from tokenization.schema import file_metadata
-    from tokenization.sharded_job import run_local
     from tokenization.tokenize_job import tokenize_job
     from tokenization.readers.registry import list_units
     from tokenization.units import ReaderOptions
@@ -322,8 +322,10 @@ def _retar(src: Path, dst: Path, rename: tuple[str, str] = ("", ""), drop_last: 
 def _tokenize_into(corpus: Path, out: Path, codec) -> tuple:
     """The tokenize job's steps over the tars, in this process (no Ray), as `pipelines.tokenize` orders them:
     prepare, sync the folder to the listing, run what is pending, write the manifest."""
-    from tokenization.schema import file_metadata
-    from tokenization.sharded_job import SHARDS, compute_run_id, prepare_output, run_local, sync_output, write_manifest
+    from tokenization.engine.local_run import run_local
+    from tokenization.engine.output_folder import compute_run_id, prepare_output, sync_output
+    from tokenization.engine.writer import write_manifest
+    from tokenization.schema import SHARDS, file_metadata
     from tokenization.tokenize_job import tokenize_job
 
     opts = ReaderOptions()
@@ -382,8 +384,8 @@ def test_tars_incremental_run_as_users_run_it(wds_reference, wds_corpus, tmp_pat
     import shutil
 
     from pipelines.tokenize import main
+    from tokenization.engine.output_folder import retire_units
     from tokenization.errors import UserError
-    from tokenization.sharded_job import retire_units
 
     ref_out, _ = wds_reference
     out = tmp_path / "living"

@@ -8,9 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.jobs import visible_files
-from tokenization.schema import QuarantineRow
-from tokenization.sharded_job import (SHARDS, BadInput, JobSpec, compute_run_id, done_shards, find_duplicates, pending_units,
-                                      read_batches, run_local, shard_name, write_manifest)
+from tokenization.engine.jobs import BadInput, JobSpec, read_batches
+from tokenization.engine.local_run import find_duplicates, run_local
+from tokenization.engine.output_folder import compute_run_id, done_shards, pending_units, shard_name
+from tokenization.engine.writer import write_manifest
+from tokenization.schema import SHARDS, QuarantineRow
 from tokenization.units import Unit, keyed
 
 # unit uri -> records: ids (a "bad" id fails to load), or a QuarantineRow from the reader
@@ -107,7 +109,8 @@ def test_run_id_is_the_config_and_unit_keys_are_paths_under_the_root():
 def test_a_rerun_shard_leaves_no_file_of_the_killed_attempt(tmp_path):
     """A killed run wrote shard X's row to `rejects`; the re-run routes it to `kept` (ASR batches
     can differ between runs): `rejects/X` must go, or the row would be counted twice."""
-    from tokenization.sharded_job import Item, write_shard
+    from tokenization.engine.jobs import Item
+    from tokenization.engine.writer import write_shard
 
     class Routed(_Sink):
         tables = ("kept", "rejects")
@@ -164,7 +167,7 @@ def _corpus(spec: dict[str, tuple[str, list]]) -> tuple[list[Unit], dict]:
 
 
 def _run_into(out, spec: dict) -> tuple:
-    from tokenization.sharded_job import sync_output
+    from tokenization.engine.output_folder import sync_output
 
     units, records = _corpus(spec)
     job = JobSpec("test", lambda u: iter(records[u.uri]), str, _load, _Sink(), [], 3, 2)
@@ -220,8 +223,8 @@ def test_a_new_unit_that_takes_a_duplicate_id_reruns_the_unit_that_lost_it(tmp_p
 def test_another_config_is_refused_in_one_line_naming_the_key(tmp_path):
     import pytest
 
+    from tokenization.engine.output_folder import prepare_output
     from tokenization.errors import UserError
-    from tokenization.sharded_job import prepare_output
 
     out = str(tmp_path / "out")
     prepare_output(out, compute_run_id({"rows_per_shard": 4}), {"rows_per_shard": 4})

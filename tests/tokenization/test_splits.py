@@ -56,8 +56,8 @@ def test_empty_speaker_falls_back_to_the_row_id():
 
 def test_tokenize_output_has_no_speaker_in_two_splits(tts_sample, tiny_codec, tmp_path):
     """18 of the sample's clips relabelled as 7 crafted speakers (2 clips each) and 4 speakerless clips."""
+    from tokenization.engine.local_run import run_local
     from tokenization.schema import file_metadata, token_schema
-    from tokenization.sharded_job import run_local
     from tokenization.tokenize_job import tokenize_job
     from tokenization.readers.registry import list_units
     from tokenization.units import ReaderOptions

@@ -1,0 +1,177 @@
+"""Engine job types and the task side of a run: a `JobSpec` (reader, loader, actor steps, sink), the
+`Item`s and `Batch`es that travel between stages, and reading one unit into batches of one shard each.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+import pyarrow as pa
+
+from tokenization.audio import BadAudio
+from tokenization.engine.output_folder import UnitReport, shard_name, write_unit_report
+from tokenization.schema import QuarantineRow
+from tokenization.units import Unit
+
+
+@dataclass
+class Item:
+    """One input record on its way through a job (pickled between Ray stages).
+
+    `row` is the job's payload (loaded utterance, dialogue row, token row); `audio` is transient
+    (decoded samples or FLAC bytes) and never written.
+    """
+
+    unit: str  # the unit's key
+    shard: int
+    pos: int
+    id: str = ""
+    status: str = "ok"  # ok | quarantine
+    stage: str = ""
+    reason: str = ""
+    file: str = ""
+    line: str = ""
+    row: Any = None
+    audio: Any = None
+
+    def quarantine(self, stage: str, reason: str, file: str = "") -> None:
+        self.status, self.stage, self.reason = "quarantine", stage, reason
+        self.file = file or self.file
+        self.audio = None
+
+
+@dataclass
+class Batch:
+    """Items of one shard that travel together; `shard_rows` > 0 on the shard's last batch."""
+
+    unit: str
+    shard: int
+    items: list[Item]
+    shard_rows: int = 0
+
+
+def pack(batch: Batch) -> bytes:
+    return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(payload: bytes) -> Batch:
+    return pickle.loads(payload)
+
+
+class BadInput(ValueError):
+    """A record that cannot become a row; the message is the quarantine reason."""
+
+
+class Sink(Protocol):
+    """What a job writes: which folder a finished row goes to and how rows become a table."""
+
+    tables: tuple[str, ...]  # data folders, e.g. ("shards",) or ("kept", "rejects")
+
+    def route(self, row) -> str: ...
+
+    def table(self, rows: list, sub: str) -> pa.Table: ...
+
+    def seconds(self, row) -> float: ...
+
+    def reject_code(self, row) -> str | None: ...
+
+
+@dataclass
+class JobSpec:
+    """One job: its reader, loader, actor steps and sink. Everything in it is picklable.
+
+    Args:
+        read: unit -> records (`Utterance`, `DialogueSpec`, row dict ... or `QuarantineRow`), in a fixed order.
+        record_id: record -> its id (dedup key).
+        load: fills `item.row`/`item.audio` from `item.row` (the record); raises BadInput (-> quarantine, stage load).
+        steps: factories of the actor steps (each: `list[Item] -> list[Item]`, skipping non-ok items).
+    """
+
+    name: str
+    read: Callable[[Unit], Iterable]
+    record_id: Callable[[Any], str]
+    load: Callable[[Item], None]
+    sink: Any
+    steps: list["Step"] = field(default_factory=list)
+    rows_per_shard: int = 50_000
+    batch_size: int = 16
+
+
+@dataclass
+class Step:
+    """An actor step: `factory()` builds the callable once per actor (loads a model)."""
+
+    name: str
+    factory: Callable[[], Callable[[list[Item]], list[Item]]]
+    cpus: float = 1.0
+    gpus: float = 0.0
+    actors: int = 1
+
+
+# --- reading a unit into batches (task side) ------------------------------------------------------
+
+
+def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str], winners: dict[str, tuple] | None = None,
+                 load: bool = True) -> Iterator[Batch]:
+    """Read one unit, load its records and cut them into batches of one shard each.
+
+    Records of shards already done are read (to count and place them) but not loaded. `load=False`
+    leaves loading to `load_batch` (the Ray adapter runs it as separate tasks, so one big unit still
+    decodes in parallel). A duplicate
+    id (an earlier occurrence in this unit, or an id the pre-pass found elsewhere: `winners` maps it
+    to its kept occurrence (unit, pos, where)) is quarantined.
+    Writes the unit's report once the unit was read to the end.
+    """
+    rps, seen, winners = job.rows_per_shard, set(), winners or {}
+    pending: list[Item] = []
+    pos = -1
+    for pos, rec in enumerate(job.read(unit)):
+        shard = pos // rps
+        if pending and pending[0].shard != shard:  # the pending shard is complete: it held rps rows
+            yield _flush(job, pending, shard_rows=rps, load=load)
+            pending = []
+        elif len(pending) >= job.batch_size:  # flushed only when the next record arrives, so the last batch knows it is last
+            yield _flush(job, pending, load=load)
+            pending = []
+        item = _item(job, unit, shard, pos, rec, seen, winners)
+        if shard_name(unit.key, shard) not in done:
+            pending.append(item)
+    n = pos + 1
+    if pending:
+        yield _flush(job, pending, shard_rows=n - pending[0].shard * rps, load=load)
+    if output is None:  # a dry read (tests): no report
+        return
+    write_unit_report(output, UnitReport(unit.key, unit.where, n, -(-n // rps), unit.fingerprint))
+
+
+def _item(job: JobSpec, unit: Unit, shard: int, pos: int, rec, seen: set[str], winners: dict[str, tuple]) -> Item:
+    if isinstance(rec, QuarantineRow):
+        return Item(unit.key, shard, pos, rec.utt_id, "quarantine", rec.stage, rec.reason, rec.file, rec.line)
+    rid = job.record_id(rec)
+    item = Item(unit.key, shard, pos, rid, row=rec, file=unit.where)
+    won = winners.get(rid)
+    if rid in seen:  # first: the same reason whether or not the pre-pass saw this unit's own repeats
+        item.quarantine("manifest", f"duplicate id {rid!r} (kept its first occurrence in {unit.where})")
+    elif won is not None and tuple(won[:2]) != (unit.key, pos):
+        item.quarantine("manifest", f"duplicate id {rid!r} (kept its occurrence in {won[2]}, record {won[1]})")
+    seen.add(rid)
+    return item
+
+
+def _flush(job: JobSpec, items: list[Item], shard_rows: int = 0, load: bool = True) -> Batch:
+    batch = Batch(items[0].unit, items[0].shard, items, shard_rows)
+    return load_batch(job, batch) if load else batch
+
+
+def load_batch(job: JobSpec, batch: Batch) -> Batch:
+    """Load every ok item of a batch (task side); a failure quarantines that item only."""
+    for item in batch.items:
+        if item.status != "ok":
+            continue
+        try:
+            job.load(item)
+        except (BadInput, BadAudio) as exc:
+            item.quarantine("load", str(exc))  # the loader set `item.file` to what it read
+    return batch
