@@ -11,6 +11,9 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch that this kind of machine ships; on a GPU box use `make TORCH_SPEC=torch ...`.
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= out/demo
+# pytest-xdist workers for make test: a test file per worker (module fixtures run once). The suite's Ray jobs
+# spend half their time waiting on process start-ups and polls, so two workers fill a 2-core machine.
+TEST_WORKERS ?= 2
 
 # Debian packages the tests still need (the audit report renders in headless Chromium), by command they provide.
 SYSTEM_PACKAGES := chromium:chromium chromedriver:chromium-driver
@@ -44,7 +47,7 @@ system-packages:
 		{ echo "apt-get install -y$$missing failed; install them, then make test again" >&2; exit 2; }
 
 test: venv system-packages
-	$(PY) -m pytest -q --durations=30 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 tests
 
 clean:
 	rm -rf $(VENV) out

@@ -1,8 +1,14 @@
 """Shared fixtures: the espeak-ng sample corpora (real speech, known text), the tiny codec and the
-filter job's output over the dialogue sample (computed once per session for every package)."""
+filter job's output over the dialogue sample (computed once per session for every package).
+
+`make test` runs the suite on two pytest-xdist workers, a test file per worker (`--dist loadfile`:
+module fixtures run once). The fixtures several files read (`dialogue_sample`, `filter_out`) are
+made once for the whole run, by whichever worker asks first, under a file lock (`once_per_run`).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -49,24 +55,51 @@ def cache_dir(tmp_path_factory):
     return path
 
 
+def once_per_run(tmp_path_factory, name: str, make):
+    """`make(folder)`'s JSON result, computed once per test run even with several xdist workers.
+
+    The first worker to ask makes it in a folder beside the workers' own temp folders, under a file
+    lock; the others wait for it and read the result back (pytest-xdist's documented pattern).
+    """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this run
+    folder, result = root / f"once_{name}", root / f"once_{name}.json"
+    with FileLock(str(result) + ".lock"):
+        if not result.is_file():
+            folder.mkdir(exist_ok=True)
+            result.write_text(json.dumps(make(folder)))
+        return json.loads(result.read_text())
+
+
 @pytest.fixture(scope="session")
 def dialogue_sample(tmp_path_factory) -> Path:
     from filtering.sample_dialogues import make_dialogue_sample
 
-    return make_dialogue_sample(tmp_path_factory.mktemp("dialogue_sample"))
+    return Path(once_per_run(tmp_path_factory, "dialogue_sample", lambda folder: str(make_dialogue_sample(folder))))
 
 
 @pytest.fixture(scope="session")
 def filter_out(tmp_path_factory, dialogue_sample, cache_dir) -> tuple[Path, dict]:
     """The end-to-end filter run (Ray, real tiny.en, DNSMOS + VAD with the sample's rules, tiny codec) over the
-    sample dialogues, killed with
-    SIGKILL once its first shard is done and then resumed. Returns (folder, summary of the resumed run
-    plus `killed_done`: the shards finished before the kill and their kept-file mtimes)."""
+    sample dialogues, killed with SIGKILL once its first shard is done and then resumed. Returns (folder,
+    summary of the resumed run plus `killed_done`: the shards finished before the kill and their kept-file
+    mtimes). Made once per run (`once_per_run`): tests read it, never change it."""
+
+    def make(out: Path) -> list:
+        return [str(out), _killed_and_resumed_filter(out, dialogue_sample)]
+
+    out, summary = once_per_run(tmp_path_factory, "filter_out", make)
+    return Path(out), summary
+
+
+def _killed_and_resumed_filter(out: Path, dialogue_sample: Path) -> dict:
     import time
 
     from filtering.sample_dialogues import quality_args
 
-    out = tmp_path_factory.mktemp("filter_out")
     args = ["--input", str(dialogue_sample), "--output", str(out), *FILTER_ARGS, *quality_args(dialogue_sample)]
     # One ASR actor: shards finish one after another, so the kill lands between them (with two, both
     # waves of a fast machine could finish between two polls). The run id does not depend on it.
@@ -80,21 +113,11 @@ def filter_out(tmp_path_factory, dialogue_sample, cache_dir) -> tuple[Path, dict
     done = sorted(p.stem for p in (out / "_progress").glob("*.json"))
     mtimes = {n: (out / "kept" / f"{n}.parquet").stat().st_mtime_ns for n in done}
     summary = run_module("pipelines.filter", *args)
-    return out, {**summary, "killed_done": mtimes}
+    return {**summary, "killed_done": mtimes}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
-    """Groups for `pytest -n 2 --dist loadgroup` (`make test`): a test file runs on one worker, so its module
-    fixtures (a Ray cluster, a training run) run once, and every test that reads the shared filter run
-    (`filter_out`) runs on one worker, so it runs once. Files with slow end-to-end tests go first: the two
-    workers then finish close together instead of one waiting on a long job started last."""
-    for item in items:
-        group = "filter_out" if "filter_out" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-    slow_groups = {_group(i) for i in items if i.get_closest_marker("slow")}
-    items.sort(key=lambda i: _group(i) not in slow_groups)  # stable: collection order within each part
-
-
-def _group(item) -> str:
-    return item.get_closest_marker("xdist_group").args[0]
+    """Files with slow end-to-end tests first: under `--dist loadfile` the two workers then finish close
+    together instead of one waiting on a long job started last."""
+    slow_files = {i.path for i in items if i.get_closest_marker("slow")}
+    items.sort(key=lambda i: i.path not in slow_files)  # stable: collection order within each part
