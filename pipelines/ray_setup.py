@@ -16,6 +16,10 @@ from pipelines.logs import announce_log, quiet_ray_loggers, route_worker_output
 
 log = logging.getLogger(__name__)
 
+# VOCALNET_RAY_DASHBOARD=0: an embedded cluster starts without Ray's dashboard (its processes cost a few
+# CPU-seconds per job start, which CI and the test suite pay dozens of times; nobody watches them there).
+DASHBOARD_ENV = "VOCALNET_RAY_DASHBOARD"
+
 
 def init_ray(num_cpus: int | None = None, quiet: bool = True) -> dict:
     """Start or attach to Ray; returns the cluster's resources."""
@@ -23,8 +27,11 @@ def init_ray(num_cpus: int | None = None, quiet: bool = True) -> dict:
     if not ray.is_initialized():
         kwargs: dict = {"ignore_reinit_error": True, "log_to_driver": True}
         # RAY_ADDRESS=local forces a fresh embedded cluster even if one runs on this machine.
-        if os.environ.get("RAY_ADDRESS", "") in ("", "local") and num_cpus is not None:
+        local = os.environ.get("RAY_ADDRESS", "") in ("", "local")
+        if local and num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
+        if local and os.environ.get(DASHBOARD_ENV, "1") == "0":
+            kwargs["include_dashboard"] = False
         if quiet:
             kwargs["logging_level"] = logging.WARNING
         try:

@@ -13,8 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# A fresh local Ray per job: never attach to a cluster another process on this machine started.
-JOB_ENV = {"PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
+# A fresh local Ray per job: never attach to a cluster another process on this machine started (and no
+# dashboard: pipelines.ray_setup.DASHBOARD_ENV).
+JOB_ENV = {"PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local", "VOCALNET_RAY_DASHBOARD": "0"}
 
 
 def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 600) -> dict:

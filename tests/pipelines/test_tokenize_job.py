@@ -144,13 +144,6 @@ def test_rerun_skips_finished_shards(reference, dirty_corpus):
     assert {p: p.read_bytes() for p in (out / "shards").glob("*.parquet")} == before
 
 
-def test_kill9_then_rerun_is_byte_identical(reference, dirty_corpus, tmp_path):
-    ref_out, _ = reference
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", str(dirty_corpus), "--output", str(out), *JOB_ARGS, "--num-cpus", "2"]
-    kill9_rerun_matches(cmd, out, ref_out)
-
-
 def _writer_pids(session: int) -> list[int]:
     """The shard-writer actor process(es) of a job's embedded Ray (found by their process title)."""
     import psutil
