@@ -56,22 +56,22 @@ def require_writable_folder(flag: str, path: str) -> None:
     Ray starts, not on the first write (read-only mount, a path under a file)."""
     if path.startswith("s3://"):
         return  # checked by the first write; S3 has no local permission model to probe
-    probe = nearest_existing(path)
-    if not os.path.isdir(probe):
-        raise UserError(f"{flag} {path}: {probe} is a file, not a folder; pass a folder path")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: {probe} is not writable; pass a folder you can write to")
+    _require_writable_parent(flag, path, nearest_existing(path), "a folder path", "a folder")
 
 
 def require_writable_file(flag: str, path: str) -> None:
     """The folder that will hold `path` exists or can be created, and is writable."""
-    probe = nearest_existing(os.path.dirname(os.path.abspath(path)))
-    if not os.path.isdir(probe):
-        raise UserError(f"{flag} {path}: {probe} is a file, not a folder; pass a path in a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: {probe} is not writable; pass a path you can write to")
+    _require_writable_parent(flag, path, nearest_existing(os.path.dirname(os.path.abspath(path))), "a path in a folder", "a path")
     if os.path.isdir(path):
         raise UserError(f"{flag} {path}: is a folder; pass a file name")
+
+
+def _require_writable_parent(flag: str, path: str, probe: str, pass_instead: str, writable: str) -> None:
+    """`probe` (the nearest existing folder of what `path` will create) is a folder this process can write to."""
+    if not os.path.isdir(probe):
+        raise UserError(f"{flag} {path}: {probe} is a file, not a folder; pass {pass_instead}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {probe} is not writable; pass {writable} you can write to")
 
 
 def require_at_least(flag: str, value: float | None, low: float) -> None:
