@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging("filter", args.output)  # warnings and Ray workers' output: OUT/logs/filter.log
     t0 = time.time()
-    check_positive(args, "rows_per_shard", "batch_size", "max_duration", "asr_cpus", "quality_cpus")
+    check_positive(args, "rows_per_shard", "batch_size", "block_rows", "max_duration", "asr_cpus", "quality_cpus")
     require_at_least("--max-wer", args.max_wer, 0.0)
     opts, split, quality = reader_options(args), split_config(args), quality_scorers(args)
     try:
@@ -129,7 +129,7 @@ def run_pipeline(args, units, audio_units, rules, codec, kind: str, split, opts,
                                           "quality": ",".join(quality),
                                           "rules": json.dumps(rules.to_dict(), sort_keys=True),
                                           "dialogue_schema_version": DIALOGUE_SCHEMA_VERSION})
-    return run_job(job, units, args.output, metadata, progress=progress, read_cpus=0.25, label="filter")
+    return run_job(job, units, args.output, metadata, progress=progress, read_cpus=0.25, label="filter", block_rows=args.block_rows)
 
 
 if __name__ == "__main__":

@@ -1,35 +1,48 @@
 """The one Ray adapter of the sharded-job engine (`tokenization/engine/`), used by tokenize and filter, and the
 driver sequence both run (`run_sharded_job`: run id, output folder, sync, run, manifest, summary).
 
-    units (driver) -> [id pre-pass when the listing changed: Ray Data groupby over the units' ids (cached
-                       per unit), only duplicated ids come back]
-    -> read (a Ray task per unit, streaming batches) -> load (a task per batch) -> each job step (actor pool)
+    units (driver) -> [id pre-pass when the listing changed: a Ray Data groupby over every unit's ids, or,
+                       when few units are new or changed, Ray tasks looking their ids up in the other units'
+                       id caches; only duplicated ids come back]
+    -> read + load (a Ray task per unit, streaming blocks of whole batches) -> each job step (actor pool)
     -> one writer actor
     -> units whose shards are missing (a killed writer, a failed run) run again, up to `attempts` times.
 
-The driver holds the unit listing and the duplicated ids, never every row or every id, and lists `_progress/`
+The driver holds the unit listing and the duplicated ids (and, on an incremental pre-pass, the new units'
+ids), never every row or every id, and lists `_progress/`
 once per run (`Progress`): what a run wrote is read back per unit that ran.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterator
 
+import pyarrow as pa
 import ray
 from tqdm import tqdm
 
-from tokenization.engine.duplicates import duplicates_current, record_ids, resolve_duplicates
-from tokenization.engine.jobs import Batch, JobSpec, load_batch, pack, read_batches, unpack
+from tokenization.engine.duplicates import (SCAN_SCHEMA, as_counts, duplicated_ids, duplicates_current, id_table,
+                                             id_part, resolve_duplicates, scan_ids)
+from tokenization.engine.jobs import Batch, JobSpec, pack, read_batches, unpack
 from tokenization.engine.output_folder import Progress, compute_run_id, prepare_output, sync_output
 from tokenization.engine.writer import ShardWriter, write_manifest
 from tokenization.schema import REJECTS
 from tokenization.units import Unit
+
+
+SCAN_TASKS = 64  # tasks of an id scan (each reads a group of units' id caches)
+LOOKUP_THREADS = 16  # id-cache reads in flight in the driver (S3 GETs)
+COUNT_PARTS = 8  # hash parts of the id count, at most (each part's task reads every id cache)
+BLOCK_ROWS = 1024  # rows per Ray Data block at most (`--block-rows`)
+BLOCK_BYTES = 16 << 20  # loaded audio per Ray Data block, at most (about 16 rows of 10 s clips at 24 kHz)
 
 
 @contextmanager
@@ -49,33 +62,47 @@ class RunStats:
     shards_skipped: int  # done marks found at the start
 
 
-def _read_task(row: dict, job: JobSpec, output: str, done_ref, winners_ref) -> Iterator[dict]:
-    """One unit: a generator, so Ray Data streams its batches on while the rest of the unit is read."""
+def _read_task(row: dict, job: JobSpec, output: str, done_ref, winners_ref, block_rows: int) -> Iterator[dict]:
+    """One unit, read and loaded: a generator of blocks of whole batches, so Ray Data streams them on while the
+    rest of the unit is read. A block ends at `block_rows` rows or `BLOCK_BYTES` of loaded audio: each
+    block costs Ray Data scheduling time and driver memory whatever its size, and long clips must not make
+    blocks of gigabytes."""
     unit = Unit.from_dict(json.loads(row["unit"]))
     done, winners = _get(done_ref), _get(winners_ref)
-    for b in read_batches(job, unit, output, done, winners, load=False):
-        yield {"payload": pack(b), "rows": len(b.items)}
-
-
-def _load_task(row: dict, job: JobSpec) -> dict:
-    return {**row, "payload": pack(load_batch(job, unpack(row["payload"])))}
+    block: list[Batch] = []
+    rows = size = 0
+    for b in read_batches(job, unit, output, done, winners):
+        block.append(b)
+        rows += len(b.items)
+        size += sum(getattr(i.audio, "nbytes", None) or len(i.audio or b"") for i in b.items)
+        if rows >= block_rows or size >= BLOCK_BYTES:
+            yield {"payload": pack(block), "rows": rows}
+            block, rows, size = [], 0, 0
+    if block:
+        yield {"payload": pack(block), "rows": rows}
 
 
 def _get(ref):
     return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
 
 
-def _ids_task(row: dict, job: JobSpec, output: str) -> list[dict]:
-    return list(record_ids(job, Unit.from_dict(json.loads(row["unit"])), output))
+def _cache_task(units: list[str], job: JobSpec, output: str) -> int:
+    """Read the units' ids once, into their id caches (units that have one are not read)."""
+    return sum(id_table(job, Unit.from_dict(json.loads(u)), output).num_rows for u in units)
 
 
-def _holders_task(row: dict, job: JobSpec, output: str, ids_ref) -> list[dict]:
-    unit, ids = Unit.from_dict(json.loads(row["unit"])), _get(ids_ref)
-    return [{"key": unit.key, "pos": r["loc"] & 0xFFFFFFFF, "id": r["id"]} for r in record_ids(job, unit, output) if r["id"] in ids]
+def _count_task(units: list[str], job: JobSpec, output: str, parts: int, part: int, keep: pa.Array) -> pa.Table:
+    """Duplicated ids of hash part `part`, from every unit's id cache (only that part is kept in memory)."""
+    ids = [id_part(id_table(job, Unit.from_dict(json.loads(u)), output), parts, part) for u in units]
+    return duplicated_ids(pa.concat_tables(ids), keep)
+
+
+def _scan_task(units: list[str], job: JobSpec, output: str) -> pa.Table:
+    return scan_ids(job, [Unit.from_dict(json.loads(u)) for u in units], None, output)
 
 
 class _StepActor:
-    """Runs one job step (built once per actor: it loads a model) on pickled batches."""
+    """Runs one job step (built once per actor: it loads a model) on blocks of pickled batches."""
 
     def __init__(self, factory):
         self.fn = factory()
@@ -83,10 +110,21 @@ class _StepActor:
     def __call__(self, batch: dict) -> dict:
         out = []
         for payload in batch["payload"]:
-            b: Batch = unpack(payload)
-            b.items = self.fn(b.items)
-            out.append(pack(b))
+            block = unpack(payload)
+            for b in block:
+                b.items = self.fn(b.items)
+            out.append(pack(block))
         return {**batch, "payload": out}
+
+
+def _trim_heap() -> None:
+    """Hand freed memory back to the OS: glibc's arenas and Arrow's pool keep it otherwise, and the driver and
+    the writer live as long as the job, so their RSS would creep with the rows that passed through them."""
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS): nothing to trim
+        pass
 
 
 class _WriterActor:
@@ -96,9 +134,11 @@ class _WriterActor:
     def __call__(self, batch: dict) -> dict:
         written, rows = [], 0
         for payload in batch["payload"]:
-            b = unpack(payload)
-            rows += len(b.items)
-            written += self.writer.add(b)
+            for b in unpack(payload):
+                rows += len(b.items)
+                written += self.writer.add(b)
+        if written:
+            _trim_heap()
         return {"rows": [rows], "written": [len(written)]}
 
 
@@ -108,26 +148,41 @@ def _unit_items(units: list[Unit]) -> ray.data.Dataset:
 
 
 def count_ids(job: JobSpec, output: str, cpus: float, units: list[Unit], keep: set[str]) -> dict[str, tuple[int, int]]:
-    """Distributed id pre-pass: ids are read in tasks (from each unit's id cache when it has one), grouped by
-    Ray Data; only duplicated ids (and `keep` ids) reach the driver: {id: (lowest loc, count)}."""
-    from ray.data.aggregate import Count, Min
+    """Distributed id pre-pass: {id: (lowest loc, count)} of the duplicated ids (and of `keep` ids).
 
-    ids = _unit_items(units).flat_map(_ids_task, fn_kwargs={"job": job, "output": output}, num_cpus=cpus)
-    grouped = ids.groupby("id").aggregate(Count(), Min("loc"))
-    keep = frozenset(keep)  # ids that were duplicated before: shipped with the filter (few)
-    rows = grouped.filter(lambda r: r["count()"] > 1 or r["id"] in keep).take_all()
-    return {r["id"]: (int(r["min(loc)"]), int(r["count()"])) for r in rows}
+    Tasks fill the units' id caches (reading only units without one); then one task per hash part reads
+    every cache, keeps that part's ids and counts them; only duplicated ids reach the driver. No shuffle
+    objects: a Ray Data groupby held about 80 MB more in the driver at a million ids, and small task results
+    are kept in the driver's own memory, while its memory must not grow with the corpus."""
+    if not units:
+        return {}
+    items, job_ref = [json.dumps(u.to_dict()) for u in units], ray.put(job)
+    per = -(-len(items) // SCAN_TASKS)
+    fill = ray.remote(num_cpus=cpus)(_cache_task)
+    ray.get([fill.remote(items[i:i + per], job_ref, output) for i in range(0, len(items), per)])
+    parts = max(1, min(COUNT_PARTS, int(ray.cluster_resources().get("CPU", 1))))
+    count = ray.remote(num_cpus=cpus)(_count_task)
+    keep_ref = ray.put(pa.array(sorted(keep), pa.string()))  # ids that were duplicated before (few)
+    return as_counts(pa.concat_tables(ray.get([count.remote(items, job_ref, output, parts, p, keep_ref) for p in range(parts)])))
 
 
-def id_holders(job: JobSpec, output: str, cpus: float, units: list[Unit], ids: set[str]) -> list[tuple[str, int, str]]:
-    """(unit key, pos, id) of the records holding `ids`, read in tasks from the units' id caches."""
-    rows = _unit_items(units).flat_map(_holders_task, fn_kwargs={"job": job, "output": output, "ids_ref": ray.put(set(ids))},
-                                       num_cpus=cpus).take_all()
-    return [(r["key"], int(r["pos"]), r["id"]) for r in rows]
+def scan_units(job: JobSpec, output: str, cpus: float, units: list[Unit], ids: pa.Array | None) -> pa.Table:
+    """`scan_ids` of the units. Every record (`ids` None: new units, read from the input) in Ray tasks, a group
+    of units each; a lookup of `ids` in the driver, with I/O threads: it reads id caches only (one small
+    Parquet file per unit, an Arrow `is_in` each), cheaper than starting task workers for it."""
+    if not units:
+        return SCAN_SCHEMA.empty_table()
+    if ids is not None:
+        with ThreadPoolExecutor(LOOKUP_THREADS) as pool:
+            return pa.concat_tables([SCAN_SCHEMA.empty_table(), *pool.map(lambda u: scan_ids(job, [u], ids, output), units)])
+    task, job_ref = ray.remote(num_cpus=cpus)(_scan_task), ray.put(job)
+    per = -(-len(units) // SCAN_TASKS)
+    items = [json.dumps(u.to_dict()) for u in units]
+    return pa.concat_tables(ray.get([task.remote(items[i:i + per], job_ref, output) for i in range(0, len(items), per)]))
 
 
 def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, bytes], *, progress: Progress | None = None,
-            read_cpus: float = 0.25, attempts: int = 3, label: str = "") -> RunStats:
+            read_cpus: float = 0.25, attempts: int = 3, label: str = "", block_rows: int = BLOCK_ROWS) -> RunStats:
     """Run every unfinished unit of a planned job on Ray; rerun units a failure left unfinished.
 
     A killed writer actor loses the rows it buffered; its shards then have no done mark, so their
@@ -136,7 +191,7 @@ def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, 
     """
     progress = progress or Progress.read(output)
     winners, affected = resolve_duplicates(output, units, partial(count_ids, job, output, read_cpus),
-                                           partial(id_holders, job, output, read_cpus), job.sink.tables, progress)
+                                           partial(scan_units, job, output, read_cpus), job.sink.tables, progress)
     if affected:
         print(f"[{label}] {len(affected)} unchanged units run again: a duplicate id's kept occurrence moved", file=sys.stderr)
     before = set(progress.done)
@@ -151,7 +206,7 @@ def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, 
             print(f"[{label}] {len(todo)} units unfinished ({error or 'a writer lost its buffered rows'}); running them again",
                   file=sys.stderr)
         try:
-            _execute(job, todo, output, metadata, ray.put(set(progress.done)), winners_ref, read_cpus, label)
+            _execute(job, todo, output, metadata, ray.put(set(progress.done)), winners_ref, read_cpus, label, block_rows)
             error = None
         except (ray.exceptions.RayError, RuntimeError) as exc:  # an actor or task died beyond Ray's own retries
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -202,11 +257,10 @@ def run_sharded_job(label: str, output: str, units: list[Unit], config: dict, ta
 
 
 def _execute(job: JobSpec, todo: list[Unit], output: str, metadata: dict, done_ref, winners_ref, read_cpus: float,
-             label: str) -> None:
-    with _block_bytes(1):  # every batch its own block: Ray Data spreads blocks, so one big unit still feeds every worker
+             label: str, block_rows: int) -> None:
+    with _block_bytes(1):  # every yielded row its own block (`block_rows` rows)
         ds = _unit_items(todo).flat_map(_read_task, fn_kwargs={"job": job, "output": output, "done_ref": done_ref,
-                                                               "winners_ref": winners_ref}, num_cpus=read_cpus)
-    ds = ds.map(_load_task, fn_kwargs={"job": job}, num_cpus=read_cpus)
+                                                               "winners_ref": winners_ref, "block_rows": block_rows}, num_cpus=read_cpus)
     for step in job.steps:
         gpu = {"num_gpus": step.gpus} if step.gpus else {}
         ds = ds.map_batches(_StepActor, batch_size=1, batch_format="numpy", fn_constructor_kwargs={"factory": step.factory},
@@ -217,6 +271,8 @@ def _execute(job: JobSpec, todo: list[Unit], output: str, metadata: dict, done_r
     with tqdm(unit="row", desc=label or job.name, file=sys.stderr, mininterval=2) as bar:
         shards = 0
         for summary in ds.iter_rows():
+            if summary["written"]:
+                _trim_heap()
             shards += int(summary["written"])
             bar.update(int(summary["rows"]))
             bar.set_postfix(shards=shards)

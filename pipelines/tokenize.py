@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging("tokenize", args.output)  # warnings and Ray workers' output: OUT/logs/tokenize.log
     t0 = time.time()
-    check_positive(args, "rows_per_shard", "batch_size", "max_duration", "load_cpus")
+    check_positive(args, "rows_per_shard", "batch_size", "block_rows", "max_duration", "load_cpus")
     opts, split = reader_options(args), split_config(args)
     require_writable_folder("--output", args.output)  # before Ray or the codec start
     units = input_units(args.input, args.format, opts)
@@ -74,7 +74,8 @@ def run_pipeline(args, units, codec, split, opts, run_id, progress):
                        rows_per_shard=args.rows_per_shard, batch_size=args.batch_size, device=args.device,
                        n_codebooks=args.n_codebooks, encoders=encoders, encoder_cpus=encoder_cpus, encoder_gpus=gpus)
     metadata = file_metadata(codec.info, {"run_id": run_id})
-    return run_job(job, units, args.output, metadata, progress=progress, read_cpus=args.load_cpus, label="tokenize")
+    return run_job(job, units, args.output, metadata, progress=progress, read_cpus=args.load_cpus, label="tokenize",
+                   block_rows=args.block_rows)
 
 
 if __name__ == "__main__":

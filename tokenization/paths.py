@@ -11,6 +11,7 @@ dialogue turn into one the job may read: relative paths resolve against the mani
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import posixpath
 from dataclasses import dataclass
@@ -100,6 +101,13 @@ def is_absolute(path: str) -> bool:
     return "://" in path or path.startswith("/")
 
 
+@functools.lru_cache(maxsize=4096)
+def _real_dir(path: str) -> str:
+    """`os.path.realpath` of a folder, cached: a manifest names thousands of files per folder, and resolving
+    each one's folder again (an lstat per path component) was most of a record's reading cost."""
+    return os.path.realpath(path)
+
+
 def resolve_audio_path(base_dir: str, path: str, audio_root: str = "", allow_outside: bool = False) -> str:
     """A manifest's audio path -> an absolute path or URI the job may read.
 
@@ -121,8 +129,9 @@ def resolve_audio_path(base_dir: str, path: str, audio_root: str = "", allow_out
         return resolved
     inside = joined == root_path or joined.startswith(root_path.rstrip("/") + "/")
     if inside and not scheme:  # a symlink inside the folder may still point out of it
-        real_root = os.path.realpath(root_path)
-        real = os.path.realpath(joined)
+        real_root = _real_dir(root_path)
+        real = os.path.realpath(joined) if os.path.islink(joined) else posixpath.join(_real_dir(posixpath.dirname(joined)),
+                                                                                       posixpath.basename(joined))
         inside = real == real_root or real.startswith(real_root.rstrip("/") + "/")
     if not inside:
         raise OutsidePath(f"audio path {path!r} escapes {root} (pass --allow-outside-paths to read files outside it)")

@@ -52,11 +52,13 @@ class Batch:
     shard_rows: int = 0
 
 
-def pack(batch: Batch) -> bytes:
-    return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+def pack(batches: list[Batch]) -> bytes:
+    """A block's batches as one payload: Ray stages move blocks of many batches, since each block costs Ray
+    Data milliseconds of scheduling whatever its size."""
+    return pickle.dumps(batches, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def unpack(payload: bytes) -> Batch:
+def unpack(payload: bytes) -> list[Batch]:
     return pickle.loads(payload)
 
 
@@ -113,13 +115,11 @@ class Step:
 # --- reading a unit into batches (task side) ------------------------------------------------------
 
 
-def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str], winners: dict[str, tuple] | None = None,
-                 load: bool = True) -> Iterator[Batch]:
+def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str],
+                 winners: dict[str, tuple] | None = None) -> Iterator[Batch]:
     """Read one unit, load its records and cut them into batches of one shard each.
 
-    Records of shards already done are read (to count and place them) but not loaded. `load=False`
-    leaves loading to `load_batch` (the Ray adapter runs it as separate tasks, so one big unit still
-    decodes in parallel). A duplicate
+    Records of shards already done are read (to count and place them) but not loaded. A duplicate
     id (an earlier occurrence in this unit, or an id the pre-pass found elsewhere: `winners` maps it
     to its kept occurrence (unit, pos, where)) is quarantined.
     Writes the unit's report once the unit was read to the end.
@@ -130,17 +130,17 @@ def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str], w
     for pos, rec in enumerate(job.read(unit)):
         shard = pos // rps
         if pending and pending[0].shard != shard:  # the pending shard is complete: it held rps rows
-            yield _flush(job, pending, shard_rows=rps, load=load)
+            yield load_batch(job, Batch(unit.key, pending[0].shard, pending, rps))
             pending = []
         elif len(pending) >= job.batch_size:  # flushed only when the next record arrives, so the last batch knows it is last
-            yield _flush(job, pending, load=load)
+            yield load_batch(job, Batch(unit.key, pending[0].shard, pending))
             pending = []
         item = _item(job, unit, shard, pos, rec, seen, winners)
         if shard_name(unit.key, shard) not in done:
             pending.append(item)
     n = pos + 1
     if pending:
-        yield _flush(job, pending, shard_rows=n - pending[0].shard * rps, load=load)
+        yield load_batch(job, Batch(unit.key, pending[0].shard, pending, n - pending[0].shard * rps))
     if output is None:  # a dry read (tests): no report
         return
     write_unit_report(output, UnitReport(unit.key, unit.where, n, -(-n // rps), unit.fingerprint))
@@ -158,11 +158,6 @@ def _item(job: JobSpec, unit: Unit, shard: int, pos: int, rec, seen: set[str], w
         item.quarantine("manifest", f"duplicate id {rid!r} (kept its occurrence in {won[2]}, record {won[1]})")
     seen.add(rid)
     return item
-
-
-def _flush(job: JobSpec, items: list[Item], shard_rows: int = 0, load: bool = True) -> Batch:
-    batch = Batch(items[0].unit, items[0].shard, items, shard_rows)
-    return load_batch(job, batch) if load else batch
 
 
 def load_batch(job: JobSpec, batch: Batch) -> Batch:

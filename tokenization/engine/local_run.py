@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from tokenization.engine.duplicates import record_ids, resolve_duplicates, winners_from
+import pyarrow as pa
+
+from tokenization.engine.duplicates import count_table, resolve_duplicates, scan_ids, winners_from
 from tokenization.engine.jobs import JobSpec, read_batches
 from tokenization.engine.output_folder import Progress
 from tokenization.engine.writer import ShardWriter
@@ -16,18 +18,7 @@ from tokenization.units import Unit
 def count_ids(job: JobSpec, units: list[Unit], output: str | None = None, keep: set[str] = frozenset()) -> dict[str, tuple[int, int]]:
     """In-process id pre-pass (the Ray adapter does it with a distributed groupby): {id: (lowest loc, count)}
     of the duplicated ids and of `keep`."""
-    first: dict[str, int] = {}
-    n: dict[str, int] = {}
-    for unit in units:
-        for r in record_ids(job, unit, output):
-            first[r["id"]] = min(first.get(r["id"], r["loc"]), r["loc"])
-            n[r["id"]] = n.get(r["id"], 0) + 1
-    return {i: (first[i], c) for i, c in n.items() if c > 1 or i in keep}
-
-
-def id_holders(job: JobSpec, units: list[Unit], ids: set[str], output: str | None = None) -> list[tuple[str, int, str]]:
-    """(unit key, pos, id) of every record whose id is in `ids` (from the id cache where there is one)."""
-    return [(u.key, r["loc"] & 0xFFFFFFFF, r["id"]) for u in units for r in record_ids(job, u, output) if r["id"] in ids]
+    return count_table(scan_ids(job, units, None, output).select(["id", "loc"]), keep)
 
 
 def find_duplicates(job: JobSpec, units: list[Unit]) -> dict[str, tuple[str, int, str]]:
@@ -44,7 +35,7 @@ def run_local(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes
     progress = progress or Progress.read(output)
     steps = [s.factory() for s in job.steps]
     writer = ShardWriter(output, job.sink, metadata)
-    winners, _ = resolve_duplicates(output, units, partial(_count, job, output), partial(_holders, job, output), job.sink.tables,
+    winners, _ = resolve_duplicates(output, units, partial(_count, job, output), partial(_scan, job, output), job.sink.tables,
                                     progress)
     todo, done, written = progress.pending(units), set(progress.done), []
     for unit in todo:
@@ -60,5 +51,5 @@ def _count(job: JobSpec, output: str, units: list[Unit], keep: set[str]) -> dict
     return count_ids(job, units, output, keep)
 
 
-def _holders(job: JobSpec, output: str, units: list[Unit], ids: set[str]) -> list[tuple[str, int, str]]:
-    return id_holders(job, units, ids, output)
+def _scan(job: JobSpec, output: str, units: list[Unit], ids: pa.Array | None) -> pa.Table:
+    return scan_ids(job, units, ids, output)
