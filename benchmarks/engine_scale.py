@@ -15,6 +15,8 @@ the writer, the manifest), not the codec.
   over 1N (goal <= 1.2 each: memory must not grow with the corpus); writer_peak_rss_mb
 - grow_1pct_s_vs_full_s: wall time of a rerun into the 10N folder after 1 % more units arrived / the 10N
   run's wall time, both as users run them (goal <= 0.1)
+- writer_cpu_ms_per_row, writer_ceiling_rows_per_s: the one writer actor's CPU per row at 10N, and the rows
+  per second it could take at that cost (where a cluster of encoders would start waiting on it)
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def run_job(corpus: Path, out: Path, num_cpus: int, unit_bytes: int) -> dict:
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     cpu: dict[int, float] = {}
+    writers: set[int] = set()
     peak = {"driver": 0, "writer": 0}
     stop = threading.Event()
 
@@ -112,6 +115,7 @@ def run_job(corpus: Path, out: Path, num_cpus: int, unit_bytes: int) -> dict:
                         peak["driver"] = max(peak["driver"], rss)
                     elif "_WriterActor" in " ".join(p.info["cmdline"] or []):
                         peak["writer"] = max(peak["writer"], rss)
+                        writers.add(p.pid)
                 except (psutil.Error, ProcessLookupError, PermissionError):
                     pass
             time.sleep(0.25)
@@ -125,7 +129,8 @@ def run_job(corpus: Path, out: Path, num_cpus: int, unit_bytes: int) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(stderr[-3000:])
     summary = json.loads([line for line in stdout.splitlines() if line.startswith('{"output"')][-1])
-    return {**summary, "wall_s": wall, "cpu_s": sum(cpu.values()), "driver_rss": peak["driver"], "writer_rss": peak["writer"]}
+    return {**summary, "wall_s": wall, "cpu_s": sum(cpu.values()), "writer_cpu_s": sum(cpu.get(p, 0.0) for p in writers),
+            "driver_rss": peak["driver"], "writer_rss": peak["writer"]}
 
 
 def main() -> None:
@@ -154,6 +159,10 @@ def main() -> None:
         "n": args.n,
         "rows_per_unit": args.rows_per_unit,
         "engine_cpu_ms_per_row_1x": round(1000 * one["cpu_s"] / one["rows_in"], 3),
+        # the one writer's ceiling: rows/s it could take at its CPU cost per row (a writer per node or per group
+        # of units would be the next design when encoders outrun it)
+        "writer_cpu_ms_per_row": round(1000 * ten["writer_cpu_s"] / rows, 4),
+        "writer_ceiling_rows_per_s": round(rows / max(ten["writer_cpu_s"], 1e-9)),
         "driver_peak_rss_mb": round(ten["driver_rss"] / 2**20, 1),
         "wall_s": {"1x": round(one["wall_s"], 1), "10x": round(ten["wall_s"], 1), "grow_1pct": round(grow["wall_s"], 1)},
         "grow_units": {k: grow[k] for k in ("units_new", "units_changed", "units_removed", "units_unchanged")},

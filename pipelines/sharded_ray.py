@@ -1,16 +1,17 @@
 """The one Ray adapter of the sharded-job engine (`tokenization/engine/`), used by tokenize and filter, and the
 driver sequence both run (`run_sharded_job`: run id, output folder, sync, run, manifest, summary).
 
-    units (driver) -> [id pre-pass when the listing changed: a Ray Data groupby over every unit's ids, or,
-                       when few units are new or changed, Ray tasks looking their ids up in the other units'
-                       id caches; only duplicated ids come back]
+    units (driver) -> [id pre-pass when the listing changed: Ray tasks count every unit's cached ids by hash
+                       part, or, when few units are new or changed, read only their ids and look them up in
+                       the other units' id caches; only duplicated ids come back]
     -> read + load (a Ray task per unit, streaming blocks of whole batches) -> each job step (actor pool)
     -> one writer actor
     -> units whose shards are missing (a killed writer, a failed run) run again, up to `attempts` times.
 
 The driver holds the unit listing and the duplicated ids (and, on an incremental pre-pass, the new units'
-ids), never every row or every id, and lists `_progress/`
-once per run (`Progress`): what a run wrote is read back per unit that ran.
+ids), never every row or every id, and lists `_progress/` once per run (`Progress`): what a run wrote is read
+back per unit that ran. Its memory and the writer's stay flat from 100k to 1M rows, and the engine costs
+about 0.35 CPU ms per row (`benchmarks/engine_scale.py`).
 """
 
 from __future__ import annotations
@@ -74,12 +75,17 @@ def _read_task(row: dict, job: JobSpec, output: str, done_ref, winners_ref, bloc
     for b in read_batches(job, unit, output, done, winners):
         block.append(b)
         rows += len(b.items)
-        size += sum(getattr(i.audio, "nbytes", None) or len(i.audio or b"") for i in b.items)
+        size += sum(_audio_bytes(i.audio) for i in b.items)
         if rows >= block_rows or size >= BLOCK_BYTES:
             yield {"payload": pack(block), "rows": rows}
             block, rows, size = [], 0, 0
     if block:
         yield {"payload": pack(block), "rows": rows}
+
+
+def _audio_bytes(audio) -> int:
+    """Size of an item's loaded audio: decoded samples (an array) or encoded bytes."""
+    return int(audio.nbytes) if hasattr(audio, "nbytes") else len(audio) if isinstance(audio, (bytes, bytearray)) else 0
 
 
 def _get(ref):

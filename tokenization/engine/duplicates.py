@@ -3,7 +3,7 @@ stays so across incremental runs (`resolve_duplicates`). The pre-pass reads each
 them per fingerprint under `_progress/ids/`.
 
 Two ways to count, both given as callables by an adapter (Ray, or `local_run` in one process):
-- a fresh listing, or one where many units changed: every id is counted (`IdCounter`: a Ray groupby);
+- a fresh listing, or one where many units changed: every id is counted (`IdCounter`: Ray tasks by hash part);
 - a few units new or changed since the saved winners: only their ids and the old winners' ids are looked up
   in the unchanged units' cached ids (`IdScan`, an `is_in` per unit, no shuffle), so a 1 % grow costs
   about 1 % of a pre-pass plus one pass over the id caches.
@@ -54,7 +54,7 @@ def winners_from(duplicates: Iterable[tuple[str, int]], units: list[Unit]) -> di
     return {rid: (by_index[loc >> 32].key, loc & 0xFFFFFFFF, by_index[loc >> 32].where) for rid, loc in duplicates}
 
 
-# id -> (lowest loc, count) of the duplicated ids, and of `keep` ids whatever their count (the Ray adapter: a groupby)
+# id -> (lowest loc, count) of the duplicated ids, and of `keep` ids whatever their count (Ray: tasks by hash part)
 IdCounter = Callable[[list[Unit], set[str]], dict[str, tuple[int, int]]]
 # `scan_ids` over units (in tasks, for the Ray adapter): key, pos, id, loc of the records whose id is in `ids`
 IdScan = Callable[[list[Unit], "pa.Array | None"], pa.Table]

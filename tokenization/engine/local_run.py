@@ -16,7 +16,7 @@ from tokenization.units import Unit
 
 
 def count_ids(job: JobSpec, units: list[Unit], output: str | None = None, keep: set[str] = frozenset()) -> dict[str, tuple[int, int]]:
-    """In-process id pre-pass (the Ray adapter does it with a distributed groupby): {id: (lowest loc, count)}
+    """In-process id pre-pass (the Ray adapter counts hash parts in tasks): {id: (lowest loc, count)}
     of the duplicated ids and of `keep`."""
     return count_table(scan_ids(job, units, None, output).select(["id", "loc"]), keep)
 
