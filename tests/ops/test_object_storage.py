@@ -306,7 +306,7 @@ def test_incremental_runs_on_s3_retire_objects_and_match_a_fresh_run(monkeypatch
     """The engine's grow / change / remove on S3 (no folders, no rename): the retired unit's objects are deleted
     and the prefix holds exactly what a fresh run over today's input writes."""
     from tests.s3_server import moto_s3
-    from tests.tokenization.test_sharded_job import _corpus, _run_into
+    from tests.tokenization.test_engine import _corpus, _run_into
 
     with moto_s3("living") as (client, env):
         for k, v in env.items():

@@ -6,7 +6,7 @@ import json
 import time
 
 from pipelines.sharded_ray import RunStats, run_sharded_job
-from tests.tokenization.test_sharded_job import _corpus, _load, _Sink
+from tests.tokenization.test_engine import _corpus, _load, _Sink
 from tokenization import storage
 from tokenization.engine.jobs import JobSpec
 from tokenization.engine.local_run import run_local

@@ -373,7 +373,7 @@ def test_tars_incremental_run_as_users_run_it(wds_reference, wds_corpus, tmp_pat
     """`pipelines.tokenize` into a folder made before one tar arrived and before another was re-uploaded: another
     --rows-per-shard is refused in one line; the same flags run only those two tars, report it, and leave the
     folder equal to the fresh run's byte for byte. (Removal and SIGKILL during an incremental run: the tests above
-    and tests/tokenization/test_sharded_job.py.)"""
+    and tests/tokenization/test_engine.py.)"""
     import shutil
 
     from pipelines.tokenize import main

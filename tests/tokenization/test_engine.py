@@ -236,7 +236,7 @@ def test_another_config_is_refused_in_one_line_naming_the_key(tmp_path):
 
 KILLABLE = """
 import json, sys, time
-from tests.tokenization import test_sharded_job as t
+from tests.tokenization import test_engine as t
 real = t._load
 def slow(item):
     time.sleep(0.2)
