@@ -102,9 +102,10 @@ def _killed_and_resumed_filter(out: Path, dialogue_sample: Path) -> dict:
     from filtering.sample_dialogues import quality_args
 
     args = ["--input", str(dialogue_sample), "--output", str(out), *FILTER_ARGS, *quality_args(dialogue_sample)]
-    # One ASR actor: shards finish one after another, so the kill lands between them (with two, both
-    # waves of a fast machine could finish between two polls). The run id does not depend on it.
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.filter", *args, "--asr-actors", "1"], cwd=ROOT,
+    # One ASR actor and a block per batch: shards finish one after another, so the kill lands between them
+    # (with two actors, or one block holding the whole 16-dialogue unit, every shard of a fast machine could
+    # finish between two polls). Neither is in the run id: the output does not depend on them.
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.filter", *args, "--asr-actors", "1", "--block-rows", "1"], cwd=ROOT,
                             env={**os.environ, **JOB_ENV}, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

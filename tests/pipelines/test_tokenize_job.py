@@ -265,8 +265,9 @@ def test_tars_tokenize_with_every_bad_kind_and_duplicate_quarantined(wds_referen
 def test_tars_kill9_then_rerun_is_byte_identical(wds_reference, wds_corpus, tmp_path):
     ref_out, _ = wds_reference
     out = tmp_path / "killed"
+    # A block per batch: shards finish one after another, so the kill lands between them (not in the run id).
     cmd = [sys.executable, "-m", "pipelines.tokenize", "--input", str(wds_corpus.input), "--output", str(out), *WDS_ARGS,
-           "--num-cpus", "2"]
+           "--num-cpus", "2", "--block-rows", "1"]
     kill9_rerun_matches(cmd, out, ref_out)
 
 
