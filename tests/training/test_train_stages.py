@@ -19,7 +19,7 @@ from training.metrics import read_jsonl
 
 pytestmark = pytest.mark.slow
 
-STAGE1 = ["max_steps=40", "log_every=1", "checkpoint.every_steps=10", "optim.lr=1e-2", "optim.warmup_steps=2", "optim.schedule=constant",
+STAGE1 = ["max_steps=40", "log_every=1", "checkpoint.every_steps=10", "optim.lr=5e-3", "optim.warmup_steps=2", "optim.schedule=constant",
           "data.micro_batch_size=2", "data.buffer_size=8", "model.talker.chunk_causal_prob=0.0"]
 
 
