@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable, Iterator
 
 import pyarrow as pa
@@ -127,10 +127,18 @@ def _trim_heap() -> None:
     """Hand freed memory back to the OS: glibc's arenas and Arrow's pool keep it otherwise, and the driver and
     the writer live as long as the job, so their RSS would creep with the rows that passed through them."""
     pa.default_memory_pool().release_unused()
+    if _libc() is not None:
+        _libc().malloc_trim(0)
+
+
+@lru_cache(maxsize=1)
+def _libc():
+    """glibc, loaded once (None where there is none, e.g. macOS: nothing to trim)."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS): nothing to trim
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 class _WriterActor:
@@ -163,9 +171,7 @@ def count_ids(job: JobSpec, output: str, cpus: float, units: list[Unit], keep: s
     if not units:
         return {}
     items, job_ref = [json.dumps(u.to_dict()) for u in units], ray.put(job)
-    per = -(-len(items) // SCAN_TASKS)
-    fill = ray.remote(num_cpus=cpus)(_cache_task)
-    ray.get([fill.remote(items[i:i + per], job_ref, output) for i in range(0, len(items), per)])
+    _in_groups(_cache_task, items, job_ref, output, cpus)
     parts = max(1, min(COUNT_PARTS, int(ray.cluster_resources().get("CPU", 1))))
     count = ray.remote(num_cpus=cpus)(_count_task)
     keep_ref = ray.put(pa.array(sorted(keep), pa.string()))  # ids that were duplicated before (few)
@@ -181,10 +187,13 @@ def scan_units(job: JobSpec, output: str, cpus: float, units: list[Unit], ids: p
     if ids is not None:
         with ThreadPoolExecutor(LOOKUP_THREADS) as pool:
             return pa.concat_tables([SCAN_SCHEMA.empty_table(), *pool.map(lambda u: scan_ids(job, [u], ids, output), units)])
-    task, job_ref = ray.remote(num_cpus=cpus)(_scan_task), ray.put(job)
-    per = -(-len(units) // SCAN_TASKS)
-    items = [json.dumps(u.to_dict()) for u in units]
-    return pa.concat_tables(ray.get([task.remote(items[i:i + per], job_ref, output) for i in range(0, len(items), per)]))
+    return pa.concat_tables(_in_groups(_scan_task, [json.dumps(u.to_dict()) for u in units], ray.put(job), output, cpus))
+
+
+def _in_groups(fn: Callable, items: list[str], job_ref, output: str, cpus: float) -> list:
+    """`fn(group, job, output)` over the units (JSON) in at most `SCAN_TASKS` Ray tasks of a group each; their results."""
+    task, per = ray.remote(num_cpus=cpus)(fn), -(-len(items) // SCAN_TASKS)
+    return ray.get([task.remote(items[i:i + per], job_ref, output) for i in range(0, len(items), per)])
 
 
 def run_job(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes, bytes], *, progress: Progress | None = None,

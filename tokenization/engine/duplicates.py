@@ -164,8 +164,9 @@ def resolve_duplicates(output: str, units: list[Unit], count: IdCounter, scan: I
     moved = {rid for rid in set(old) | set(every) if tuple(old.get(rid, ())[:2]) != tuple(every.get(rid, ())[:2])}
     affected = set()
     if moved and done:
-        holders = scan([u for u in units if u.key in done], pa.array(sorted(moved), pa.string())) if seen is None else seen
-        holders = holders.filter(pc.is_in(holders.column("id"), value_set=pa.array(sorted(moved), pa.string())))
+        moved_ids = pa.array(sorted(moved), pa.string())
+        holders = scan([u for u in units if u.key in done], moved_ids) if seen is None else seen
+        holders = holders.filter(pc.is_in(holders.column("id"), value_set=moved_ids))
         for key, pos, rid in zip(*(holders.column(c).to_pylist() for c in ("key", "pos", "id"))):
             if key in done and _outcome(old, rid, key, pos) != _outcome(every, rid, key, pos):
                 affected.add(key)

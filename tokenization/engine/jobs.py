@@ -130,17 +130,17 @@ def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str],
     for pos, rec in enumerate(job.read(unit)):
         shard = pos // rps
         if pending and pending[0].shard != shard:  # the pending shard is complete: it held rps rows
-            yield load_batch(job, Batch(unit.key, pending[0].shard, pending, rps))
+            yield _loaded(job, pending, rps)
             pending = []
         elif len(pending) >= job.batch_size:  # flushed only when the next record arrives, so the last batch knows it is last
-            yield load_batch(job, Batch(unit.key, pending[0].shard, pending))
+            yield _loaded(job, pending)
             pending = []
         item = _item(job, unit, shard, pos, rec, seen, winners)
         if shard_name(unit.key, shard) not in done:
             pending.append(item)
     n = pos + 1
     if pending:
-        yield load_batch(job, Batch(unit.key, pending[0].shard, pending, n - pending[0].shard * rps))
+        yield _loaded(job, pending, n - pending[0].shard * rps)
     if output is None:  # a dry read (tests): no report
         return
     write_unit_report(output, UnitReport(unit.key, unit.where, n, -(-n // rps), unit.fingerprint))
@@ -160,13 +160,14 @@ def _item(job: JobSpec, unit: Unit, shard: int, pos: int, rec, seen: set[str], w
     return item
 
 
-def load_batch(job: JobSpec, batch: Batch) -> Batch:
-    """Load every ok item of a batch (task side); a failure quarantines that item only."""
-    for item in batch.items:
+def _loaded(job: JobSpec, items: list[Item], shard_rows: int = 0) -> Batch:
+    """A batch of one shard's items (`shard_rows`: the shard's size, given with its last batch), every ok item
+    loaded (task side); a failure quarantines that item only."""
+    for item in items:
         if item.status != "ok":
             continue
         try:
             job.load(item)
         except (BadInput, BadAudio) as exc:
             item.quarantine("load", str(exc))  # the loader set `item.file` to what it read
-    return batch
+    return Batch(items[0].unit, items[0].shard, items, shard_rows)
