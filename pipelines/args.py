@@ -59,7 +59,8 @@ def add_shard_args(p: argparse.ArgumentParser, rows_per_shard: int, batch_size: 
     p.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
     p.add_argument("--block-rows", type=int, default=1024,
                    help="rows per Ray Data block at most, in whole batches (also capped at 16 MiB of loaded audio); "
-                        "fewer blocks cost less scheduling, more spread one unit over more workers; output is the same")
+                        "fewer blocks cost less scheduling, more spread one unit over more workers; a job with fewer units "
+                        "than twice a step's actors runs a block per batch; output is the same")
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:

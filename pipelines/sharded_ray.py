@@ -83,6 +83,17 @@ def _read_task(row: dict, job: JobSpec, output: str, done_ref, winners_ref, bloc
         yield {"payload": pack(block), "rows": rows}
 
 
+def _spread_block_rows(job: JobSpec, n_units: int, block_rows: int) -> int:
+    """A block per batch when there are fewer units than twice a step's actors, else `block_rows`.
+
+    A block goes to one actor whole: a small job's few units, in blocks of up to `block_rows`, would keep
+    one encoder busy while the others (another node's) wait. Units hold thousands of rows at most, so a few
+    units are few rows and a block each batch costs little there.
+    """
+    actors = max((step.actors for step in job.steps), default=1)
+    return 1 if n_units < 2 * actors else block_rows
+
+
 def _audio_bytes(audio) -> int:
     """Size of an item's loaded audio: decoded samples (an array) or encoded bytes."""
     return int(audio.nbytes) if hasattr(audio, "nbytes") else len(audio) if isinstance(audio, (bytes, bytearray)) else 0
@@ -273,6 +284,7 @@ def run_sharded_job(label: str, output: str, units: list[Unit], config: dict, ta
 
 def _execute(job: JobSpec, todo: list[Unit], output: str, metadata: dict, done_ref, winners_ref, read_cpus: float,
              label: str, block_rows: int) -> None:
+    block_rows = _spread_block_rows(job, len(todo), block_rows)
     with _block_bytes(1):  # every yielded row its own block (`block_rows` rows)
         ds = _unit_items(todo).flat_map(_read_task, fn_kwargs={"job": job, "output": output, "done_ref": done_ref,
                                                                "winners_ref": winners_ref, "block_rows": block_rows}, num_cpus=read_cpus)
