@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from tokenization import storage
+from tokenization.engine.jobs import BLOCK_BYTES, BLOCK_ROWS
 from tokenization.errors import UserError
 from tokenization.splits import SplitConfig
 from tokenization.paths import GLOB_CHARS
@@ -57,8 +58,8 @@ def add_codec_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
 def add_shard_args(p: argparse.ArgumentParser, rows_per_shard: int, batch_size: int, batch_help: str) -> None:
     p.add_argument("--rows-per-shard", type=int, default=rows_per_shard, help="rows per output shard (a unit may give several)")
     p.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
-    p.add_argument("--block-rows", type=int, default=1024,
-                   help="rows per Ray Data block at most, in whole batches (also capped at 16 MiB of loaded audio); "
+    p.add_argument("--block-rows", type=int, default=BLOCK_ROWS,
+                   help=f"rows per Ray Data block at most, in whole batches (also capped at {BLOCK_BYTES >> 20} MiB of loaded audio); "
                         "fewer blocks cost less scheduling, more spread one unit over more workers; a job with fewer units "
                         "than twice a step's actors runs a block per batch; output is the same")
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from tokenization.engine.duplicates import (SCAN_SCHEMA, as_counts, duplicated_ids, duplicates_current, id_table,
                                              id_part, resolve_duplicates, scan_ids)
-from tokenization.engine.jobs import Batch, JobSpec, pack, read_batches, unpack
+from tokenization.engine.jobs import BLOCK_BYTES, BLOCK_ROWS, Batch, JobSpec, pack, read_batches, unpack
 from tokenization.engine.output_folder import Progress, compute_run_id, prepare_output, sync_output
 from tokenization.engine.writer import ShardWriter, write_manifest
 from tokenization.schema import REJECTS
@@ -42,8 +42,6 @@ from tokenization.units import Unit
 SCAN_TASKS = 64  # tasks of an id scan (each reads a group of units' id caches)
 LOOKUP_THREADS = 16  # id-cache reads in flight in the driver (S3 GETs)
 COUNT_PARTS = 8  # hash parts of the id count, at most (each part's task reads every id cache)
-BLOCK_ROWS = 1024  # rows per Ray Data block at most (`--block-rows`)
-BLOCK_BYTES = 16 << 20  # loaded audio per Ray Data block, at most (about 16 rows of 10 s clips at 24 kHz)
 
 
 @contextmanager
@@ -197,7 +195,7 @@ def scan_units(job: JobSpec, output: str, cpus: float, units: list[Unit], ids: p
         return SCAN_SCHEMA.empty_table()
     if ids is not None:
         with ThreadPoolExecutor(LOOKUP_THREADS) as pool:
-            return pa.concat_tables([SCAN_SCHEMA.empty_table(), *pool.map(lambda u: scan_ids(job, [u], ids, output), units)])
+            return pa.concat_tables(list(pool.map(lambda u: scan_ids(job, [u], ids, output), units)))
     return pa.concat_tables(_in_groups(_scan_task, [json.dumps(u.to_dict()) for u in units], ray.put(job), output, cpus))
 
 

@@ -153,10 +153,10 @@ def resolve_duplicates(output: str, units: list[Unit], count: IdCounter, scan: I
     seen: pa.Table | None = None  # records of done units holding the counted ids, when the count found them
     if prev is not None and len(fresh) <= FRESH_FRACTION * len(units):
         fresh_keys = {u.key for u in fresh}
-        fresh_ids = scan(fresh, None) if fresh else SCAN_SCHEMA.empty_table()
+        fresh_ids = scan(fresh, None)
         asked = pc.unique(pa.concat_arrays([fresh_ids.column("id").combine_chunks().cast(pa.string()), pa.array(sorted(old), pa.string())]))
         stable = [u for u in units if u.key not in fresh_keys]
-        seen = pa.concat_tables([fresh_ids, scan(stable, asked) if stable and len(asked) else SCAN_SCHEMA.empty_table()])
+        seen = pa.concat_tables([fresh_ids, scan(stable, asked) if len(asked) else SCAN_SCHEMA.empty_table()])
         found = count_table(seen.select(["id", "loc"]), old)
     else:
         found = count(units, set(old)) if len(units) > 1 or old else {}

@@ -52,6 +52,10 @@ class Batch:
     shard_rows: int = 0
 
 
+BLOCK_ROWS = 1024  # rows per Ray Data block at most (`--block-rows`)
+BLOCK_BYTES = 16 << 20  # loaded audio per Ray Data block, at most (about 16 rows of 10 s clips at 24 kHz)
+
+
 def pack(batches: list[Batch]) -> bytes:
     """A block's batches as one payload: Ray stages move blocks of many batches, since each block costs Ray
     Data milliseconds of scheduling whatever its size."""
