@@ -34,7 +34,7 @@ from pipelines.ray_setup import init_ray
 from pipelines.stage_run import CPU_ENV, build_trainer, check_shared_storage, export_final, resolve_paths
 from tokenization import storage
 from tokenization.errors import UserError
-from training.experiment import (DONE, EVAL_DIR, FAILED, RESULT, ExperimentConfig, Trial, config_hash, eval_data, expand,
+from training.experiment import (DONE, EVAL_DIR, FAILED, RESULT, ExperimentConfig, Trial, eval_data, expand,
                                  finished, load_experiment, trial_config, trial_folder, trial_result)
 from training.stage_config import StageConfig
 
@@ -57,8 +57,8 @@ def plan_trials(exp: ExperimentConfig, out: str) -> list[tuple[Trial, StageConfi
     """(trial, stage config, config hash) of every point; the first bad key stops here (ConfigError, one line)."""
     planned = []
     for trial in expand(exp):
-        h = config_hash(trial_config(exp, trial, out, h="-"))
-        planned.append((trial, trial_config(exp, trial, out, h), h))
+        cfg = trial_config(exp, trial, out)  # its run_name is its config hash
+        planned.append((trial, cfg, cfg.checkpoint.run_name))
     return planned
 
 
@@ -173,14 +173,36 @@ def _job_placement_groups(before: set[str]) -> list[str]:
         return [pg for pg, info in ray.util.placement_group_table().items() if pg not in before and info["state"] != "REMOVED"]
 
 
-def _job_actors(before: set[str]) -> dict[str, str]:
-    """Actor id -> class name of this job's actors alive now that were not alive at the start (GCS actor table)."""
+def _job_actors(before: set[str]) -> dict[str, dict]:
+    """Actor id -> GCS record of this job's actors alive now that were not alive at the start (GCS actor table)."""
     import ray
     from ray._private.state import actors
 
     job = ray.get_runtime_context().get_job_id()
-    return {a: info["ActorClassName"] for a, info in actors().items()
-            if info["JobID"] == job and a not in before and info["State"] != "DEAD"}
+    return {a: info for a, info in actors().items() if info["JobID"] == job and a not in before and info["State"] != "DEAD"}
+
+
+def _end_actor_process(info: dict) -> None:
+    """End a leftover actor of this job by its worker process, on its node.
+
+    `ray.kill` needs a handle, and the actors that stay behind (Ray Train's detached `PlacementGroupCleaner`, created
+    by a Train controller that is gone) have none in this process; their worker process is this job's to end, and
+    with no restarts allowed Ray marks the actor dead.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def end(pid: int) -> None:
+        import signal
+
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    node = info["Address"]["NodeID"]
+    ray.get(end.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(int(info["Pid"])), timeout=60)
 
 
 def snapshot() -> tuple[set[str], set[str]]:
@@ -194,11 +216,10 @@ def snapshot() -> tuple[set[str], set[str]]:
 def clean_up(before: tuple[set[str], set[str]], wait_s: float = 20.0) -> dict:
     """No placement group or actor of a trial outlives the experiment.
 
-    Waits for them to go, then kills this job's actors that stay (e.g. Ray Train's detached `PlacementGroupCleaner`,
+    Waits for them to go, then ends this job's actors that stay (e.g. Ray Train's detached `PlacementGroupCleaner`,
     whose monitor thread dies when the state API cannot pick a cluster) and removes placement groups that stay
     (ray-project/ray#54305), naming each in the log. Returns what it had to remove and what is left (0, 0).
     """
-    import ray
     from ray._raylet import PlacementGroupID
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
@@ -207,10 +228,10 @@ def clean_up(before: tuple[set[str], set[str]], wait_s: float = 20.0) -> dict:
     while (pgs or alive) and time.time() < deadline:
         time.sleep(0.5)
         pgs, alive = _job_placement_groups(before[0]), _job_actors(before[1])
-    for actor, name in alive.items():
-        log.warning("actor %s (%s) outlived its trial: killing it", actor, name)
-        # ray.kill takes a handle, and an unnamed actor has none here: the call ray.kill makes, by id
-        ray._private.worker.global_worker.core_worker.kill_actor(ray.ActorID.from_hex(actor), True)
+    for actor, info in alive.items():
+        log.warning("actor %s (%s) outlived its trial: ending it", actor, info["ActorClassName"])
+        if info.get("Pid"):
+            _end_actor_process(info)
     for pg in pgs:
         log.warning("placement group %s outlived its trial (ray-project/ray#54305): removing it", pg)
         remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg))))

@@ -159,11 +159,11 @@ def expand(exp: ExperimentConfig) -> list[Trial]:
     return [Trial(i, dict(zip(keys, combo))) for i, combo in enumerate(itertools.product(*(exp.grid[k] for k in keys)))]
 
 
-def trial_config(exp: ExperimentConfig, trial: Trial, out: str, h: str | None = None) -> StageConfig:
+def trial_config(exp: ExperimentConfig, trial: Trial, out: str) -> StageConfig:
     """The trial's stage config: base YAML + experiment overrides + resources + the trial's own, checked strictly.
 
-    Writes go under `<out>/trials/<hash>` (`h`, else computed here). A bad key or value is a ConfigError naming the
-    experiment file, the trial and the key.
+    Writes go under `<out>/trials/<hash>` (`checkpoint.run_name` is the config hash). A bad key or value is a
+    ConfigError naming the experiment file, the trial and the key.
     """
     base = local_abs(exp.base)
     args = [*exp.overrides, *(f"scaling.{k}={yaml_value(v)}" for k, v in exp.resources.items()), *trial.args()]
@@ -175,7 +175,7 @@ def trial_config(exp: ExperimentConfig, trial: Trial, out: str, h: str | None = 
     for source in cfg.data.sources:
         source.path = local_abs(source.path)
     cfg.checkpoint.init_from = [local_abs(p) for p in cfg.checkpoint.init_from]
-    h = h or config_hash(cfg)
+    h = config_hash(cfg)
     cfg.checkpoint.storage_path = os.path.join(os.path.abspath(out), TRIALS_DIR)
     cfg.checkpoint.run_name = h
     cfg.tensorboard_dir = os.path.join(cfg.checkpoint.storage_path, h, "tensorboard")

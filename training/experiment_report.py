@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 
 from training.experiment import ExperimentConfig, value_at
 
@@ -70,7 +71,7 @@ def plot_png(exp: ExperimentConfig, rows: list[dict]) -> bytes | None:
     if not x_key or not done or not exp.plot.y:
         return None
     xs = [r["overrides"].get(x_key) for r in done]
-    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in xs)
     pos = xs if numeric else list(range(len(xs)))
     fig, axes = plt.subplots(1, len(exp.plot.y), figsize=(4.2 * len(exp.plot.y), 3.4), squeeze=False)
     for ax, y_key in zip(axes[0], exp.plot.y):
