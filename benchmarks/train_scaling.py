@@ -2,16 +2,22 @@
 
     python benchmarks/train_scaling.py [--steps 20] [--log-every 5] [--micro-batch 4]
 
-Runs `training.recipe` (stage 1, tiny VocalNet-M2, ZeRO-2) on synthetic token shards three
-times: under plain `torchrun` with 1 and 2 ranks (this script re-launched as the worker,
-through `training.local_launch`), and under Ray Train with 2 workers (`python -m
-pipelines.train`, the only place that builds a TorchTrainer). Figures come from what the
+Runs `training.recipe` (stage 1, tiny VocalNet-M2, ZeRO-2) on synthetic token shards: under
+plain `torchrun` with 1 and 2 ranks (this script re-launched as the worker, through
+`training.local_launch`), in-process with one rank (the same worker without torchrun), under
+Ray Train with 2 and 1 workers (`python -m pipelines.train`), and as the one trial of a
+`python -m pipelines.experiment` run (Ray Tune + Ray Train). Figures come from what the
 recipe itself records: `placement.json` (rank 0's optimizer-state bytes) and `metrics.jsonl`
 (all-reduced samples/s per logging window of `--log-every` steps, the first window left out;
 a window includes the report to the launcher, as in a real run). Prints one JSON object:
 
     zero2_state_bytes_2rank_vs_1rank   per-rank optimizer state with ZeRO-2 on 2 ranks / on 1 rank; goal <= 0.55
     ray_vs_torchrun_samples_per_s      samples/s of the same recipe (2 ranks) under Ray Train / under torchrun; goal >= 0.9
+    ray_train_step_vs_inprocess        steady-state step time of one worker through `python -m pipelines.train` / the
+                                       same recipe's steps in-process (`training.local_launch.run_local`, one rank,
+                                       no launcher); goal <= 1.05 (Ray's own release gate: 1.15)
+    trial_startup_s                    seconds from a Ray Tune trial's start to its first logged step, for a one-trial
+                                       `python -m pipelines.experiment` run (Train controller, worker, DeepSpeed, data)
 
 plus the raw figures and the CPU they ran on. CPU runs use DeepSpeed's CPU accelerator over gloo.
 """
@@ -90,6 +96,33 @@ def run_ray(args, data: str, workers: int) -> dict:
     return figures(storage)
 
 
+def run_inprocess(args, data: str) -> dict:
+    """The recipe's steps in one process: run_local's one-rank group, no launcher (this script as `--worker`)."""
+    storage = tempfile.mkdtemp(prefix="bench_inprocess_")
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", *overrides(args, data, storage, 1)]
+    env = {**os.environ, "PYTHONPATH": REPO, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return figures(storage)
+
+
+def run_trial(args, data: str) -> dict:
+    """One trial of a one-point experiment, as users run it: `python -m pipelines.experiment`; its results row."""
+    import yaml
+
+    folder = tempfile.mkdtemp(prefix="bench_experiment_")
+    exp = {"name": "startup", "base": CONFIG, "stage": 1, "resources": {"num_workers": 1, "cpus_per_worker": 1},
+           "overrides": [o for o in overrides(args, data, folder, 1) if not o.startswith(("checkpoint.storage_path", "scaling."))],
+           "trials": [{"log_every": 1}]}
+    path = os.path.join(folder, "startup.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(exp, f)
+    env = {**os.environ, "PYTHONPATH": REPO, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "RAY_ADDRESS": "local"}
+    subprocess.run([sys.executable, "-m", "pipelines.experiment", "--config", path, "--output", os.path.join(folder, "out")],
+                   check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(os.path.join(folder, "out", "results.jsonl")) as f:
+        return json.loads(f.readline())
+
+
 def worker(extra: list[str]) -> None:
     """One torchrun rank: the recipe through the Ray-free launcher."""
     import torch
@@ -114,9 +147,17 @@ def main() -> None:
     data = write_shards(tempfile.mkdtemp(prefix="bench_shards_"))
     one, two = run_torchrun(args, data, 1), run_torchrun(args, data, 2)
     ray_two = run_ray(args, data, 2)
+    inprocess, ray_one = run_inprocess(args, data), run_ray(args, data, 1)
+    trial = run_trial(args, data)
     print(json.dumps({
         "zero2_state_bytes_2rank_vs_1rank": round(two["state_bytes"] / one["state_bytes"], 4),
         "ray_vs_torchrun_samples_per_s": round(ray_two["samples_per_s"] / two["samples_per_s"], 4),
+        # one worker, same micro-batch: step time ratio = samples/s in-process / samples/s under Ray Train
+        "ray_train_step_vs_inprocess": round(inprocess["samples_per_s"] / ray_one["samples_per_s"], 4),
+        "trial_startup_s": trial["trial_startup_s"],
+        "step_s_inprocess": round(args.micro_batch / inprocess["samples_per_s"], 4),
+        "step_s_ray_1worker": round(args.micro_batch / ray_one["samples_per_s"], 4),
+        "trial_wall_s": trial["wall_s"],
         "state_bytes_per_rank_1rank": one["state_bytes"],
         "state_bytes_per_rank_2rank": two["state_bytes"],
         "state_bytes_per_rank_2rank_ray": ray_two["state_bytes"],

@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 import torch
 
 from tokenization import storage
-from tokenization.dialogue_schema import DIALOGUE, DialogueTurn, row_kind
+from tokenization.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, DialogueTurn, row_kind
+from training.data.row_groups import TRAIN, list_row_groups, parquet_files
+from training.data.selection import Selection, filter_columns, hours_cutoff, keep_mask, source_folders
 from training.data.sources import check_sources, shard_facts, speech_pair
-from training.data.row_groups import parquet_files
 from training.model.config import VocalNetConfig
 from training.stage_config import StageConfig, resolve_init_model, resolve_tokenizer
 
@@ -103,9 +104,13 @@ def _leaf(pf: pq.ParquetFile, top: str, name: str) -> str | None:
     return None
 
 
-def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0) -> dict:
-    """Rows, hours and stage examples per split of one shard folder, from small columns only (never `codes` or audio)."""
-    files = parquet_files(path)
+def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0, selection: Selection = Selection()) -> dict:
+    """Rows, hours and stage examples per split of one shard folder, from small columns only (never `codes` or audio);
+    only the rows `selection` picks (`max_wer`: of the filter output's kept/ and rejects/; `hours`: a train subset)."""
+    folders = source_folders(path, selection.max_wer)
+    files = [f for folder in folders for f in parquet_files(folder)]
+    cutoff = (hours_cutoff([g for folder in folders for g in list_row_groups(folder, TRAIN)], ID_COLUMN[TTS], selection.hours)
+              if selection.hours else None)
     splits: dict[str, dict] = defaultdict(lambda: {"rows": 0, "hours": 0.0, "examples": 0, "frames": 0})
     texts: list[str] = []
     for path in files:
@@ -119,8 +124,11 @@ def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0) 
             else:
                 cols = {k: k for k in ("duration_s", "n_frames", "text") if k in names}
             has_split = "split" in names
-            table = pf.read(columns=[*cols.values(), *(["split"] if has_split else [])])
-        rows = table.to_pylist()
+            id_column = ID_COLUMN[DIALOGUE if dialogue else TTS]
+            picked = filter_columns(selection.max_wer, cutoff, id_column, has_split)
+            table = pf.read(columns=list(dict.fromkeys([*cols.values(), *(["split"] if has_split else []), *picked])))
+        keep = keep_mask(table, selection.max_wer, cutoff, id_column)
+        rows = [row for row, k in zip(table.to_pylist(), keep) if k]
         for row in rows:
             split = (row.get("split") or "train") if has_split else "train"
             s = splits[split]
@@ -166,8 +174,8 @@ def scan_sources(cfg: StageConfig, per_step: int, warnings: list[str]) -> dict |
     for s in mixture:
         label = f"data source {s.name} ({s.path})" if cfg.data.sources else f"data.path {s.path}"
         try:
-            scanned[s.name] = scan_data(s.path, cfg.stage, cfg.data.max_frames, cfg.data.max_audio_s)
-            facts[s.name] = shard_facts(s.path)
+            scanned[s.name] = scan_data(s.path, cfg.stage, cfg.data.max_frames, cfg.data.max_audio_s, Selection(s.max_wer, s.hours))
+            facts[s.name] = shard_facts(source_folders(s.path, s.max_wer)[0])
         except Exception as exc:  # noqa: BLE001 - a path only on the cluster, an unreachable s3://: say what is missing
             missing = "its rows, hours and epochs" if cfg.data.sources else "rows, hours, tokens per step and steps per epoch"
             warnings.append(f"{label}: not readable here ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}): "

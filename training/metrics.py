@@ -85,7 +85,8 @@ class MetricsWriter:
         for key, value in metrics.items():
             self.tb.add_scalar(key, value, step)
         self.tb.flush()
-        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        # wall_time (Unix seconds, the JSONL only): when the step was logged, e.g. a trial's start-up to its first step
+        self.jsonl.write(json.dumps({"step": step, **metrics, "wall_time": time.time()}) + "\n")
         self.jsonl.flush()
 
     def write_json(self, name: str, obj: dict) -> None:

@@ -32,11 +32,12 @@ import torch.distributed as dist
 
 from tokenization import storage
 from training import checkpointing as ckpt
+from training.data.selection import Selection
 from training.data.sources import make_source
 from training.data.stream import BatchStream, MixtureStream, Prefetcher, fixed_batches
 from training.metrics import MetricsWriter, StepMeter, all_reduce_sum
 from training.model.config import VocalNetConfig
-from training.stage_config import StageConfig, resolve_tokenizer
+from training.stage_config import SourceConfig, StageConfig, resolve_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +177,11 @@ class StageRecipe:
             log.info("stage %d: %d trainable params, ZeRO-%d, %d ranks, from step %d",
                      cfg.stage, sum(getattr(p, "ds_numel", p.numel()) for p in params), self.zero_stage, self.world_size, self.step)
 
-    def _source(self, path: str, split: str):
-        """The stage's reader over one split of one source."""
+    def _source(self, source: SourceConfig, split: str):
+        """The stage's reader over one split of one source, its rows selected by `max_wer` / `hours`."""
         d = self.cfg.data
-        return make_source(self.cfg.stage, path, max_frames=d.max_frames, max_audio_s=d.max_audio_s, split=split)
+        return make_source(self.cfg.stage, source.path, max_frames=d.max_frames, max_audio_s=d.max_audio_s, split=split,
+                           selection=Selection(source.max_wer, source.hours))
 
     def _train_stream(self) -> MixtureStream:
         """This rank's batches: one `BatchStream` per source, interleaved by weight (one source: just its stream).
@@ -188,7 +190,7 @@ class StageRecipe:
         also carries its name, so two sources never shuffle alike.
         """
         d = self.cfg.data
-        streams = {s.name: BatchStream(self._source(s.path, "train"), self.rank, self.world_size, d.micro_batch_size,
+        streams = {s.name: BatchStream(self._source(s, "train"), self.rank, self.world_size, d.micro_batch_size,
                                        d.buffer_size, d.seed if len(self.sources) == 1 else f"{d.seed}/{s.name}")
                    for s in self.sources}
         return MixtureStream(streams, {s.name: s.weight for s in self.sources}, seed=d.seed, shard=self.rank)
@@ -198,7 +200,7 @@ class StageRecipe:
         cfg = self.cfg
         if not cfg.eval_every or not cfg.eval_batches:
             return {}
-        out = {s.name: fixed_batches(self._source(s.path, "valid"), cfg.data.micro_batch_size, cfg.eval_batches)
+        out = {s.name: fixed_batches(self._source(s, "valid"), cfg.data.micro_batch_size, cfg.eval_batches)
                for s in self.sources}
         return {name: batches for name, batches in out.items() if batches}
 

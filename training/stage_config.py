@@ -5,7 +5,8 @@ docs/training-data-mixtures.md), one or the other.
 
 The YAML's `deepspeed:` names a DeepSpeed JSON beside it; keys the YAML owns (micro-batch,
 accumulation, clipping, bf16) are written into that JSON at run time, so the two never
-disagree. `key=value` overrides use dotted paths and YAML values:
+disagree. `key=value` overrides use dotted paths (a list entry as `name[i]`, e.g.
+`data.sources[0].max_wer=0.1`) and YAML values:
 
     >>> cfg = load_config("training/configs/stage1_tiny.yaml", ["max_steps=50", "optim.lr=3e-3"])
     >>> cfg.deepspeed_config()["zero_optimization"]["stage"]
@@ -24,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 import yaml
@@ -43,6 +45,8 @@ class SourceConfig:
     path: str = ""  # folder (local or s3://) of Parquet shards, or one .parquet file
     weight: float = 1.0  # relative share of micro-batches drawn from this source
     name: str = ""  # metric suffix (`rows/<name>`, `val_loss/<name>`); default: from the path (`source_name`)
+    max_wer: float | None = None  # read the filter output's kept/ + rejects/ rows with wer <= this (.inf: all; training.data.selection)
+    hours: float = 0.0  # stage 1: a nested subset of the train rows by id hash, this many hours (0: all)
 
 
 def source_name(path: str) -> str:
@@ -72,7 +76,7 @@ class DataConfig:
     def mixture(self) -> list[SourceConfig]:
         """The sources this stage reads: `sources`, or `path` as the one source (weight 1), names filled in."""
         given = self.sources or [SourceConfig(self.path)]
-        return [SourceConfig(s.path, s.weight, s.name or source_name(s.path)) for s in given]
+        return [dataclasses.replace(s, name=s.name or source_name(s.path)) for s in given]
 
 
 @dataclass
@@ -230,6 +234,12 @@ class StageConfig:
                 raise config_error(self.source, f"{key}.name", f"{src.name!r} is also data.sources[{seen[src.name]}]'s name "
                                                                "(defaults come from the folder): give each source its own name")
             seen[src.name] = i
+            if src.max_wer is not None and not src.max_wer >= 0:
+                raise config_error(self.source, f"{key}.max_wer", f"{src.max_wer!r} must be >= 0 (.inf: every row, no filter)")
+            if not src.hours >= 0:
+                raise config_error(self.source, f"{key}.hours", f"{src.hours!r} must be >= 0 (0: every row)")
+            if src.hours and self.stage != 1:
+                raise config_error(self.source, f"{key}.hours", "a subset by hours reads token shards' duration_s: stage 1 only")
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "") -> "StageConfig":
@@ -272,14 +282,40 @@ def apply_overrides(d: dict, overrides: list[str], where: str = "") -> dict:
         node = d
         *parents, leaf = key.strip().split(".")
         for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise config_error(where, key, f"override {item!r}: {p} is not a section")
+            node = _section(node, p, item, key, where)
         try:
-            node[leaf] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise config_error(where, key, f"override value {raw!r} is not YAML") from None
+        name, index = _indexed(leaf)
+        if index is None:
+            node[leaf] = value
+        else:
+            _entries(node, name, index, item, key, where)[index] = value
     return d
+
+
+def _indexed(part: str) -> tuple[str, int | None]:
+    """`sources[0]` -> ("sources", 0); `lr` -> ("lr", None)."""
+    m = re.fullmatch(r"(\w+)\[(\d+)\]", part)
+    return (m[1], int(m[2])) if m else (part, None)
+
+
+def _entries(node: dict, name: str, index: int, item: str, key: str, where: str) -> list:
+    entries = node.get(name)
+    if not isinstance(entries, list) or index >= len(entries):
+        raise config_error(where, key, f"override {item!r}: {name} has no entry [{index}] "
+                                       f"({len(entries) if isinstance(entries, list) else 'not a list'})")
+    return entries
+
+
+def _section(node: dict, part: str, item: str, key: str, where: str) -> dict:
+    """The mapping `part` names under `node` (created when absent), `name[i]` the i-th entry of a list."""
+    name, index = _indexed(part)
+    child = node.setdefault(part, {}) if index is None else _entries(node, name, index, item, key, where)[index]
+    if not isinstance(child, dict):
+        raise config_error(where, key, f"override {item!r}: {part} is not a section")
+    return child
 
 
 def _command_line_data_wins(d: dict, overrides: list[str]) -> None:

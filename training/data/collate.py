@@ -94,11 +94,18 @@ def _pad_text(rows: list[dict[str, list]], pad: int, max_len: int) -> dict[str, 
     return out
 
 
+def first_tracks(codes: Any, k: int) -> np.ndarray:
+    """Codes [T, K'] (K' >= k) -> their first k codebook tracks [T, k]: a Talker on fewer codebooks than the shards
+    hold trains on the same shards (the codebooks experiment); flat codes are read as [T, k]."""
+    a = np.asarray(codes, dtype=np.int64)
+    return a[:, :k] if a.ndim == 2 else a.reshape(-1, k)
+
+
 def _pad_codes(codes_list: list[Any], cfg: VocalNetConfig) -> dict[str, torch.Tensor]:
     K = cfg.talker.n_codebooks
     # Room for the end frame and the delays inside the learned positions.
     max_t = cfg.talker.max_frames - 1 - max(cfg.talker.delays)
-    arrs = [np.asarray(c, dtype=np.int64).reshape(-1, K)[:max_t] for c in codes_list]
+    arrs = [first_tracks(c, K)[:max_t] for c in codes_list]
     T = max(1, max(len(a) for a in arrs))
     codes = torch.zeros(len(arrs), T, K, dtype=torch.long)
     mask = torch.zeros(len(arrs), T, dtype=torch.bool)
@@ -122,7 +129,7 @@ def collate_tts(rows: list[dict], tokenizer, cfg: VocalNetConfig) -> dict[str, t
     """Stage 1 rows {text, codes [T, K], n_frames} -> batch (text_*, labels, reply_mask, codes*)."""
     enc = [encode_prompt(tokenizer, cfg, reply=r["text"]) for r in rows]
     batch = _pad_text(enc, eos_id(tokenizer, cfg), cfg.thinker.max_text_len)
-    batch.update(_pad_codes([np.asarray(r["codes"]).reshape(-1, cfg.talker.n_codebooks)[: int(r.get("n_frames", 1 << 30))]
+    batch.update(_pad_codes([first_tracks(r["codes"], cfg.talker.n_codebooks)[: int(r.get("n_frames", 1 << 30))]
                              for r in rows], cfg))
     return batch
 

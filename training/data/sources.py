@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from typing import Iterator
 
-import pyarrow.compute as pc
-
 from tokenization import storage
 from tokenization.audio import WHISPER_SAMPLE_RATE, decode_audio, resample
 from tokenization.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, TTS, USER, DialogueRow, DialogueTurn, file_row_kind
 from tokenization.errors import UserError
 from tokenization.schema import FRAME_RATE, TokenRow, read_file_metadata
 from training.data.row_groups import TRAIN, RowGroup, list_row_groups, parquet_files, read_row_group
+from training.data.selection import Selection, filter_columns, hours_cutoff, keep_mask, source_folders
 
 SAMPLES_PER_FRAME = round(WHISPER_SAMPLE_RATE / FRAME_RATE)  # 1280: user audio samples per codec frame (80 ms)
 
@@ -32,27 +31,32 @@ class Source:
     """
 
     columns: list[str] | None = None
+    id_column = ID_COLUMN[TTS]
 
-    def __init__(self, uri: str, split: str | None = TRAIN):
-        self.uri, self.split = uri, split  # split None: every row
-        self.units = list_row_groups(uri, split)
+    def __init__(self, uri: str, split: str | None = TRAIN, selection: Selection = Selection()):
+        self.uri, self.split, self.selection = uri, split, selection  # split None: every row
+        folders = source_folders(uri, selection.max_wer)  # with max_wer: the filter output's kept/ + rejects/
+        self.units = [g for folder in folders for g in list_row_groups(folder, split)]
+        # the nested subset by hours: train rows only, so only a train (or every-row) reader needs its cutoff
+        self.cutoff = (hours_cutoff([g for f in folders for g in list_row_groups(f, TRAIN)], self.id_column, selection.hours)
+                       if selection.hours and split in (TRAIN, None) else None)
 
     def read(self, group: RowGroup, rows: list[int] | None) -> list[dict]:
-        """The rows of one row group (or the given ones) that belong to this source's split."""
-        if not group.has_split or self.split is None:
-            return read_row_group(group, self.columns, rows).to_pylist()
-        columns = None if self.columns is None else [*self.columns, "split"]
-        table = read_row_group(group, columns, rows)
-        return table.filter(pc.equal(table.column("split"), self.split)).to_pylist()
+        """The rows of one row group (or the given ones) that belong to this source's split and selection."""
+        return [row for _, row in self.read_indexed(group, rows)]
 
     def read_indexed(self, group: RowGroup, rows: list[int] | None) -> list[tuple[int, dict]]:
         """Like `read`, each row with its index in the row group (how a checkpoint names a row)."""
         index = list(range(group.num_rows)) if rows is None else list(rows)
-        if not group.has_split or self.split is None:
-            return list(zip(index, read_row_group(group, self.columns, rows).to_pylist()))
-        table = read_row_group(group, None if self.columns is None else [*self.columns, "split"], rows)
-        keep = table.column("split").to_pylist()
-        return [(i, row) for i, row, split in zip(index, table.to_pylist(), keep) if split == self.split]
+        by_split = group.has_split and self.split is not None
+        need = [*(["split"] if by_split else []),
+                *filter_columns(self.selection.max_wer, self.cutoff, self.id_column, group.has_split)]
+        columns = None if self.columns is None else [*self.columns, *dict.fromkeys(c for c in need if c not in self.columns)]
+        table = read_row_group(group, columns, rows)
+        keep = keep_mask(table, self.selection.max_wer, self.cutoff, self.id_column)
+        if by_split:
+            keep = [k and s == self.split for k, s in zip(keep, table.column("split").to_pylist())]
+        return [(i, row) for i, row, k in zip(index, table.to_pylist(), keep) if k]
 
     def examples(self, row: dict) -> Iterator[dict]:
         raise NotImplementedError
@@ -68,8 +72,8 @@ class TokenShardSource(Source):
     # every column a token row must have (`split` is added per file; `meta` is absent from older shards)
     columns = [f.name for f in fields(TokenRow) if f.default is MISSING]
 
-    def __init__(self, uri: str, max_frames: int = 0, split: str | None = TRAIN):
-        super().__init__(uri, split)
+    def __init__(self, uri: str, max_frames: int = 0, split: str | None = TRAIN, selection: Selection = Selection()):
+        super().__init__(uri, split, selection)
         self.max_frames = max_frames
 
     def examples(self, row: dict) -> Iterator[dict]:
@@ -99,9 +103,11 @@ class DialogueSource(Source):
     """
 
     columns = [ID_COLUMN[DIALOGUE], "turns"]
+    id_column = ID_COLUMN[DIALOGUE]
 
-    def __init__(self, uri: str, with_codes: bool, max_audio_s: float = 0.0, max_frames: int = 0, split: str | None = TRAIN):
-        super().__init__(uri, split)
+    def __init__(self, uri: str, with_codes: bool, max_audio_s: float = 0.0, max_frames: int = 0, split: str | None = TRAIN,
+                 selection: Selection = Selection()):
+        super().__init__(uri, split, selection)
         self.with_codes = with_codes
         self.max_audio_s = max_audio_s
         self.max_frames = max_frames
@@ -130,12 +136,15 @@ class DialogueSource(Source):
         return len(example["user_audio"]) // SAMPLES_PER_FRAME + example.get("n_frames", 0)
 
 
-def make_source(stage: int, uri: str, max_frames: int = 0, max_audio_s: float = 0.0, split: str = TRAIN) -> Source:
-    """The Source a stage reads: 1 -> token shards, 2 -> speech->text pairs, 3 -> dialogue pairs with codes."""
+def make_source(stage: int, uri: str, max_frames: int = 0, max_audio_s: float = 0.0, split: str = TRAIN,
+                selection: Selection = Selection()) -> Source:
+    """The Source a stage reads: 1 -> token shards, 2 -> speech->text pairs, 3 -> dialogue pairs with codes;
+    `selection` picks its rows (`training.data.selection`: WER threshold, nested subset by hours)."""
     if stage == 1:
-        return TokenShardSource(uri, max_frames=max_frames, split=split)
+        return TokenShardSource(uri, max_frames=max_frames, split=split, selection=selection)
     if stage in (2, 3):
-        return DialogueSource(uri, with_codes=stage == 3, max_audio_s=max_audio_s, max_frames=max_frames, split=split)
+        return DialogueSource(uri, with_codes=stage == 3, max_audio_s=max_audio_s, max_frames=max_frames, split=split,
+                              selection=selection)
     raise ValueError(f"stage must be 1, 2 or 3, not {stage}")
 
 
