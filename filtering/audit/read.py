@@ -72,6 +72,30 @@ def read_quarantine(folder: str) -> list[dict]:
     return rows
 
 
+def quarantine_summary(folder: str, n_examples: int = 10) -> dict:
+    """{"n", "by_stage": {stage: rows}, "examples": the first rows} of the quarantine table, read file by file."""
+    n, by_stage, examples = 0, defaultdict(int), []
+    for path in storage.list_files(storage.join(folder, QUARANTINE), ".parquet"):
+        with storage.open_input(path) as fh:
+            t = pq.read_table(fh, columns=["utt_id", "file", "stage", "reason"])
+        n += t.num_rows
+        for stage in t.column("stage").to_pylist():
+            by_stage[stage] += 1
+        examples += t.slice(0, max(0, n_examples - len(examples))).to_pylist()
+    return {"n": n, "by_stage": dict(sorted(by_stage.items())), "examples": examples}
+
+
+def find_rules(manifest: dict, files: list[tuple[str, str]]) -> Rules | None:
+    """The run's rules: `_manifest.json`, else the first rejects file's metadata (its footer only)."""
+    if manifest.get("rules") is not None:
+        return run_rules(manifest, {})
+    for status, path in files:
+        if status != "kept":
+            with storage.open_input(path) as f:
+                return run_rules({}, decode_metadata(pq.ParquetFile(f).schema_arrow.metadata))
+    return None
+
+
 def run_rules(manifest: dict, meta: dict[str, str]) -> Rules | None:
     """The rules a filter run judged with: `_manifest.json`, else the files' metadata; None for tokenize runs."""
     d = manifest.get("rules") or (json.loads(meta["rules"]) if meta.get("rules") else None)
