@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = LintConfig(args.max_user_audio_s, args.talker_max_frames, args.min_words_per_s, args.max_words_per_s,
                      d.min_rate_duration_s, args.frames_tolerance, args.tokenizer)
     listen = ListenOptions(args.codec, args.max_audio_examples, int(args.max_audio_mb * 2**20), args.audio_manifest)
-    result = audit(args.folder, args.report, cfg, AuditOptions(listen, args.compare, args.dedup), runner_for(args.folder, args.num_cpus))
+    runner = runner_for(args.folder, args.num_cpus)
+    result = audit(args.folder, args.report, cfg, AuditOptions(listen, args.compare, args.dedup), runner)
     s, lint = result["stages"][0], result["lint"]
     print(f"[audit] {result['kind']}: in {s['in']} = kept {s['kept']} + rejected {s['rejected']} + quarantined {s['quarantined']}; "
           f"report {args.report.rstrip('/')}/index.html", file=sys.stderr)
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[audit] lint FAILED {c['name']}: {c['count']} {c['unit']} (of {c['checked']}); e.g. "
                   f"{json.dumps(c['examples'][:2], ensure_ascii=False)}; fix: {c['fix']}", file=sys.stderr)
     print(json.dumps({"report": args.report, "kind": result["kind"], **{k: s[k] for k in ("in", "kept", "rejected", "quarantined")},
-                      "lint_passed": lint["passed"], "lint_failed": lint["failed"], **_compare_summary(result.get("compare"))}))
+                      "lint_passed": lint["passed"], "lint_failed": lint["failed"],
+                      "scan": "ray" if isinstance(runner, RayRunner) else "local", **_compare_summary(result.get("compare"))}))
     if args.strict and not lint["passed"]:
         raise SystemExit(1)
     return result

@@ -21,10 +21,9 @@ from filtering.audit.compare import compare_runs, read_facts
 from filtering.audit.dedup import dedup_section
 from filtering.audit.lint import LintConfig
 from filtering.audit.listen import ListenOptions, example_groups, listen_examples, pick_examples
-from filtering.audit.partial import LocalRunner, Runner, ScanSpec, fact_figures, lint_results, stats_figures
+from filtering.audit.partial import LocalRunner, Runner, ScanSpec, collect, fact_figures, lint_results, stats_figures
 from filtering.audit.read import data_files, find_rules, quarantine_summary, read_manifest
 from filtering.audit.report import write_report
-from filtering.audit.stats import collect
 from tokenization.dialogue_schema import detect_kind
 
 __all__ = ["AuditOptions", "LintConfig", "ListenOptions", "Runner", "audit", "collect"]

@@ -2,8 +2,8 @@
 
 Each check is a small function over the rows a job kept (what training and evaluation read)
 and returns a `LintResult`: name, passed, count, up to 5 examples and the fix. `lint(folder)`
-runs them all on a tokenize or filter output folder; `pipelines.audit --strict` exits 1 when
-one fails.
+runs them all on a tokenize or filter output folder (`filtering.audit.partial.lint`: per-clip checks per
+file, the grouping checks by hash part); `pipelines.audit --strict` exits 1 when one fails.
 
     >>> results = lint("out/filtered", LintConfig(tokenizer="/models/qwen3/tokenizer.json"))
     >>> [r.name for r in results if not r.passed]
@@ -299,16 +299,3 @@ def _dialogues(table: pa.Table, split: list[str], rows: list[Row], clips: list[C
         for j in range(lo, hi):
             n_frames = t["n_frames"][j] if t["role"][j] != USER and t["n_frames"][j] else None
             clips.append(Clip(f"{did}#{j - lo}", t["role"][j], lang[i] or "", t["text"][j] or "", t["duration_s"][j], n_frames))
-
-
-def lint(folder: str, cfg: LintConfig | None = None) -> list[LintResult]:
-    """Run every check on the kept rows of a tokenize or filter output folder (scanned in this process)."""
-    from filtering.audit.partial import ScanSpec, lint_results, scan_local
-    from filtering.audit.read import data_files
-    from tokenization.dialogue_schema import detect_kind
-
-    cfg = cfg or LintConfig()
-    kind = detect_kind(folder)
-    merged, groups = scan_local(ScanSpec(kind, None, cfg), data_files(folder, kind))
-    return lint_results(merged, groups, cfg)
-

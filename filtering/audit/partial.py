@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filtering.audit import lint as L
-from filtering.audit.read import FactCollector, RowFact, read_without_audio
+from filtering.audit.read import FactCollector, RowFact, data_files, quarantine_summary, read_manifest, read_without_audio
 from filtering.audit.sketch import Curve, Moments, Sketch, curve_of, merge_dict, merge_sample, sample_of
 from filtering.audit.stats import N_EXAMPLES, _Acc, _dialogue_table, _token_table
 from filtering.audit.quality import quality_meta
@@ -37,7 +37,7 @@ from filtering.audit.threshold import threshold_curve, thresholds as wer_thresho
 from filtering.normalize import normalize
 from filtering.quality import QUALITY_COLUMNS
 from filtering.rules import QUALITY_RULES, Rules
-from tokenization.dialogue_schema import DIALOGUE, FILTER_DIALOGUE, ID_COLUMN, TOKENIZE, TTS
+from tokenization.dialogue_schema import DIALOGUE, FILTER_DIALOGUE, ID_COLUMN, TOKENIZE, TTS, detect_kind
 from tokenization.schema import ShardCodec
 
 MAX_DUP_GROUPS = 20  # duplicate groups listed in `duplicates.groups`
@@ -525,3 +525,24 @@ class LocalRunner(Runner):
 
     def locate(self, spec: ScanSpec, files: list[tuple[str, str]], ids: list[str]) -> list[RowFact]:
         return [f for status, path in files for f in locate(spec, status, path, ids)]
+
+
+# ---- one folder, in this process ---------------------------------------------------------------
+def collect(folder: str, kind: str | None = None, manifest: dict | None = None) -> dict:
+    """The figures of `stats_figures` for one output folder, scanned in this process.
+
+    Args:
+        manifest: the folder's `_manifest.json` when the caller has read it already.
+    """
+    kind = kind or detect_kind(folder)
+    manifest = read_manifest(folder) if manifest is None else manifest
+    merged, groups = scan_local(ScanSpec(kind, None, L.LintConfig()), data_files(folder, kind))
+    return stats_figures(folder, kind, manifest, quarantine_summary(folder), merged, groups)
+
+
+def lint(folder: str, cfg: L.LintConfig | None = None) -> list[L.LintResult]:
+    """Every lint check on the kept rows of a tokenize or filter output folder, scanned in this process."""
+    cfg = cfg or L.LintConfig()
+    kind = detect_kind(folder)
+    merged, groups = scan_local(ScanSpec(kind, None, cfg), data_files(folder, kind))
+    return lint_results(merged, groups, cfg)

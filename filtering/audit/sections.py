@@ -169,7 +169,7 @@ def quality_scores_html(curves: dict | None, scores: dict | None, imgs: dict[str
 
 def _by_source_table(d: dict, key: str, table_id: str) -> str:
     reasons = sorted({r for v in d.values() for r in v})
-    body = "".join(f'<tr><td class="l">{html.escape(src)}</td>' + "".join(num(v.get(r), f"{key}.{src}.{r}") for r in reasons) + "</tr>"
+    body = "".join(f'<tr><td class="l">{html.escape(src)}</td>' + "".join(num(v[r], f"{key}.{src}.{r}") if r in v else "<td></td>" for r in reasons) + "</tr>"
                    for src, v in sorted(d.items()))
     return f'<table id="{table_id}"><tr><th class=l>source</th>{"".join(f"<th>{html.escape(r)}</th>" for r in reasons)}</tr>{body}</table>'
 

@@ -1,4 +1,6 @@
-"""Collect the audit figures of a tokenize or filter output folder (local or `s3://`) into one dict.
+"""The audit figures of one data file's rows: counts, hours, durations, WER, speaking rate, rejection examples,
+code usage, n_frames vs duration (`_Acc`); `partial.scan_file` reduces them to a mergeable partial and
+`partial.stats_figures` turns the merged partial into the `audit.json` dict.
 
 The dict is written as `audit.json`; the HTML page shows the same numbers (every number on
 the page carries a `data-key` pointing into it, so a test can check they agree).
@@ -17,11 +19,10 @@ import jiwer
 import numpy as np
 import pyarrow as pa
 
-from filtering.audit.read import data_files, quarantine_summary, read_manifest
 from filtering.audit.sketch import summary  # noqa: F401  (the summary every figure uses, spelled in sketch.py)
 from filtering.normalize import normalize
 from filtering.rules import reason_code
-from tokenization.dialogue_schema import ASSISTANT, USER, detect_kind
+from tokenization.dialogue_schema import ASSISTANT, USER
 from tokenization.schema import ShardCodec
 
 N_EXAMPLES = 5
@@ -125,19 +126,3 @@ def _dialogue_table(acc: _Acc, table: pa.Table, status: str, meta: dict) -> None
                                                    f["wer"][j], reason[i], j - lo))
                 shown = True
     acc.add_codes(flat.field("codes"), n_cb, size)
-
-
-def collect(folder: str, kind: str | None = None, manifest: dict | None = None) -> dict:
-    """All audit figures of one output folder (see module docstring), scanned in this process
-    (`partial.scan_local`; `pipelines.audit` scans with Ray tasks).
-
-    Args:
-        manifest: the folder's `_manifest.json` when the caller has read it already.
-    """
-    from filtering.audit.partial import ScanSpec, scan_local, stats_figures
-    from filtering.audit.lint import LintConfig
-
-    kind = kind or detect_kind(folder)
-    manifest = read_manifest(folder) if manifest is None else manifest
-    merged, groups = scan_local(ScanSpec(kind, None, LintConfig()), data_files(folder, kind))
-    return stats_figures(folder, kind, manifest, quarantine_summary(folder), merged, groups)
