@@ -319,20 +319,22 @@ def scan_file(spec: ScanSpec, index: int, status: str, path: str) -> tuple[FileP
 
 def locate(spec: ScanSpec, status: str, path: str, ids: list[str]) -> list[RowFact]:
     """The facts (with path and row index) of one file's rows whose id is in `ids`: the rows the report plays.
-    Reads the id column; the rest of the file only when it holds one of them."""
+    Reads the id column; the rest of the file only when it holds one of them, facts only for those rows."""
     import pyarrow.parquet as pq
 
     from tokenization import storage
 
     with storage.open_input(path) as f:
         got = pq.ParquetFile(f).read(columns=[ID_COLUMN[DIALOGUE if spec.kind == FILTER_DIALOGUE else TTS]]).column(0)
-    if not pc.any(pc.is_in(got, value_set=pa.array(ids, pa.string()))).as_py():
+    hits = pc.indices_nonzero(pc.is_in(got, value_set=pa.array(ids, pa.string()))).to_pylist()
+    if not hits:
         return []
     table, meta = read_without_audio(path)
     facts = FactCollector(spec.rules)
-    facts(status, path, table, meta)
-    wanted = set(ids)
-    return [f for f in facts.facts if f.id in wanted]
+    facts(status, path, table.take(hits), meta)
+    for f in facts.facts:
+        f.index = hits[f.index]  # the row's index in the file, as fetch_rows reads it
+    return facts.facts
 
 
 # ---- keyed rows, per hash part -----------------------------------------------------------------
