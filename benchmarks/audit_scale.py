@@ -3,7 +3,9 @@
 Writes a synthetic filter run (TTS-shard layout, the scored TTS schema, vectorized: codes in the tiny codec's
 range, WER, DNSMOS/VAD columns, `meta` JSON, a few percent planted `audio_sha1` and text repeats), then runs
 `python -m pipelines.audit` as users do (Ray tasks over the shards) at --rows / 10 and at --rows, polling the
-driver process's resident memory every 0.1 s. Prints one JSON object: `audit_rows_per_s_1m` (wall),
+driver process's resident memory and the CPU time of its process tree (the driver, its embedded Ray, the task
+workers) every 0.1 s. Prints one JSON object: `audit_rows_per_s_1m` (wall; a shared box slows it, so also
+`audit_rows_per_cpu_s_1m`, load-independent),
 `audit_driver_rss_10x_vs_1x` (peak driver RSS at --rows over at --rows / 10; goal <= 1.2), both runs' figures,
 and a check that the planted repeats were all found.
 
@@ -107,10 +109,13 @@ def run_audit(folder: str, report: str, num_cpus: int) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.audit", folder, "--report", report, "--num-cpus", str(num_cpus)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ps, peak = psutil.Process(proc.pid), 0
+    ps, peak, cpu = psutil.Process(proc.pid), 0, {}
     while proc.poll() is None:
         try:
             peak = max(peak, ps.memory_info().rss)
+            for q in [ps, *ps.children(recursive=True)]:  # the driver, its embedded Ray and the task workers
+                t = q.cpu_times()
+                cpu[q.pid] = t.user + t.system
         except psutil.Error:
             pass
         time.sleep(0.1)
@@ -118,7 +123,8 @@ def run_audit(folder: str, report: str, num_cpus: int) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"pipelines.audit failed:\n{err[-3000:]}")
-    return {"wall_s": round(wall, 1), "driver_peak_rss_mb": round(peak / 2**20, 1), "summary": json.loads(out.strip().splitlines()[-1])}
+    return {"wall_s": round(wall, 1), "cpu_s": round(sum(cpu.values()), 1), "driver_peak_rss_mb": round(peak / 2**20, 1),
+            "summary": json.loads(out.strip().splitlines()[-1])}
 
 
 def main() -> None:
@@ -140,7 +146,7 @@ def main() -> None:
             a = json.load(open(os.path.join(tmp, f"report_{label}", "audit.json")))
             dup_sha = sum(1 for x in range(1, n) if x % DUP_EVERY == 0)
             res[label] = {"rows": n, "files": 2 * math.ceil(n / args.rows_per_shard), "write_s": round(write_s, 1), **r,
-                          "rows_per_s": round(n / r["wall_s"], 1), "counts_match": a["stages"][0]["kept"] == counts["kept"]
+                          "rows_per_s": round(n / r["wall_s"], 1), "rows_per_cpu_s": round(n / max(r["cpu_s"], 1e-9), 1), "counts_match": a["stages"][0]["kept"] == counts["kept"]
                           and a["stages"][0]["rejected"] == counts["rejected"],
                           "duplicate_groups": a["duplicates"]["n_groups"], "planted_sha_repeats": dup_sha,
                           "lint_failed": a["lint"]["failed"]}
@@ -150,7 +156,7 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({
         "rows": args.rows, "rows_per_shard": args.rows_per_shard, "num_cpus": args.num_cpus,
-        "audit_rows_per_s_1m": res["10x"]["rows_per_s"],
+        "audit_rows_per_s_1m": res["10x"]["rows_per_s"], "audit_rows_per_cpu_s_1m": res["10x"]["rows_per_cpu_s"],
         "audit_driver_rss_10x_vs_1x": round(res["10x"]["driver_peak_rss_mb"] / res["1x"]["driver_peak_rss_mb"], 3),
         "runs": res, "cpu": cpu_info(), "loadavg_1m": round(os.getloadavg()[0], 2),
     }))

@@ -95,7 +95,7 @@ class Sketch:
             self.buckets[k] = self.buckets.get(k, 0) + c
 
     def _to_buckets(self) -> None:
-        values, self.exact, self.buckets = np.concatenate(self.exact), None, {}
+        values, self.exact, self.buckets = np.concatenate(self.exact) if self.exact else np.zeros(0), None, {}
         self._count(values)
 
     def merge(self, other: "Sketch") -> "Sketch":

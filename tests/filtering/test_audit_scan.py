@@ -31,6 +31,7 @@ def test_sketch_is_exact_then_within_its_bucket_error():
         assert got[p] == pytest.approx(exact[p], rel=3e-3), p
     other = Sketch.of(big[: EXACT // 2]).merge(Sketch.of(big[EXACT // 2:]))  # split elsewhere: the same buckets
     assert other.summary() == got
+    assert Sketch().merge(s).summary() == got  # into an empty sketch (the plots merge per-series sketches so)
 
 
 def test_moments_merge_to_numpy_pearson():
