@@ -1,10 +1,11 @@
-"""Reading an output folder once for the whole audit: every table goes to every consumer.
+"""Reading an output folder's data files for the audit, without the audio bytes.
 
-Stats, lint and the per-row facts (threshold curve, run compare, quality metadata) all need
-the same kept/rejected tables; `scan` reads each Parquet file once, without the audio bytes
-(`turns.audio_flac`: the bulk of a dialogue shard), and hands each table to the visitors.
-The few example rows whose audio the report embeds are fetched afterwards by row group
-(`fetch_rows`), so audio is read only for them.
+`data_files` lists the kept/rejected Parquet files; `read_without_audio` reads one without
+`turns.audio_flac` (the bulk of a dialogue shard); the audit's scan (`partial.scan_file`) hands that
+one table to every collector: stats, lint rows (`lint.LintCollector`) and the per-row facts
+(`FactCollector`: threshold curve, quality curves, quality metadata, the rows to play). `scan` runs
+visitors over a whole folder in this process (`--compare` reads both runs' facts with it). The few
+example rows whose audio the report embeds are fetched afterwards by row group (`fetch_rows`).
 
     >>> kind = scan("out/filter", [lambda status, path, table, meta: print(status, table.num_rows)])
 """
