@@ -2,8 +2,8 @@
 
 Each check is a small function over the rows a job kept (what training and evaluation read)
 and returns a `LintResult`: name, passed, count, up to 5 examples and the fix. `lint(folder)`
-runs them all on a tokenize or filter output folder; `pipelines.audit --strict` exits 1 when
-one fails.
+runs them all on a tokenize or filter output folder (`filtering.audit.partial.lint`: per-clip checks per
+file, the grouping checks by hash part); `pipelines.audit --strict` exits 1 when one fails.
 
     >>> results = lint("out/filtered", LintConfig(tokenizer="/models/qwen3/tokenizer.json"))
     >>> [r.name for r in results if not r.passed]
@@ -18,13 +18,13 @@ match duration x frame rate.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
-from filtering.audit.read import scan
 from filtering.normalize import normalize
 from tokenization.dialogue_schema import DIALOGUE, TTS, USER, row_kind
 from tokenization.schema import ShardCodec
@@ -192,9 +192,7 @@ def check_tokenizer(clips: list[Clip], tokenizer_path: str) -> LintResult:
            "or train with a tokenizer that covers them.")
     if not tokenizer_path:
         return LintResult(name, True, 0, 0, "texts", [], fix, skipped="no --tokenizer given")
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(tokenizer_path)
+    tok = _load_tokenizer(tokenizer_path)
     special = {t.content for t in tok.get_added_tokens_decoder().values() if t.special}
     special_ids = {tok.token_to_id(t) for t in special} - {None}
     unk = _unk_token(tok)
@@ -214,6 +212,14 @@ def check_tokenizer(clips: list[Clip], tokenizer_path: str) -> LintResult:
             bad_texts[text] = problems
     bad = [{"id": c.id, "text": c.text[:80], "problems": bad_texts[c.text]} for c in clips if c.text in bad_texts]
     return _result(name, bad, len(texts), "clips", fix)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_tokenizer(path: str):
+    """Loaded once per process: the scan checks each file's texts with it."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
 
 
 def _unk_token(tok) -> int | None:
@@ -274,13 +280,6 @@ class LintCollector:
         return ShardCodec.of(self.meta).frame_rate
 
 
-def read_kept(folder: str) -> tuple[list[Row], list[Clip], dict[str, str]]:
-    """Rows and clips of what a tokenize (`shards/`) or filter (`kept/`) output keeps; file metadata."""
-    c = LintCollector()
-    scan(folder, [c])
-    return c.rows, c.clips, c.meta
-
-
 def _utterances(table: pa.Table, split: list[str], rows: list[Row], clips: list[Clip]) -> None:
     c = {n: table.column(n).to_pylist() for n in ("utt_id", "speaker", "language", "text", "audio_sha1", "duration_s", "n_frames")}
     for i, uid in enumerate(c["utt_id"]):
@@ -300,25 +299,3 @@ def _dialogues(table: pa.Table, split: list[str], rows: list[Row], clips: list[C
         for j in range(lo, hi):
             n_frames = t["n_frames"][j] if t["role"][j] != USER and t["n_frames"][j] else None
             clips.append(Clip(f"{did}#{j - lo}", t["role"][j], lang[i] or "", t["text"][j] or "", t["duration_s"][j], n_frames))
-
-
-def lint(folder: str, cfg: LintConfig | None = None) -> list[LintResult]:
-    """Run every check on the kept rows of a tokenize or filter output folder."""
-    cfg = cfg or LintConfig()
-    rows, clips, meta = read_kept(folder)
-    return lint_data(rows, clips, ShardCodec.of(meta).frame_rate, cfg)
-
-
-def lint_data(rows: list[Row], clips: list[Clip], frame_rate: float, cfg: LintConfig) -> list[LintResult]:
-    return [
-        check_user_audio_length(clips, cfg),
-        check_talker_frames(clips, cfg),
-        check_text_leakage(rows),
-        check_speaker_leakage(rows),
-        check_duplicate_audio(rows),
-        check_duplicate_text(rows),
-        check_tokenizer(clips, cfg.tokenizer),
-        check_script(clips),
-        check_speaking_rate(clips, cfg),
-        check_frames_per_second(clips, frame_rate, cfg),
-    ]

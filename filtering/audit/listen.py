@@ -11,7 +11,7 @@ stays one self-contained file:
 
 At most `max_examples` rows and `max_bytes` of audio in all; the report says when a cap was hit.
 
-    >>> part, uris = listen_examples(kind, facts, figures, lint_checks, ListenOptions(codec="tiny"))
+    >>> part, uris = listen_examples(kind, pick_examples(groups, by_id), ListenOptions(codec="tiny"))
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import numpy as np
 import soundfile as sf
 
 from filtering.asr import SAMPLE_RATE
-from filtering.audit.quality_scores import lowest_dnsmos_kept
 from filtering.audit.read import RowFact, fetch_rows
 from filtering.audit.stats import N_EXAMPLES, diff_ops
 from filtering.normalize import normalize
@@ -56,20 +55,24 @@ def encode_clip(samples: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
-def pick_examples(facts: list[RowFact], figures: dict, lint_checks: list[dict]) -> list[tuple[str, RowFact]]:
-    """(group label, row) of every row worth playing, in play order: rejects per reason, worst kept
-    rows, lowest-DNSMOS kept rows and lint examples taken in turn, so the first N heard cover every group."""
-    by_id = {f.id: f for f in facts if f.path}
+def example_groups(figures: dict, lint_checks: list[dict], worst_kept: list[str], lowest_dnsmos: list[str]) -> list[tuple[str, list[str]]]:
+    """(group label, row ids) of every row worth playing: rejects per reason, worst kept rows, lowest-DNSMOS kept
+    rows, lint examples."""
     groups: list[tuple[str, list[str]]] = []
     for code, exs in figures["rejections"]["examples"].items():
         groups.append((f"rejected: {code}", [e["id"] for e in exs]))
-    worst = sorted((f for f in facts if f.status == "kept" and f.wer is not None and f.wer > 0), key=lambda f: (-f.wer, f.id))
-    groups.append(("worst kept", [f.id for f in worst[:N_EXAMPLES]]))
-    groups.append(("lowest DNSMOS kept", [f.id for f in lowest_dnsmos_kept(facts)]))
+    groups.append(("worst kept", worst_kept))
+    groups.append(("lowest DNSMOS kept", lowest_dnsmos))
     for c in lint_checks:
         if not c["passed"]:
             ids = [e.get("id") or (e.get("ids") or [None])[0] or (e.get("train") or [None])[0] for e in c["examples"]]
             groups.append((f"lint: {c['name']}", [str(i).split("#")[0] for i in ids if i]))
+    return groups
+
+
+def pick_examples(groups: list[tuple[str, list[str]]], by_id: dict[str, RowFact]) -> list[tuple[str, RowFact]]:
+    """(group label, row) in play order: the groups taken in turn, so the first N heard cover every group;
+    `by_id`: the rows found (with path and index)."""
     picked: list[tuple[str, RowFact]] = []
     seen: set[str] = set()
     depth = max((len(ids) for _, ids in groups), default=0)
@@ -137,15 +140,14 @@ def _clips(kind: str, row: dict) -> list[dict]:
     return [{**row, "role": TTS}]
 
 
-def listen_examples(kind: str, facts: list[RowFact], figures: dict, lint_checks: list[dict],
-                    opts: ListenOptions) -> tuple[dict, dict[str, str]]:
-    """The `listen` part of audit.json and the data URIs keyed `row_id#turn` (kept out of the JSON).
+def listen_examples(kind: str, candidates: list[tuple[str, RowFact]], opts: ListenOptions) -> tuple[dict, dict[str, str]]:
+    """The `listen` part of audit.json and the data URIs keyed `row_id#turn` (kept out of the JSON);
+    `candidates` from `pick_examples`, in play order.
 
     Returns:
         ({"examples": [{"group", "id", "status", "reason", "wer", "clips": [{"turn", "role", "text", "asr_hyp",
           "wer", "diff", "from", "seconds", "bytes"}]}], "n_clips", "bytes", "notes"}, {key: data URI}).
     """
-    candidates = pick_examples(facts, figures, lint_checks)
     picked = candidates[: opts.max_examples]
     wanted: dict[str, list[int]] = {}
     for _, f in picked:

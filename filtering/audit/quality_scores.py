@@ -6,20 +6,17 @@ passes every other rule of the run (`RowFact.q_eligible`) and its gate value (wo
 float32 as stored) passes t; a null value (no speech found, for the silences) passes, as in
 `decide`. At the run's own threshold the curve reproduces the run's kept rows.
 
-    >>> q = quality_curves(facts, rules)
+    >>> q = quality_curves(merged.q_curves, merged.q_counts, rules)   # merged: partial.FilePartial
     >>> q["min_dnsmos_ovrl"]["rows"][i]   # {"threshold": 2.4, "kept": 11, "hours_kept": 0.01, "run": True}
-    >>> quality_scores(facts)["columns"]["dnsmos_ovrl"]["by_source"]["emilia"]["p50"]
+    >>> quality_scores(merged.q_values, merged.q_pairs)["columns"]["dnsmos_ovrl"]["by_source"]["emilia"]["p50"]
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 
 from filtering.audit.figure import plt, png
-from filtering.audit.read import RowFact
-from filtering.audit.stats import summary
+from filtering.audit.sketch import Curve, Sketch
 from filtering.quality import QUALITY_COLUMNS
 from filtering.rules import QUALITY_RULES, Rules
 
@@ -35,118 +32,77 @@ def _grid(rule: str) -> tuple[float, ...]:
     return GRIDS["dnsmos" if col.startswith("dnsmos_") else "speech_ratio" if col == "speech_ratio" else "silence"]
 
 
-def _counts(facts: list[RowFact], rule: str, thresholds: list) -> list[dict]:
-    col, _, kind = QUALITY_RULES[rule]
-    ok = [f for f in facts if f.q_eligible and f.q_eligible[rule]]
-    has = [f for f in ok if f.quality[col] is not None]
-    val = np.asarray([f.quality[col] for f in has], np.float32)
-    sec = np.asarray([f.seconds for f in has], np.float64)
-    null_rows, null_s = len(ok) - len(has), sum(f.seconds for f in ok if f.quality[col] is None)
-    out = []
-    for t in thresholds:
-        if t is None:
-            keep = np.ones(len(val), bool)
-        else:
-            keep = val >= np.float32(t) if kind == "min" else val <= np.float32(t)
-        out.append({"threshold": t, "kept": int(keep.sum()) + null_rows,
-                    "hours_kept": round((float(sec[keep].sum()) + null_s) / 3600, 6)})
-    return out
+def thresholds(rule: str, run_t: float | None) -> list:
+    """The curve's thresholds of `rule`: its grid, the run's own, and `None` (rule off) last."""
+    return sorted(set(_grid(rule)) | ({run_t} if run_t is not None else set())) + [None]
 
 
-def quality_curves(facts: list[RowFact], rules: Rules | None) -> dict:
+def quality_curves(curves: dict[str, dict[str, Curve]], counts: dict, rules: Rules | None) -> dict:
     """Per quality rule whose column the run scored: kept rows and hours over its grid (plus the run's own
     threshold and `None` = rule off), overall and per source.
 
+    Args:
+        curves: the scan's counts, {rule: {source ("" = all rows): Curve}}; counts: {rule: {"any", "n_rows", "n_eligible"}}.
     Returns:
         {rule: {"column", "run_threshold", "rows": [{"threshold", "kept", "hours_kept", "run"}], "by_source",
                 "n_rows", "n_eligible"}} ({} when no row carries quality scores).
     """
-    rows_in = [f for f in facts if f.status in ("kept", "rejected") and f.quality is not None]
     out = {}
     for rule, (col, _, _) in QUALITY_RULES.items():
-        if not any(f.quality[col] is not None for f in rows_in):
+        c = counts.get(rule)
+        if not c or not c["any"]:
             continue
         run_t = getattr(rules, rule) if rules is not None else None
-        thresholds = sorted(set(_grid(rule)) | ({run_t} if run_t is not None else set())) + [None]
+        ts = thresholds(rule, run_t)
 
-        def mark(rows: list[dict]) -> list[dict]:
-            return [{**r, "run": r["threshold"] is not None and r["threshold"] == run_t} for r in rows]  # noqa: B023
+        def mark(curve: Curve) -> list[dict]:
+            return [{**r, "run": r["threshold"] is not None and r["threshold"] == run_t} for r in curve.rows(ts, "threshold")]  # noqa: B023
 
-        by_src: dict[str, list[RowFact]] = defaultdict(list)
-        for f in rows_in:
-            by_src[f.source or "(none)"].append(f)
-        out[rule] = {"column": col, "run_threshold": run_t, "rows": mark(_counts(rows_in, rule, thresholds)),
-                     "by_source": {s: mark(_counts(fs, rule, thresholds)) for s, fs in sorted(by_src.items())},
-                     "n_rows": len(rows_in), "n_eligible": sum(bool(f.q_eligible[rule]) for f in rows_in)}
+        by = curves[rule]
+        out[rule] = {"column": col, "run_threshold": run_t, "rows": mark(by[""]),
+                     "by_source": {s: mark(v) for s, v in sorted(by.items()) if s}, "n_rows": c["n_rows"], "n_eligible": c["n_eligible"]}
     return out
 
 
-def _pearson(pairs: list[tuple[float, float]]) -> float | None:
-    p = np.asarray(pairs, np.float64).reshape(-1, 2)
-    if len(p) > 2 and p[:, 0].std() > 0 and p[:, 1].std() > 0:
-        return round(float(np.corrcoef(p[:, 0], p[:, 1])[0, 1]), 4)
-    return None
-
-
-def _series(facts: list[RowFact]) -> dict:
-    """Per-clip values per column and source, (DNSMOS OVRL, WER) per clip, (meta dnsmos, our OVRL) per row."""
-    values: dict[str, dict[str, list[float]]] = {c: defaultdict(list) for c in QUALITY_COLUMNS}
-    wer_pairs, meta_pairs = [], []
-    for f in facts:
-        if not f.clips:
-            continue
-        for clip in f.clips:
-            for c in QUALITY_COLUMNS:
-                if clip[c] is not None:
-                    values[c][f.source or "(none)"].append(float(clip[c]))
-            if clip["dnsmos_ovrl"] is not None and clip["wer"] is not None:
-                wer_pairs.append((float(clip["dnsmos_ovrl"]), float(clip["wer"])))
-        m = (f.meta or {}).get(META_DNSMOS)
-        if isinstance(m, (int, float)) and not isinstance(m, bool) and f.quality["dnsmos_ovrl"] is not None:
-            meta_pairs.append((float(m), float(f.quality["dnsmos_ovrl"])))
-    return {"values": values, "wer": wer_pairs, "meta": meta_pairs}
-
-
-def quality_scores(facts: list[RowFact]) -> dict:
+def quality_scores(values: dict, pairs: dict) -> dict:
     """Distributions of the quality columns (per scored clip, per source), DNSMOS OVRL against WER, and the
     input's own DNSMOS (Emilia's `meta.dnsmos`) against ours where rows carry it.
 
+    Args:
+        values: {column: {"all": Sketch, "by_source": {source: Sketch}}} per scored clip;
+        pairs: {"wer": (DNSMOS OVRL, WER) per clip, "meta": (meta.dnsmos, our OVRL) per row}, each
+            {"m": Moments, "sample", "d": sum of (y - x), "ad": sum of |y - x|}.
     Returns:
         {"columns": {column: {"all": summary, "by_source": {source: summary}}}, "wer_vs_dnsmos": {"n", "pearson"},
          "meta_dnsmos": {"n", "pearson", "mean_delta", "mean_abs_delta"}} ({} when nothing was scored).
     """
-    s = _series(facts)
-    if not any(s["values"][c] for c in QUALITY_COLUMNS):
+    if not values:
         return {}
-    cols = {c: {"all": summary([x for v in s["values"][c].values() for x in v]),
-                "by_source": {src: summary(v) for src, v in sorted(s["values"][c].items())}}
-            for c in QUALITY_COLUMNS if s["values"][c]}
-    meta = np.asarray(s["meta"], np.float64).reshape(-1, 2)
-    d = meta[:, 1] - meta[:, 0]
-    return {"columns": cols, "wer_vs_dnsmos": {"n": len(s["wer"]), "pearson": _pearson(s["wer"])},
-            "meta_dnsmos": {"n": len(meta), "pearson": _pearson(s["meta"]),
-                            "mean_delta": round(float(d.mean()), 4) if len(d) else None,
-                            "mean_abs_delta": round(float(np.abs(d).mean()), 4) if len(d) else None}}
+    cols = {c: {"all": values[c]["all"].summary(), "by_source": {s: sk.summary() for s, sk in sorted(values[c]["by_source"].items())}}
+            for c in QUALITY_COLUMNS if c in values}
+    w, m = pairs["wer"]["m"], pairs["meta"]
+    n = m["m"].n
+    return {"columns": cols, "wer_vs_dnsmos": {"n": w.n, "pearson": w.pearson()},
+            "meta_dnsmos": {"n": n, "pearson": m["m"].pearson(), "mean_delta": round(m["d"] / n, 4) if n else None,
+                            "mean_abs_delta": round(m["ad"] / n, 4) if n else None}}
 
 
-def lowest_dnsmos_kept(facts: list[RowFact], n: int = N_LOWEST) -> list[RowFact]:
-    """The kept rows with the lowest DNSMOS OVRL: the ones to listen to before trusting a cut."""
-    kept = [f for f in facts if f.status == "kept" and f.quality and f.quality["dnsmos_ovrl"] is not None]
-    return sorted(kept, key=lambda f: (f.quality["dnsmos_ovrl"], f.id))[:n]
+def hist_by_source(ax, by_source: dict[str, Sketch], bins) -> None:
+    for src, sk in sorted(by_source.items()):
+        v, wts = sk.hist()
+        ax.stairs(np.histogram(v, bins=bins, weights=wts)[0], bins, fill=True, alpha=0.6, label=f"{src} (n={sk.n})")
 
 
-def plot_quality_scores(facts: list[RowFact], curves: dict) -> dict[str, bytes]:
-    """`quality_<column>` per-source histograms, `quality_curve_<rule>`, `wer_vs_dnsmos`, `meta_dnsmos_vs_ovrl`."""
-    s = _series(facts)
+def plot_quality_scores(values: dict, pairs: dict, curves: dict) -> dict[str, bytes]:
+    """`quality_<column>` per-source histograms, `quality_curve_<rule>`, `wer_vs_dnsmos`, `meta_dnsmos_vs_ovrl`
+    (scatter plots of a sample of at most `sketch.N_SAMPLE` points)."""
     plots = {}
     for c in QUALITY_COLUMNS:
-        if not s["values"][c]:
+        if c not in values:
             continue
         fig, ax = plt.subplots(figsize=(6, 3))
-        allv = np.concatenate([np.asarray(v, float) for v in s["values"][c].values()])
-        bins = np.linspace(allv.min(), allv.max() if allv.max() > allv.min() else allv.min() + 1, 30)
-        for src, v in sorted(s["values"][c].items()):
-            ax.stairs(np.histogram(v, bins=bins)[0], bins, fill=True, alpha=0.6, label=f"{src} (n={len(v)})")
+        lo, hi = values[c]["all"].lo, values[c]["all"].hi
+        hist_by_source(ax, values[c]["by_source"], np.linspace(lo, hi if hi > lo else lo + 1, 30))
         ax.set_xlabel(c)
         ax.set_ylabel("scored clips")
         ax.set_title(f"{c} per source", fontsize=10)
@@ -166,18 +122,19 @@ def plot_quality_scores(facts: list[RowFact], curves: dict) -> dict[str, bytes]:
             ax.set_ylabel(label)
         fig.suptitle(f"What each {rule} keeps", fontsize=10)
         plots[f"quality_curve_{rule}"] = png(fig)
-    for name, pairs, xl, yl in (("wer_vs_dnsmos", s["wer"], "DNSMOS OVRL", "WER"),
-                                ("meta_dnsmos_vs_ovrl", s["meta"], "meta.dnsmos (the input's)", "dnsmos_ovrl (ours)")):
-        if not pairs:
+    for name, key, xl, yl in (("wer_vs_dnsmos", "wer", "DNSMOS OVRL", "WER"),
+                              ("meta_dnsmos_vs_ovrl", "meta", "meta.dnsmos (the input's)", "dnsmos_ovrl (ours)")):
+        sample = [xy for _, _, xy in pairs.get(key, {}).get("sample", [])]
+        if not sample:
             continue
         fig, ax = plt.subplots(figsize=(4.5, 3.5))
-        x, y = zip(*pairs)
+        x, y = zip(*sample)
         ax.scatter(x, y, s=10, alpha=0.7)
         if name == "meta_dnsmos_vs_ovrl":
             lo, hi = min(x + y) - 0.1, max(x + y) + 0.1
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
-        ax.set_title(f"{yl} against {xl} (n={len(pairs)})", fontsize=9)
+        ax.set_title(f"{yl} against {xl} (n={pairs[key]['m'].n})", fontsize=9)
         plots[name] = png(fig)
     return plots

@@ -1,10 +1,11 @@
-"""Reading an output folder once for the whole audit: every table goes to every consumer.
+"""Reading an output folder's data files for the audit, without the audio bytes.
 
-Stats, lint and the per-row facts (threshold curve, run compare, quality metadata) all need
-the same kept/rejected tables; `scan` reads each Parquet file once, without the audio bytes
-(`turns.audio_flac`: the bulk of a dialogue shard), and hands each table to the visitors.
-The few example rows whose audio the report embeds are fetched afterwards by row group
-(`fetch_rows`), so audio is read only for them.
+`data_files` lists the kept/rejected Parquet files; `read_without_audio` reads one without
+`turns.audio_flac` (the bulk of a dialogue shard); the audit's scan (`partial.scan_file`) hands that
+one table to every collector: stats, lint rows (`lint.LintCollector`) and the per-row facts
+(`FactCollector`: threshold curve, quality curves, quality metadata, the rows to play). `scan` runs
+visitors over a whole folder in this process (`--compare` reads both runs' facts with it). The few
+example rows whose audio the report embeds are fetched afterwards by row group (`fetch_rows`).
 
     >>> kind = scan("out/filter", [lambda status, path, table, meta: print(status, table.num_rows)])
 """
@@ -70,6 +71,30 @@ def read_quarantine(folder: str) -> list[dict]:
         with storage.open_input(path) as fh:
             rows += pq.read_table(fh).to_pylist()
     return rows
+
+
+def quarantine_summary(folder: str, n_examples: int = 10) -> dict:
+    """{"n", "by_stage": {stage: rows}, "examples": the first rows} of the quarantine table, read file by file."""
+    n, by_stage, examples = 0, defaultdict(int), []
+    for path in storage.list_files(storage.join(folder, QUARANTINE), ".parquet"):
+        with storage.open_input(path) as fh:
+            t = pq.read_table(fh, columns=["utt_id", "file", "stage", "reason"])
+        n += t.num_rows
+        for stage in t.column("stage").to_pylist():
+            by_stage[stage] += 1
+        examples += t.slice(0, max(0, n_examples - len(examples))).to_pylist()
+    return {"n": n, "by_stage": dict(sorted(by_stage.items())), "examples": examples}
+
+
+def find_rules(manifest: dict, files: list[tuple[str, str]]) -> Rules | None:
+    """The run's rules: `_manifest.json`, else the first rejects file's metadata (its footer only)."""
+    if manifest.get("rules") is not None:
+        return run_rules(manifest, {})
+    for status, path in files:
+        if status != "kept":
+            with storage.open_input(path) as f:
+                return run_rules({}, decode_metadata(pq.ParquetFile(f).schema_arrow.metadata))
+    return None
 
 
 def run_rules(manifest: dict, meta: dict[str, str]) -> Rules | None:

@@ -20,7 +20,8 @@ from filtering.audit.compare import plot_wer_change
 from filtering.audit.figure import plt, png as _png
 from filtering.audit.quality import plot_name, plot_quality
 from filtering.audit.quality_scores import plot_quality_scores
-from filtering.audit.sections import compare_html, listen_html, quality_html, quality_scores_html, threshold_html
+from filtering.audit.sketch import Sketch
+from filtering.audit.sections import compare_html, dedup_html, listen_html, quality_html, quality_scores_html, threshold_html
 from filtering.audit.threshold import plot_curve
 from tokenization import storage
 
@@ -31,18 +32,21 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}img{max-width:100%;border:1px so
 .note{background:#fff6d5;padding:4px}tr.run{background:#e8f0ff;font-weight:bold}.ok{color:#0a0}.bad{color:#c00;font-weight:bold}code{font-size:90%}"""
 
 
-def _hist(series: dict[str, list], title: str, xlabel: str) -> bytes:
+def _hist(series: dict[str, Sketch], title: str, xlabel: str) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 3))
-    data = {k: [x for x in v if x is not None] for k, v in series.items()}
-    data = {k: v for k, v in data.items() if v}
+    data = {k: v for k, v in series.items() if v.n}
     if data:
-        allv = np.concatenate([np.asarray(v, float) for v in data.values()])
-        bins = np.linspace(allv.min(), allv.max() if allv.max() > allv.min() else allv.min() + 1, 30)
+        merged = Sketch()
+        for v in data.values():
+            merged.merge(_copy(v))
+        bins = np.linspace(merged.lo, merged.hi if merged.hi > merged.lo else merged.lo + 1, 30)
         for k, v in data.items():  # one patch per series (ax.hist draws one per bar: slow with many speakers)
-            ax.stairs(np.histogram(v, bins=bins)[0], bins, fill=True, alpha=0.6, label=f"{k} (n={len(v)})")
+            x, w = v.hist()
+            ax.stairs(np.histogram(x, bins=bins, weights=w)[0], bins, fill=True, alpha=0.6, label=f"{k} (n={v.n})")
         for p in (50, 90):
-            ax.axvline(np.percentile(allv, p), color="k", ls="--", lw=0.8)
-            ax.text(np.percentile(allv, p), ax.get_ylim()[1] * 0.9, f" p{p}", fontsize=7)
+            q = merged.quantile(p)
+            ax.axvline(q, color="k", ls="--", lw=0.8)
+            ax.text(q, ax.get_ylim()[1] * 0.9, f" p{p}", fontsize=7)
         ax.legend(fontsize=7, loc="upper right", ncol=1 + len(data) // 12)
     else:
         ax.text(0.5, 0.5, "no data", ha="center")
@@ -52,12 +56,15 @@ def _hist(series: dict[str, list], title: str, xlabel: str) -> bytes:
     return _png(fig)
 
 
+def _copy(s: Sketch) -> Sketch:
+    return Sketch().merge(s)
+
+
 def make_plots(audit: dict) -> dict[str, bytes]:
     s = audit["_series"]
     plots = {}
-    wer_by_status = {st: [w for w, t in zip(s["wer"], s["wer_status"]) if t == st] for st in sorted(set(s["wer_status"]))}
-    plots["wer_hist"] = _hist(wer_by_status or {"all": []}, "WER per scored item (kept vs rejected)", "WER")
-    plots["wer_by_speaker"] = _hist(s["wer_by_speaker"] or {"all": []}, "WER per speaker", "WER")
+    plots["wer_hist"] = _hist(dict(sorted(s["wer_by_status"].items())) or {"all": Sketch()}, "WER per scored item (kept vs rejected)", "WER")
+    plots["wer_by_speaker"] = _hist(dict(sorted(s["wer_by_speaker"].items())) or {"all": Sketch()}, "WER per speaker", "WER")
     plots["duration_hist"] = _hist({"all": s["duration"]}, "Duration per item", "seconds")
     plots["speaking_rate_hist"] = _hist({"all": s["rate"]}, "Speaking rate", "reference words / second")
     if s["frames"]:
@@ -85,10 +92,11 @@ def make_plots(audit: dict) -> dict[str, bytes]:
         plots["threshold_curve"] = plot_curve(audit["threshold_curve"])
     if audit.get("compare") and (img := plot_wer_change(audit["compare"])):
         plots["compare_wer"] = img
+    d = audit.get("_plot_data", {})
     if audit.get("quality_meta", {}).get("keys"):
-        plots.update(plot_quality(audit["_facts"]))
+        plots.update(plot_quality(d["meta_keys"]))
     if audit.get("quality_scores"):
-        plots.update(plot_quality_scores(audit["_facts"], audit.get("quality_curves") or {}))
+        plots.update(plot_quality_scores(d["q_values"], d["q_pairs"], audit.get("quality_curves") or {}))
     return plots
 
 
@@ -179,6 +187,7 @@ ASR <code>{html.escape(str(audit['asr']))}</code>, codec <code>{html.escape(str(
 <h2>Duplicates by audio_sha1</h2>
 <p>Groups: <span data-key="duplicates.n_groups">{d['n_groups']}</span>, rows in them: <span data-key="duplicates.n_rows">{d['n_rows']}</span></p>
 <table id="duplicates"><tr><th class=l>audio_sha1</th><th class=l>ids</th></tr>{dup_rows}</table>
+{dedup_html(audit.get("dedup"), audit.get("_audio", {}))}
 <h2>Codes</h2>{img('code_usage')}
 <table id="codes"><tr><th>codebook</th><th>used</th><th>dead</th><th>entropy (bits)</th></tr>{code_rows}</table>
 <h2>n_frames vs duration</h2>{img('frames_vs_duration')}

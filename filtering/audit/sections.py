@@ -165,3 +165,44 @@ def quality_scores_html(curves: dict | None, scores: dict | None, imgs: dict[str
             f'WER against DNSMOS OVRL: <span data-key="quality_scores.wer_vs_dnsmos.n">{w["n"]}</span> clips, Pearson r '
             f'{num(w["pearson"], "quality_scores.wer_vs_dnsmos.pearson", "span")}.</p>{imgs.get("wer_vs_dnsmos", "")}'
             f'{meta}{"".join(curve_parts)}{"".join(dists)}')
+
+
+def _by_source_table(d: dict, key: str, table_id: str) -> str:
+    reasons = sorted({r for v in d.values() for r in v})
+    body = "".join(f'<tr><td class="l">{html.escape(src)}</td>' + "".join(num(v[r], f"{key}.{src}.{r}") if r in v else "<td></td>" for r in reasons) + "</tr>"
+                   for src, v in sorted(d.items()))
+    return f'<table id="{table_id}"><tr><th class=l>source</th>{"".join(f"<th>{html.escape(r)}</th>" for r in reasons)}</tr>{body}</table>'
+
+
+def dedup_html(part: dict | None, uris: dict[str, str]) -> str:
+    """The duplicates section (`--dedup`): counts, rows and hours dropped per source and reason, the largest
+    clusters with players of two members, eval overlaps."""
+    if not part:
+        return ""
+    clusters = []
+    for i, c in enumerate(part["largest_clusters"]):
+        players = "".join(
+            (f'<audio controls preload="metadata" data-clip="{html.escape(m["clip"])}" src="{uris[m["clip"]]}"></audio>'
+             if m.get("clip") in uris else "") + f'<br><small>{"kept" if m["keep"] else "dropped"}: <code>{html.escape(m["utt_id"])}</code></small><br>'
+            for m in c.get("players", []))
+        members = "<br>".join(f'<code>{html.escape(m["utt_id"])}</code> {"kept" if m["keep"] else html.escape(m["reason"])}'
+                              f' <small>{html.escape(m["folder"])}</small>' for m in c["members"])
+        clusters.append(f'<tr><td class="l"><code>{c["cluster_id"]}</code></td>{num(c["cluster_size"], f"dedup.largest_clusters.{i}.cluster_size")}'
+                        f'<td class="l">{players}</td><td class="l"><small>{members}</small></td></tr>')
+    evals = "".join(f'<tr><td class="l"><code>{html.escape(r["utt_id"])}</code></td><td class="l"><small>{html.escape(r["folder"])}</small></td>'
+                    f'<td class="l"><code>{html.escape(r["matched_utt_id"])}</code></td><td class="l"><small>{html.escape(r["matched_folder"])}</small></td>'
+                    f'{num(r["score"], f"dedup.eval_overlaps.rows.{i}.score")}</tr>' for i, r in enumerate(part["eval_overlaps"]["rows"]))
+    d = part["decisions"]
+    reasons = "".join(f'<tr><td class="l">{html.escape(r)}</td>{num(n, f"dedup.decisions.by_reason.{r}")}</tr>' for r, n in d["by_reason"].items())
+    notes = "".join(_note(n) for n in part["notes"])
+    return (f'<h2 id="duplicates">Duplicates (pipelines.dedup)</h2><p>Dedup output <code>{html.escape(part["folder"])}</code>: '
+            f'<span data-key="dedup.rows">{part["rows"]}</span> rows, <span data-key="dedup.clusters">{part["clusters"]}</span> clusters; '
+            f'decisions <span data-key="dedup.decisions.rows">{d["rows"]}</span>, dropped <span data-key="dedup.decisions.dropped">{d["dropped"]}</span>.</p>'
+            f'<table id="dedup-reasons"><tr><th class=l>reason</th><th>rows</th></tr>{reasons}</table>'
+            f'<h3>Rows dropped per source</h3>{_by_source_table(part["dropped_rows_by_source"], "dedup.dropped_rows_by_source", "dedup-rows")}'
+            f'<h3>Hours dropped per source</h3>{_by_source_table(part["dropped_hours_by_source"], "dedup.dropped_hours_by_source", "dedup-hours")}'
+            f'<h3>Largest clusters</h3>{notes}<table id="dedup-clusters"><tr><th class=l>cluster</th><th>size</th><th class=l>listen (two members)</th>'
+            f'<th class=l>members</th></tr>{"".join(clusters)}</table>'
+            f'<h3>Eval overlaps (<span data-key="dedup.eval_overlaps.n">{part["eval_overlaps"]["n"]}</span>)</h3>'
+            f'<table id="dedup-eval"><tr><th class=l>training row</th><th class=l>folder</th><th class=l>eval row</th><th class=l>eval folder</th>'
+            f'<th>score</th></tr>{evals}</table>')

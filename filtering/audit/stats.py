@@ -1,4 +1,6 @@
-"""Collect the audit figures of a tokenize or filter output folder (local or `s3://`) into one dict.
+"""The audit figures of one data file's rows: counts, hours, durations, WER, speaking rate, rejection examples,
+code usage, n_frames vs duration (`_Acc`); `partial.scan_file` reduces them to a mergeable partial and
+`partial.stats_figures` turns the merged partial into the `audit.json` dict.
 
 The dict is written as `audit.json`; the HTML page shows the same numbers (every number on
 the page carries a `data-key` pointing into it, so a test can check they agree).
@@ -11,31 +13,19 @@ Folder kinds:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from typing import Sequence
 
 import jiwer
 import numpy as np
 import pyarrow as pa
 
-from filtering.audit.read import Visitor, read_manifest, read_quarantine, scan
+from filtering.audit.sketch import summary  # noqa: F401  (the summary every figure uses, spelled in sketch.py)
 from filtering.normalize import normalize
 from filtering.rules import reason_code
-from tokenization.dialogue_schema import ASSISTANT, FILTER_DIALOGUE, TOKENIZE, USER, detect_kind
+from tokenization.dialogue_schema import ASSISTANT, USER
 from tokenization.schema import ShardCodec
 
-PERCENTILES = (5, 25, 50, 75, 90, 95, 99)
 N_EXAMPLES = 5
-
-
-def summary(values) -> dict:
-    a = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0}
-    out = {"n": int(a.size), "mean": round(float(a.mean()), 4), "min": round(float(a.min()), 4), "max": round(float(a.max()), 4)}
-    out.update({f"p{p}": round(float(np.percentile(a, p)), 4) for p in PERCENTILES})
-    return out
 
 
 def diff_ops(ref: str, hyp: str) -> list[dict]:
@@ -136,85 +126,3 @@ def _dialogue_table(acc: _Acc, table: pa.Table, status: str, meta: dict) -> None
                                                    f["wer"][j], reason[i], j - lo))
                 shown = True
     acc.add_codes(flat.field("codes"), n_cb, size)
-
-
-def _groups(items: list[dict], key: str, field: str) -> dict:
-    by: dict[str, list] = defaultdict(list)
-    for it in items:
-        by[it[key] or "(none)"].append(it[field])
-    return {k: summary(v) for k, v in sorted(by.items())}
-
-
-def collect(folder: str, visitors: Sequence[Visitor] = (), kind: str | None = None, manifest: dict | None = None) -> dict:
-    """All audit figures of one output folder (see module docstring).
-
-    Args:
-        visitors: more consumers of the same single read (lint rows, per-row facts).
-        manifest: the folder's `_manifest.json` when the caller has read it already.
-    """
-    kind = kind or detect_kind(folder)
-    manifest = read_manifest(folder) if manifest is None else manifest
-    acc = _Acc()
-
-    def visit(status: str, path: str, table: pa.Table, meta: dict) -> None:
-        acc.meta = acc.meta or meta
-        (_dialogue_table if kind == FILTER_DIALOGUE else _token_table)(acc, table, status, meta)
-
-    scan(folder, [visit, *visitors], kind)
-    quarantine = read_quarantine(folder)
-
-    n_kept = sum(r["status"] == "kept" for r in acc.rows)
-    n_rej = sum(r["status"] == "rejected" for r in acc.rows)
-    n_in = n_kept + n_rej + len(quarantine)
-    hours = lambda s: round(sum(r["seconds"] for r in acc.rows if r["status"] == s) / 3600, 6)  # noqa: E731
-    stage = {"stage": TOKENIZE if kind == TOKENIZE else "filter", "in": n_in, "kept": n_kept, "rejected": n_rej,
-             "quarantined": len(quarantine), "hours_kept": hours("kept"), "hours_rejected": hours("rejected"),
-             "manifest_in": manifest.get("counts", {}).get("in"),
-             "consistent": manifest.get("counts", {}).get("in") in (None, n_in)}
-
-    q_by: dict[str, int] = defaultdict(int)
-    for q in quarantine:
-        q_by[q["stage"]] += 1
-    by_sha: dict[str, list] = defaultdict(list)
-    for r in acc.rows:
-        if r["sha1"]:
-            by_sha[r["sha1"]].append(r["id"])
-    dups = [{"audio_sha1": s, "ids": ids} for s, ids in sorted(by_sha.items()) if len(ids) > 1]
-
-    scored = [it for it in acc.items if it["wer"] is not None]
-    codes = {}
-    if acc.code_counts is not None:
-        cc = acc.code_counts
-        p = cc / np.maximum(cc.sum(axis=1, keepdims=True), 1)
-        ent = -(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0)).sum(axis=1)
-        codes = {"n_codebooks": int(cc.shape[0]), "codebook_size": int(cc.shape[1]), "n_frames_total": int(cc[0].sum()),
-                 "per_codebook": [{"codebook": k, "used": int((cc[k] > 0).sum()), "dead": int((cc[k] == 0).sum()),
-                                   "entropy_bits": round(float(ent[k]), 3)} for k in range(cc.shape[0])]}
-    diffs = [(i, n, e) for i, n, e in acc.frames]
-    bad_frames = [{"id": i, "n_frames": n, "expected": round(e, 2)} for i, n, e in diffs if abs(n - math.ceil(e - 1e-6)) > 1]
-    return {
-        "folder": folder, "kind": kind, "run_id": manifest.get("run_id", ""), "_quarantine": quarantine,
-        "codec": {k: acc.meta.get(k) for k in ("codec_name", "codec_version", "frame_rate", "n_codebooks", "codebook_size")},
-        "asr": manifest.get("asr", acc.meta.get("asr", "")),
-        "stages": [stage],
-        "rejections": {"by_reason": dict(sorted(acc.reasons.items())), "examples": {k: v for k, v in sorted(acc.examples.items())}},
-        "quarantine": {"by_stage": dict(sorted(q_by.items())),
-                       "examples": [{k: q[k] for k in ("utt_id", "file", "stage", "reason")} for q in quarantine[:N_EXAMPLES * 2]]},
-        "wer": {"all": summary(it["wer"] for it in scored), "by_source": _groups(scored, "source", "wer"),
-                "by_speaker": _groups(scored, "speaker", "wer")},
-        "duration": {"all": summary(it["duration"] for it in acc.items), "by_source": _groups(acc.items, "source", "duration"),
-                     "by_speaker": _groups(acc.items, "speaker", "duration")},
-        "speaking_rate": {"all": summary(it["rate"] for it in acc.items), "by_speaker": _groups(
-            [it for it in acc.items if it["rate"] is not None], "speaker", "rate")},
-        "duplicates": {"n_groups": len(dups), "n_rows": sum(len(d["ids"]) for d in dups), "groups": dups[:20]},
-        "codes": codes,
-        "frames": {"n_checked": len(diffs), "n_inconsistent": len(bad_frames), "frame_rate": ShardCodec.of(acc.meta).frame_rate,
-                   "max_abs_diff": round(max((abs(n - e) for _, n, e in diffs), default=0.0), 3), "examples": bad_frames[:N_EXAMPLES]},
-        "_series": {"wer": [it["wer"] for it in scored], "wer_status": [it["status"] for it in scored],
-                    "duration": [it["duration"] for it in acc.items if it["duration"] is not None],
-                    "rate": [it["rate"] for it in acc.items if it["rate"] is not None],
-                    "frames": [(n, e) for _, n, e in diffs],
-                    "code_counts": None if acc.code_counts is None else acc.code_counts,
-                    "wer_by_speaker": {k: [it["wer"] for it in scored if (it["speaker"] or "(none)") == k]
-                                       for k in sorted({it["speaker"] or "(none)" for it in scored})}},
-    }

@@ -6,64 +6,49 @@ other rule of the run (`RowFact.eligible`: rejected rows are judged again with `
 and its worst scored WER <= t. WER is compared in float32, as stored, so the curve at the run's
 own threshold reproduces the run's kept rows exactly.
 
-    >>> curve = threshold_curve(facts, run_max_wer=0.1)
+    >>> curve = threshold_curve(merged.wer_curve, merged.wer_counts, run_max_wer=0.1)   # merged: partial.FilePartial
     >>> curve["rows"][i]  # {"max_wer": 0.1, "kept": 11, "hours_kept": 0.0123, "run": True}
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 
 from filtering.audit.figure import plt, png
-from filtering.audit.read import RowFact
+from filtering.audit.sketch import Curve
 
 GRID = tuple(round(float(x), 3) for x in (*np.arange(0.0, 0.2, 0.01), *np.arange(0.2, 1.0001, 0.05)))
 
 
-def _counts(facts: list[RowFact], thresholds: list[float]) -> list[dict]:
-    ok = [f for f in facts if f.eligible and f.wer is not None]
-    wer = np.asarray([f.wer for f in ok], np.float32)
-    sec = np.asarray([f.seconds for f in ok], np.float64)
-    unscored = [f for f in facts if f.status == "kept" and f.wer is None]  # kept without a score: kept at any threshold
-    base_rows, base_s = len(unscored), sum(f.seconds for f in unscored)
-    out = []
-    for t in thresholds:
-        keep = wer <= np.float32(t) if t is not None else np.ones(len(wer), bool)
-        out.append({"max_wer": t, "kept": int(keep.sum()) + base_rows,
-                    "hours_kept": round((float(sec[keep].sum()) + base_s) / 3600, 6)})
-    return out
+def thresholds(run_max_wer: float | None, grid: tuple[float, ...] = GRID) -> list:
+    """The curve's `max_wer` values: the grid, the run's own, and `None` (no WER rule) last."""
+    return sorted(set(grid) | ({run_max_wer} if run_max_wer is not None else set())) + [None]
 
 
-def threshold_curve(facts: list[RowFact], run_max_wer: float | None, grid: tuple[float, ...] = GRID) -> dict:
-    """Kept rows and hours for each `max_wer` in `grid` (plus the run's own and `None` = no WER rule).
+def threshold_curve(curves: dict[str, Curve], counts: dict, run_max_wer: float | None) -> dict:
+    """Kept rows and hours for each `max_wer` of `thresholds(run_max_wer)`.
 
     Args:
-        facts: every kept and rejected row of the run (quarantined rows never count).
+        curves: the scan's counts per threshold over every kept and rejected row ("" key) and per source
+            (quarantined rows never count); `counts`: its `n_rows`, `n_eligible`, `n_unscored`.
         run_max_wer: the threshold the run used (marked `run: true` in the rows).
     Returns:
         {"run_max_wer", "rows": [{"max_wer", "kept", "hours_kept", "run"}], "by_source": {source: rows},
-         "n_rows", "n_unscored_rejects", "note"}.
+         "n_rows", "n_eligible", "n_unscored_rejects", "note"}.
     """
-    rows_in = [f for f in facts if f.status in ("kept", "rejected")]
-    thresholds = sorted(set(grid) | ({run_max_wer} if run_max_wer is not None else set())) + [None]
-    unscored = sum(1 for f in rows_in if f.status == "rejected" and f.wer is None and not f.reason.startswith("no_scored_turn"))
+    ts = thresholds(run_max_wer)
+    unscored = counts["n_unscored"]
     note = ""
     if unscored:
         note = (f"{unscored} rejected rows were stored without WER scores (an older filter run): the curve counts "
                 "them as rejected at every threshold, so kept figures above the run's threshold are a lower bound.")
 
-    def mark(rows: list[dict]) -> list[dict]:
-        return [{**r, "run": r["max_wer"] is not None and r["max_wer"] == run_max_wer} for r in rows]
+    def mark(curve: Curve) -> list[dict]:
+        return [{**r, "run": r["max_wer"] is not None and r["max_wer"] == run_max_wer} for r in curve.rows(ts, "max_wer")]
 
-    by_src: dict[str, list[RowFact]] = defaultdict(list)
-    for f in rows_in:
-        by_src[f.source or "(none)"].append(f)
-    return {"run_max_wer": run_max_wer, "rows": mark(_counts(rows_in, thresholds)),
-            "by_source": {s: mark(_counts(fs, thresholds)) for s, fs in sorted(by_src.items())},
-            "n_rows": len(rows_in), "n_eligible": sum(f.eligible for f in rows_in),
-            "n_unscored_rejects": unscored, "note": note}
+    return {"run_max_wer": run_max_wer, "rows": mark(curves.get("", Curve.empty(len(ts)))),
+            "by_source": {s: mark(c) for s, c in sorted(curves.items()) if s},
+            "n_rows": counts["n_rows"], "n_eligible": counts["n_eligible"], "n_unscored_rejects": unscored, "note": note}
 
 
 def plot_curve(curve: dict) -> bytes:

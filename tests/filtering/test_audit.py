@@ -19,11 +19,76 @@ from tests.filtering.conftest import FILTER_ARGS, JOB_ENV, ROOT, run_module
 pytestmark = pytest.mark.slow
 
 
+EVAL_ID = "librispeech-test-clean/1089-134686-0000"
+
+
 @pytest.fixture(scope="module")
-def filter_report(filter_out, tmp_path_factory):
+def dedup_out(filter_out, tmp_path_factory):
+    """A pipelines.dedup output over the filter run, written as that job writes it (decisions/*.parquet with an
+    extra column the reader must ignore, _summary.json): the sample's real duplicate pair as an exact cluster
+    of three with a near copy, an eval overlap, a member in a folder that is gone, singletons kept."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out, folder = tmp_path_factory.mktemp("dedup"), str(filter_out[0])
+    gone = str(out / "gone_folder")
+
+    def row(uid, cluster, size, keep, reason="", score=1.0, matched="", where=folder, matched_folder=""):
+        return {"utt_id": uid, "folder": where, "cluster_id": cluster, "cluster_size": size, "keep": keep, "reason": reason,
+                "score": score, "matched_utt_id": matched, "matched_folder": matched_folder or (folder if matched else ""),
+                "minhash_band": 7}
+    rows = [row("d04", 0, 3, True), row("d10_duplicate", 0, 3, False, "exact_audio", 1.0, "d04"),
+            row("d02", 0, 3, False, "near_audio", 0.91, "d04"), row("d05", 1, 2, True), row("x99", 1, 2, False, "near_audio", 0.88, "d05", gone),
+            row("d06", 2, 1, False, "eval_overlap", 0.97, EVAL_ID, matched_folder="s3://evals/librispeech"),
+            *(row(f"d0{i}", 3 + i, 1, True) for i in (1, 3, 7, 8, 9))]
+    table = pa.Table.from_pylist(rows).cast(pa.schema([("utt_id", pa.string()), ("folder", pa.string()), ("cluster_id", pa.int64()),
+                                                       ("cluster_size", pa.int32()), ("keep", pa.bool_()), ("reason", pa.string()),
+                                                       ("score", pa.float64()), ("matched_utt_id", pa.string()),
+                                                       ("matched_folder", pa.string()), ("minhash_band", pa.int64())]))
+    (out / "decisions").mkdir()
+    pq.write_table(table.slice(0, 4), out / "decisions" / "part-00000.parquet")
+    pq.write_table(table.slice(4), out / "decisions" / "part-00001.parquet")
+    (out / "_summary.json").write_text(json.dumps({
+        "rows": len(rows), "clusters": 8, "units_new": 1,
+        "dropped_rows_by_source": {"sample": {"exact_audio": 1, "near_audio": 1, "eval_overlap": 1}, "other": {"near_audio": 1}},
+        "dropped_hours_by_source": {"sample": {"exact_audio": 0.0011, "near_audio": 0.0009, "eval_overlap": 0.0012},
+                                    "other": {"near_audio": 0.0004}}}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def filter_report(filter_out, dedup_out, tmp_path_factory):
     out, _ = filter_out
     report = tmp_path_factory.mktemp("report")
-    return audit(str(out), str(report), options=AuditOptions(ListenOptions(codec="tiny"))), report
+    return audit(str(out), str(report), options=AuditOptions(ListenOptions(codec="tiny"), dedup=str(dedup_out))), report
+
+
+def test_dedup_section(filter_report, dedup_out):
+    d = filter_report[0]["dedup"]
+    assert (d["rows"], d["clusters"], d["decisions"]) == (11, 8, {"rows": 11, "dropped": 4, "by_reason": {
+        "eval_overlap": 1, "exact_audio": 1, "near_audio": 2}})
+    assert d["dropped_hours_by_source"]["sample"]["exact_audio"] == 0.0011
+    big, pair = d["largest_clusters"]  # clusters of one are not listed
+    assert (big["cluster_id"], big["cluster_size"], pair["cluster_size"]) == (0, 3, 2)
+    assert [m["utt_id"] for m in big["members"]] == ["d04", "d02", "d10_duplicate"]  # the kept one first
+    assert big["members"][2]["reason"] == "exact_audio" and big["members"][1]["score"] == 0.91
+    assert [(p["utt_id"], p["played"]) for p in big["players"]] == [("d04", "shard FLAC"), ("d02", "shard FLAC")]
+    assert all(p["seconds"] > 0 and p["bytes"] > 0 for p in big["players"])
+    assert [p.get("clip") is not None for p in pair["players"]] == [True, False]  # x99's folder is gone
+    assert any("not found" in n for n in d["notes"]) and d["n_clips"] == 3
+    assert d["eval_overlaps"]["n"] == 1 and d["eval_overlaps"]["rows"][0]["matched_utt_id"] == EVAL_ID
+    assert "data:audio/" not in json.dumps(d)
+
+
+def test_dedup_folder_errors_name_the_folder(filter_out, tmp_path):
+    from filtering.audit.dedup import dedup_section
+    from tokenization.errors import UserError
+
+    with pytest.raises(UserError, match=r"--dedup .*: no _summary\.json"):
+        dedup_section(str(tmp_path), ListenOptions())
+    (tmp_path / "_summary.json").write_text("{}")
+    with pytest.raises(UserError, match=r"no decisions/\*\.parquet"):
+        dedup_section(str(tmp_path), ListenOptions())
 
 
 def test_filter_audit_figures(filter_report, filter_out):
@@ -214,6 +279,14 @@ def test_compare_lists_exactly_the_rows_that_moved(second_run, filter_out, filte
     assert all(f"<code>{r['id']}</code>" in page for r in cmp["newly_kept"])
     clips = [c for e in json.loads((report / "audit.json").read_text())["listen"]["examples"] for c in e["clips"]]
     assert {c["from"] for c in clips if c["role"] == "assistant"} == {"source file"}
+
+
+def test_ray_scan_equals_the_in_process_scan(second_run, filter_out, dialogue_sample, tmp_path):
+    """The CLI scanned run B with Ray tasks (8 hash parts); the library in this process (one part): the same audit.json."""
+    out_b, report, summary = second_run
+    assert summary["scan"] == "ray"
+    audit(str(out_b), str(tmp_path / "r"), options=AuditOptions(ListenOptions(audio_manifest=str(dialogue_sample)), compare=str(filter_out[0])))
+    assert json.loads((report / "audit.json").read_text()) == json.loads((tmp_path / "r" / "audit.json").read_text())
 
 
 def test_compare_counts_rows_not_shared(filter_out):
@@ -415,6 +488,15 @@ def test_report_renders_in_headless_chromium(filter_report, tmp_path):
         assert "adds up" in stages and "MISMATCH" not in stages
         assert driver.find_elements(By.CSS_SELECTOR, "#examples .del, #examples .sub, #examples .ins")
         assert driver.find_elements(By.CSS_SELECTOR, "#listen .del, #listen .sub, #listen .ins")
+        # the duplicates section (--dedup): a player per played cluster member, each decoding to its clip's length
+        dedup = driver.find_elements(By.CSS_SELECTOR, "#dedup-clusters audio")
+        played = {p["clip"]: p for c in a["dedup"]["largest_clusters"] for p in c["players"] if p.get("clip")}
+        assert len(dedup) == a["dedup"]["n_clips"] == len(played) == 3
+        for p in dedup:
+            duration = driver.execute_async_script(DURATION_JS, p)
+            assert duration == pytest.approx(played[p.get_attribute("data-clip")]["seconds"], abs=0.1)
+        assert EVAL_ID in driver.find_element(By.ID, "dedup-eval").text
+        assert driver.find_element(By.ID, "duplicates").text.startswith("Duplicates")
     finally:
         driver.quit()
 

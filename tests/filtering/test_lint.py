@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from filtering.asr import SAMPLE_RATE
-from filtering.audit.lint import TALKER_MAX_FRAMES, LintConfig, lint
+from filtering.audit.lint import TALKER_MAX_FRAMES, LintConfig
+from filtering.audit.partial import lint
 from tokenization.codec import CodecInfo
 from tokenization.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table
 from tokenization.schema import TokenRow, file_metadata, rows_to_table, sha1_hex

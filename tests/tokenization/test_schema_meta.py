@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from filtering.audit import collect
-from filtering.audit.lint import lint
+from filtering.audit.partial import lint
 from tokenization.codec import CodecInfo
 from tokenization.schema import SCHEMA_VERSION, TokenRow, file_metadata, read_file_metadata, rows_to_table, token_schema
 from tokenization.units import AudioRef, Utterance
