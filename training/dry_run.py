@@ -21,8 +21,9 @@ from collections import defaultdict
 import pyarrow.parquet as pq
 import torch
 
+from filtering.dedup.exclude import excluded_ids
 from tokenization import storage
-from tokenization.dialogue_schema import DIALOGUE, DialogueTurn, row_kind
+from tokenization.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, DialogueTurn, row_kind
 from training.data.sources import check_sources, shard_facts, speech_pair
 from training.data.row_groups import parquet_files
 from training.model.config import VocalNetConfig
@@ -103,10 +104,13 @@ def _leaf(pf: pq.ParquetFile, top: str, name: str) -> str | None:
     return None
 
 
-def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0) -> dict:
-    """Rows, hours and stage examples per split of one shard folder, from small columns only (never `codes` or audio)."""
+def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0, exclude: frozenset[str] = frozenset()) -> dict:
+    """Rows, hours and stage examples per split of one shard folder, from small columns only (never `codes` or audio).
+
+    Rows whose id is in `exclude` (a dedup folder's drops) are not counted in the splits; `excluded` counts them."""
     files = parquet_files(path)
     splits: dict[str, dict] = defaultdict(lambda: {"rows": 0, "hours": 0.0, "examples": 0, "frames": 0})
+    excluded = {"rows": 0, "hours": 0.0}
     texts: list[str] = []
     for path in files:
         with storage.open_input(path) as f:
@@ -119,9 +123,15 @@ def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0) 
             else:
                 cols = {k: k for k in ("duration_s", "n_frames", "text") if k in names}
             has_split = "split" in names
-            table = pf.read(columns=[*cols.values(), *(["split"] if has_split else [])])
+            id_col = ID_COLUMN[DIALOGUE if dialogue else TTS]
+            table = pf.read(columns=[*cols.values(), *(["split"] if has_split else []), *([id_col] if exclude else [])])
         rows = table.to_pylist()
         for row in rows:
+            if exclude and row[id_col] in exclude:
+                excluded["rows"] += 1
+                excluded["hours"] += (sum(t.get("duration_s") or 0 for t in row["turns"] or []) if dialogue
+                                      else row.get("duration_s") or 0) / 3600
+                continue
             split = (row.get("split") or "train") if has_split else "train"
             s = splits[split]
             s["rows"] += 1
@@ -149,7 +159,7 @@ def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0) 
                     texts.append(row["text"])
     out = {k: {"rows": v["rows"], "hours": round(v["hours"], 6), "examples": v["examples"],
                "mean_frames": round(v["frames"] / v["examples"], 2) if v["examples"] else 0.0} for k, v in sorted(splits.items())}
-    return {"files": len(files), "splits": out, "text_sample": texts}
+    return {"files": len(files), "splits": out, "text_sample": texts, "excluded": {**excluded, "hours": round(excluded["hours"], 6)}}
 
 
 def scan_sources(cfg: StageConfig, per_step: int, warnings: list[str]) -> dict | None:
@@ -166,7 +176,8 @@ def scan_sources(cfg: StageConfig, per_step: int, warnings: list[str]) -> dict |
     for s in mixture:
         label = f"data source {s.name} ({s.path})" if cfg.data.sources else f"data.path {s.path}"
         try:
-            scanned[s.name] = scan_data(s.path, cfg.stage, cfg.data.max_frames, cfg.data.max_audio_s)
+            exclude = excluded_ids(s.excludes(), s.path) if s.excludes() else frozenset()
+            scanned[s.name] = scan_data(s.path, cfg.stage, cfg.data.max_frames, cfg.data.max_audio_s, exclude)
             facts[s.name] = shard_facts(s.path)
         except Exception as exc:  # noqa: BLE001 - a path only on the cluster, an unreachable s3://: say what is missing
             missing = "its rows, hours and epochs" if cfg.data.sources else "rows, hours, tokens per step and steps per epoch"
@@ -188,6 +199,10 @@ def scan_sources(cfg: StageConfig, per_step: int, warnings: list[str]) -> dict |
         d = scanned[s.name]
         texts += d["text_sample"][:max(1, TEXT_SAMPLE // len(mixture))]
         entry.update(files=d["files"], splits=d["splits"])
+        if s.excludes():  # rows and hours before and after the dedup folders' drops, every split
+            after = {k: round(sum(v[k] for v in d["splits"].values()), 6) for k in ("rows", "hours")}
+            entry["exclusion"] = {"exclude": s.excludes(), "before": {k: round(after[k] + d["excluded"][k], 6) for k in after},
+                                  "after": after}
         for split, v in d["splits"].items():
             for key in ("rows", "hours", "examples"):
                 splits[split][key] += v[key]
@@ -293,6 +308,10 @@ def format_plan(p: dict) -> str:
             epochs = s.get("epochs_at_max_steps")
             per_split = ", ".join(f"{k} {v['rows']:,} / {v['hours']:.2f} h" for k, v in s.get("splits", {}).items()) or "not readable here"
             lines.append(f"  {s['name']:<16}{s['weight']:>8g}{s['share']:>8.1%}{'-' if epochs is None else f'{epochs:.2f}':>9}  {per_split}")
+            if "exclusion" in s:
+                b, a = s["exclusion"]["before"], s["exclusion"]["after"]
+                lines.append(f"  {'':<16}exclude {', '.join(s['exclusion']['exclude'])}: {b['rows']:,} rows / {b['hours']:.2f} h "
+                             f"-> {a['rows']:,} rows / {a['hours']:.2f} h")
         lines.append(f"  tokens per optimizer step: {p['tokens_per_step']:,}; steps per epoch: {p['steps_per_epoch']:,}")
     lines += [f"  warning: {w}" for w in p["warnings"]]
     return "\n".join(lines)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from filtering.dedup.exclude import excluded_ids
 from tokenization import storage
 from training import checkpointing as ckpt
 from training.data.sources import make_source
@@ -179,7 +180,9 @@ class StageRecipe:
     def _source(self, path: str, split: str):
         """The stage's reader over one split of one source."""
         d = self.cfg.data
-        return make_source(self.cfg.stage, path, max_frames=d.max_frames, max_audio_s=d.max_audio_s, split=split)
+        src = next((s for s in self.sources if s.path == path), None)
+        exclude = excluded_ids(src.excludes(), path) if src is not None and src.excludes() else frozenset()
+        return make_source(self.cfg.stage, path, max_frames=d.max_frames, max_audio_s=d.max_audio_s, split=split, exclude=exclude)
 
     def _train_stream(self) -> MixtureStream:
         """This rank's batches: one `BatchStream` per source, interleaved by weight (one source: just its stream).

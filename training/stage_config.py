@@ -43,6 +43,10 @@ class SourceConfig:
     path: str = ""  # folder (local or s3://) of Parquet shards, or one .parquet file
     weight: float = 1.0  # relative share of micro-batches drawn from this source
     name: str = ""  # metric suffix (`rows/<name>`, `val_loss/<name>`); default: from the path (`source_name`)
+    exclude: str | list[str] = ""  # dedup folder(s) (`pipelines.dedup --output`): their dropped rows are not loaded
+
+    def excludes(self) -> list[str]:
+        return [self.exclude] if isinstance(self.exclude, str) and self.exclude else list(self.exclude or [])
 
 
 def source_name(path: str) -> str:
@@ -72,7 +76,7 @@ class DataConfig:
     def mixture(self) -> list[SourceConfig]:
         """The sources this stage reads: `sources`, or `path` as the one source (weight 1), names filled in."""
         given = self.sources or [SourceConfig(self.path)]
-        return [SourceConfig(s.path, s.weight, s.name or source_name(s.path)) for s in given]
+        return [dataclasses.replace(s, name=s.name or source_name(s.path)) for s in given]
 
 
 @dataclass
@@ -230,6 +234,12 @@ class StageConfig:
                 raise config_error(self.source, f"{key}.name", f"{src.name!r} is also data.sources[{seen[src.name]}]'s name "
                                                                "(defaults come from the folder): give each source its own name")
             seen[src.name] = i
+            for folder in src.excludes():
+                from filtering.dedup.exclude import has_decisions  # only configs that exclude import dedup
+
+                if not has_decisions(folder):
+                    raise config_error(self.source, f"{key}.exclude", f"{folder}: no dedup decisions there "
+                                                                      f"(run python -m pipelines.dedup --output {folder} first)")
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "") -> "StageConfig":

@@ -126,7 +126,8 @@ def run_dedup(inputs: list[str], output: str, evals: list[str], settings: DedupS
     found = map_fn(part_pairs, [(part_units, p, opts.parts) for p in range(opts.parts)], "pairs") if fresh else []
     new = unique_pairs(pa.concat_tables([PAIRS_SCHEMA.empty_table(), *found]))
     nodes = _fetch(units, output, [stored, new], map_fn, opts.tasks)
-    pairs = pa.concat_tables([stored, _verified(new, nodes, settings.near_jaccard)])
+    verified = _verified(new, nodes, settings.near_jaccard)
+    pairs = pa.concat_tables([stored, verified])
     _store_pairs(output, units, pairs)
 
     decisions = decide(pairs, nodes, opts.keep, opts.text_dups)
@@ -137,7 +138,7 @@ def run_dedup(inputs: list[str], output: str, evals: list[str], settings: DedupS
             storage.remove_if_exists(f)
     rows = sum(progress.reports[u.key].rows for u in units if u.fmt == INPUT)
     eval_rows = sum(progress.reports[u.key].rows for u in units if u.fmt == EVAL)
-    summary = {"output": output, "run_id": run_id, **summarize(decisions, rows, eval_rows), "pairs_new": new.num_rows,
+    summary = {"output": output, "run_id": run_id, **summarize(decisions, rows, eval_rows), "candidates_new": new.num_rows, "pairs_new": verified.num_rows,
                "units_indexed": len(todo), **plan.counts(), "keep": opts.keep, "text_dups": opts.text_dups,
                "inputs": [folder_name(f) for f in inputs], "against": [folder_name(f) for f in evals]}
     storage.write_bytes_atomic(storage.join(output, SUMMARY), json.dumps(summary, indent=2, sort_keys=True).encode())

@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from typing import Iterator
 
-import pyarrow.compute as pc
-
 from tokenization import storage
 from tokenization.audio import WHISPER_SAMPLE_RATE, decode_audio, resample
 from tokenization.dialogue_schema import ASSISTANT, DIALOGUE, ID_COLUMN, TTS, USER, DialogueRow, DialogueTurn, file_row_kind
@@ -32,27 +30,27 @@ class Source:
     """
 
     columns: list[str] | None = None
+    id_column = ID_COLUMN[TTS]
 
-    def __init__(self, uri: str, split: str | None = TRAIN):
+    def __init__(self, uri: str, split: str | None = TRAIN, exclude: frozenset[str] = frozenset()):
         self.uri, self.split = uri, split  # split None: every row
+        self.exclude = exclude  # ids a dedup folder drops (`data.sources[].exclude`): never loaded
         self.units = list_row_groups(uri, split)
 
     def read(self, group: RowGroup, rows: list[int] | None) -> list[dict]:
         """The rows of one row group (or the given ones) that belong to this source's split."""
-        if not group.has_split or self.split is None:
-            return read_row_group(group, self.columns, rows).to_pylist()
-        columns = None if self.columns is None else [*self.columns, "split"]
-        table = read_row_group(group, columns, rows)
-        return table.filter(pc.equal(table.column("split"), self.split)).to_pylist()
+        return [row for _, row in self.read_indexed(group, rows)]
 
     def read_indexed(self, group: RowGroup, rows: list[int] | None) -> list[tuple[int, dict]]:
-        """Like `read`, each row with its index in the row group (how a checkpoint names a row)."""
+        """The rows of one row group (or the given ones) that belong to this source's split and are not excluded,
+        each with its index in the row group (how a checkpoint names a row)."""
         index = list(range(group.num_rows)) if rows is None else list(rows)
-        if not group.has_split or self.split is None:
-            return list(zip(index, read_row_group(group, self.columns, rows).to_pylist()))
-        table = read_row_group(group, None if self.columns is None else [*self.columns, "split"], rows)
-        keep = table.column("split").to_pylist()
-        return [(i, row) for i, row, split in zip(index, table.to_pylist(), keep) if split == self.split]
+        split = group.has_split and self.split is not None
+        table = read_row_group(group, None if self.columns is None else [*self.columns, *(["split"] if split else [])], rows)
+        splits = table.column("split").to_pylist() if split else [self.split] * table.num_rows
+        ids = table.column(self.id_column).to_pylist() if self.exclude else [None] * table.num_rows
+        return [(i, row) for i, row, s, rid in zip(index, table.to_pylist(), splits, ids)
+                if s == self.split and rid not in self.exclude]
 
     def examples(self, row: dict) -> Iterator[dict]:
         raise NotImplementedError
@@ -68,8 +66,8 @@ class TokenShardSource(Source):
     # every column a token row must have (`split` is added per file; `meta` is absent from older shards)
     columns = [f.name for f in fields(TokenRow) if f.default is MISSING]
 
-    def __init__(self, uri: str, max_frames: int = 0, split: str | None = TRAIN):
-        super().__init__(uri, split)
+    def __init__(self, uri: str, max_frames: int = 0, split: str | None = TRAIN, exclude: frozenset[str] = frozenset()):
+        super().__init__(uri, split, exclude)
         self.max_frames = max_frames
 
     def examples(self, row: dict) -> Iterator[dict]:
@@ -99,9 +97,11 @@ class DialogueSource(Source):
     """
 
     columns = [ID_COLUMN[DIALOGUE], "turns"]
+    id_column = ID_COLUMN[DIALOGUE]
 
-    def __init__(self, uri: str, with_codes: bool, max_audio_s: float = 0.0, max_frames: int = 0, split: str | None = TRAIN):
-        super().__init__(uri, split)
+    def __init__(self, uri: str, with_codes: bool, max_audio_s: float = 0.0, max_frames: int = 0, split: str | None = TRAIN,
+                 exclude: frozenset[str] = frozenset()):
+        super().__init__(uri, split, exclude)
         self.with_codes = with_codes
         self.max_audio_s = max_audio_s
         self.max_frames = max_frames
@@ -130,12 +130,15 @@ class DialogueSource(Source):
         return len(example["user_audio"]) // SAMPLES_PER_FRAME + example.get("n_frames", 0)
 
 
-def make_source(stage: int, uri: str, max_frames: int = 0, max_audio_s: float = 0.0, split: str = TRAIN) -> Source:
-    """The Source a stage reads: 1 -> token shards, 2 -> speech->text pairs, 3 -> dialogue pairs with codes."""
+def make_source(stage: int, uri: str, max_frames: int = 0, max_audio_s: float = 0.0, split: str = TRAIN,
+                exclude: frozenset[str] = frozenset()) -> Source:
+    """The Source a stage reads: 1 -> token shards, 2 -> speech->text pairs, 3 -> dialogue pairs with codes;
+    rows whose id is in `exclude` are skipped."""
     if stage == 1:
-        return TokenShardSource(uri, max_frames=max_frames, split=split)
+        return TokenShardSource(uri, max_frames=max_frames, split=split, exclude=exclude)
     if stage in (2, 3):
-        return DialogueSource(uri, with_codes=stage == 3, max_audio_s=max_audio_s, max_frames=max_frames, split=split)
+        return DialogueSource(uri, with_codes=stage == 3, max_audio_s=max_audio_s, max_frames=max_frames, split=split,
+                              exclude=exclude)
     raise ValueError(f"stage must be 1, 2 or 3, not {stage}")
 
 
