@@ -21,8 +21,8 @@ from collections import defaultdict
 import pyarrow.parquet as pq
 import torch
 
-from filtering.dedup.exclude import excluded_ids
 from tokenization import storage
+from tokenization.dedup_schema import excluded_ids
 from tokenization.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, DialogueTurn, row_kind
 from training.data.sources import check_sources, shard_facts, speech_pair
 from training.data.row_groups import parquet_files

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from filtering.dedup.exclude import excluded_ids
 from tokenization import storage
+from tokenization.dedup_schema import excluded_ids
 from training import checkpointing as ckpt
 from training.data.sources import make_source
 from training.data.stream import BatchStream, MixtureStream, Prefetcher, fixed_batches

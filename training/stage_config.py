@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from tokenization import storage
+from tokenization.dedup_schema import has_decisions
 from tokenization.schema import KEPT, SHARDS
 from tokenization.strict_config import ConfigError, config_error, load_dataclass
 from training.model.config import VocalNetConfig
@@ -235,8 +236,6 @@ class StageConfig:
                                                                "(defaults come from the folder): give each source its own name")
             seen[src.name] = i
             for folder in src.excludes():
-                from filtering.dedup.exclude import has_decisions  # only configs that exclude import dedup
-
                 if not has_decisions(folder):
                     raise config_error(self.source, f"{key}.exclude", f"{folder}: no dedup decisions there "
                                                                       f"(run python -m pipelines.dedup --output {folder} first)")

@@ -5,7 +5,7 @@
     decide.py    edges -> connected components -> `decisions/*.parquet` rows and `_summary.json`
     job.py       the driver sequence (plan, index, match, verify, decide) over a `map` function that `pipelines/dedup.py`
                  backs with Ray tasks and tests with a plain loop
-    exclude.py   the rows a dedup folder drops (`keep` false), for training's `data.sources[].exclude`
 
-Method and file layout: docs/dedup.md.
+The decisions table and the rows it drops from a source (training's `data.sources[].exclude`) are the
+ground floor's contract: `tokenization/dedup_schema.py`. Method and file layout: docs/dedup.md.
 """

@@ -17,14 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from filtering.dedup.match import EVAL_AUDIO, EVAL_TEXT, EXACT, NEAR, TEXT
+from tokenization.dedup_schema import DECISIONS_SCHEMA, EVAL_OVERLAP, EXACT_AUDIO, NEAR_AUDIO, TEXT_ONLY
 
-EXACT_AUDIO, NEAR_AUDIO, TEXT_ONLY, EVAL_OVERLAP = "exact_audio", "near_audio", "text_only", "eval_overlap"
-REASONS = (EXACT_AUDIO, NEAR_AUDIO, TEXT_ONLY, EVAL_OVERLAP)
-DECISIONS_SCHEMA = pa.schema([
-    ("utt_id", pa.string()), ("folder", pa.string()), ("cluster_id", pa.int64()), ("cluster_size", pa.int32()),
-    ("keep", pa.bool_()), ("reason", pa.string()), ("score", pa.float64()), ("matched_utt_id", pa.string()),
-    ("matched_folder", pa.string()), ("duration_s", pa.float64()), ("file", pa.string()), ("row", pa.int32()),
-])
 
 
 @dataclass

@@ -3,7 +3,7 @@ the shard.
 
 Per row: `row` (its position in the file), `utt_id`, `duration_s`, the quality facts `--keep best` ranks by
 (`dnsmos_ovrl`, `wer`), the exact keys (`sha_key`: the decoded samples' sha1, `codes_key`: the codes' hash),
-`text_key` (the normalized transcript's hash), `grams` (its word n-gram hashes, for `--against`), `fp` (the
+`text_key` (the transcript's hash, `words`), `grams` (its word n-gram hashes, for `--against`), `fp` (the
 landmark fingerprint, `tokenization.fingerprint`) and `bands` (LSH band keys of the fingerprint's MinHash).
 Token shards carry `audio_fp` (written by tokenize and filter); dialogue shards carry their turns' FLAC, which
 is fingerprinted here.
@@ -12,6 +12,8 @@ is fingerprinted here.
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 import zlib
 from dataclasses import asdict, dataclass
 
@@ -19,7 +21,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from filtering.normalize import normalize
 from tokenization import storage
 from tokenization.dialogue_schema import flac_to_pcm
 from tokenization.errors import UserError
@@ -61,7 +62,7 @@ def index_table(uri: str, settings: DedupSettings) -> pa.Table:
     if "audio_fp" not in names:
         raise UserError(f"{uri}: written before token schema 4 (no audio_fp column); rerun pipelines.tokenize "
                         "(or pipelines.filter) into a new --output, or with --overwrite, then dedup it")
-    cols = ["utt_id", "text", "language", "duration_s", "codes", "audio_sha1", "audio_fp"]
+    cols = ["utt_id", "text", "duration_s", "codes", "audio_sha1", "audio_fp"]
     cols += [c for c in ("dnsmos_ovrl", "wer") if c in names]
     with storage.open_input(uri) as f:
         t = pq.read_table(f, columns=cols)
@@ -69,7 +70,7 @@ def index_table(uri: str, settings: DedupSettings) -> pa.Table:
     fp = t.column("audio_fp").combine_chunks()
     if fp.null_count:
         fp = pa.array([v if v is not None else [] for v in fp.to_pylist()], pa.list_(pa.uint32()))
-    texts = [normalize(x or "", lang or "") for x, lang in zip(t.column("text").to_pylist(), t.column("language").to_pylist())]
+    texts = [words(x) for x in t.column("text").to_pylist()]
     codes = t.column("codes").combine_chunks()
     return _table(settings, t.column("utt_id"), t.column("duration_s"), _opt(t, "dnsmos_ovrl", n), _opt(t, "wer", n),
                   [_hex_key(s) for s in t.column("audio_sha1").to_pylist()], [_codes_key(codes, i) for i in range(n)], texts, fp)
@@ -78,13 +79,13 @@ def index_table(uri: str, settings: DedupSettings) -> pa.Table:
 def _dialogue_index(uri: str, settings: DedupSettings) -> pa.Table:
     """Dialogue rows: one index row per dialogue; its fingerprint is the union of its turns'."""
     with storage.open_input(uri) as f:
-        t = pq.read_table(f, columns=["dialogue_id", "language", "turns", "audio_sha1", "wer"])
+        t = pq.read_table(f, columns=["dialogue_id", "turns", "audio_sha1", "wer"])
     ids, sha, fps, texts, seconds, dnsmos, codes = [], [], [], [], [], [], []
-    for rid, lang, turns, s in zip(*(t.column(c).to_pylist() for c in ("dialogue_id", "language", "turns", "audio_sha1"))):
+    for rid, turns, s in zip(*(t.column(c).to_pylist() for c in ("dialogue_id", "turns", "audio_sha1"))):
         ids.append(rid)
         sha.append(_hex_key(s))
         fps.append(np.unique(np.concatenate([fingerprint(*flac_to_pcm(x["audio_flac"])) for x in turns] or [np.zeros(0, np.uint32)])))
-        texts.append(normalize(" ".join(x["text"] or "" for x in turns), lang or ""))
+        texts.append(words(" ".join(x["text"] or "" for x in turns)))
         seconds.append(sum(float(x["duration_s"] or 0) for x in turns))
         q = [x["dnsmos_ovrl"] for x in turns if x.get("dnsmos_ovrl") is not None]
         dnsmos.append(float(np.mean(q)) if q else None)
@@ -94,14 +95,14 @@ def _dialogue_index(uri: str, settings: DedupSettings) -> pa.Table:
                   t.column("wer"), sha, codes, texts, fp)
 
 
-def _table(settings: DedupSettings, ids, seconds, dnsmos, wer, sha: list[int], codes: list[int], texts: list[str],
+def _table(settings: DedupSettings, ids, seconds, dnsmos, wer, sha: list[int], codes: list[int], texts: list[list[str]],
            fp: pa.ListArray) -> pa.Table:
     n = len(texts)
     cols = {
         "row": pa.array(np.arange(n, dtype=np.int32)), "utt_id": ids, "duration_s": seconds, "dnsmos_ovrl": dnsmos,
         "wer": wer, "sha_key": pa.array(sha, pa.uint64()), "codes_key": pa.array(codes, pa.uint64()),
-        "text_key": pa.array([_digest(x.encode()) if x else 0 for x in texts], pa.uint64()),
-        "grams": pa.array([word_grams(x, settings.ngram) for x in texts], pa.list_(pa.uint64())),
+        "text_key": pa.array([_digest(" ".join(x).encode()) if x else 0 for x in texts], pa.uint64()),
+        "grams": word_grams(texts, settings.ngram),
         "fp": fp, "bands": band_keys(fp, settings.bands, settings.rows_per_band),
     }
     return pa.Table.from_pydict({k: _cast(v, INDEX_SCHEMA.field(k).type) for k, v in cols.items()}, schema=INDEX_SCHEMA)
@@ -133,24 +134,48 @@ def _codes_key(codes: pa.ListArray, i: int) -> int:
     return _digest(cell.values.flatten().to_numpy(zero_copy_only=False).tobytes())
 
 
-# --- word n-grams -----------------------------------------------------------------------------------------
+# --- transcripts: words, text keys, word n-grams ---------------------------------------------------------
 
-_GRAM_MUL = np.uint64(0x9E3779B97F4A7C15)
+_NON_WORD = re.compile(r"[\W_]+")
+_GRAM_MUL = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible mod 2^64
 
 
-def word_grams(text: str, n: int) -> list[int]:
-    """64-bit hashes of the normalized text's word n-grams; a text of fewer than n words is one gram of all its
-    words (so it matches only an equal text). Empty text: none."""
-    words = text.split()
-    if not words:
-        return []
-    w = np.array([zlib.crc32(x.encode()) for x in words], np.uint64) + np.uint64(1)
-    k = min(n, len(w))
-    powers = _GRAM_MUL ** np.arange(k, dtype=np.uint64)  # wraps mod 2^64, as intended
+def words(text: str) -> list[str]:
+    """A transcript as dedup compares it: NFKC, lower case, every run of non-word characters a space (as GPT-3's
+    decontamination; Whisper's English normalizer costs 50x more per row and changes nothing a match needs)."""
+    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text or "").lower()).split()
+
+
+def word_grams(texts: list[list[str]], n: int) -> pa.ListArray:
+    """Per text, 64-bit hashes of its word n-grams; a text of fewer than n words is one gram of all its words
+    (so it matches only an equal text); none for an empty text. Vectorized over all texts: a window's hash is a
+    difference of prefix sums of word hashes times powers of an odd multiplier, mod 2^64."""
+    lengths = np.array([len(t) for t in texts], np.int64)
+    flat = np.array([zlib.crc32(w.encode()) for t in texts for w in t], np.uint64) + np.uint64(1)
+    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+    k = np.minimum(lengths, n)
+    per = np.where(lengths == 0, 0, lengths - k + 1)  # windows per text
+    offsets = np.concatenate([[0], np.cumsum(per)]).astype(np.int32)
+    if not flat.size:
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array([], pa.uint64()))
     with np.errstate(over="ignore"):
-        windows = np.lib.stride_tricks.sliding_window_view(w, k)
-        g = (windows * powers).sum(axis=1, dtype=np.uint64) + np.uint64(k)  # k: a short text's length tags its gram
-    return np.unique(_mix64(g)).tolist()
+        powers = np.cumprod(np.concatenate([[np.uint64(1)], np.full(len(flat), _GRAM_MUL)]), dtype=np.uint64)
+        inv = np.cumprod(np.concatenate([[np.uint64(1)], np.full(len(flat), _inverse(_GRAM_MUL))]), dtype=np.uint64)
+        prefix = np.concatenate([[np.uint64(0)], np.cumsum(flat * powers[:-1], dtype=np.uint64)])
+        text_of = np.repeat(np.arange(len(texts)), per)
+        first = starts[text_of] + (np.arange(offsets[-1]) - offsets[:-1][text_of])  # each window's first word
+        last = first + k[text_of]
+        g = (prefix[last] - prefix[first]) * inv[first] + k[text_of].astype(np.uint64)  # k tags a short text's gram
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(_mix64(g), pa.uint64()))
+
+
+def _inverse(a: np.uint64) -> np.uint64:
+    """a^-1 mod 2^64 for odd a (Newton's iteration doubles the correct bits each step)."""
+    x = a
+    with np.errstate(over="ignore"):
+        for _ in range(6):
+            x = x * (np.uint64(2) - a * x)
+    return x
 
 
 # --- MinHash LSH ------------------------------------------------------------------------------------------

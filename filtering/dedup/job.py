@@ -13,7 +13,6 @@ The driver holds the unit listing, the pairs and the paired rows: never every ro
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -26,6 +25,7 @@ from filtering.dedup.decide import Node, decide, decisions_table, summarize
 from filtering.dedup.index import DedupSettings, index_table
 from filtering.dedup.match import EVAL_AUDIO, EXACT, NEAR, PAIRS_SCHEMA, PartUnit, fetch_rows, part_pairs, unique_pairs, unit_of
 from tokenization import storage
+from tokenization.dedup_schema import DECISIONS, SUMMARY, folder_name
 from tokenization.dialogue_schema import TOKENIZE, detect_kind
 from tokenization.engine.output_folder import (PROGRESS, Progress, UnitReport, compute_run_id, prepare_output, shard_name,
                                                sync_output, write_unit_report)
@@ -35,8 +35,7 @@ from tokenization.paths import list_input_files
 from tokenization.schema import KEPT, SHARDS, sha1_hex, table_to_parquet_bytes
 from tokenization.units import Unit
 
-INDEX, DECISIONS = "index", "decisions"  # DEDUP/index/shard-KEY-000.parquet, DEDUP/decisions/*.parquet
-PAIRS, SUMMARY = "_pairs.parquet", "_summary.json"
+INDEX, PAIRS = "index", "_pairs.parquet"  # DEDUP/index/shard-KEY-000.parquet; the verified pairs
 INPUT, EVAL = "dedup-input", "dedup-eval"  # a unit's role (its `fmt`)
 FINGERPRINT_VERSION = "landmarks-1"  # `tokenization.fingerprint`'s method: another one is another index
 
@@ -53,11 +52,6 @@ class DedupOptions:
     text_dups: str = "report"  # report | drop
     parts: int = 8  # hash parts of the pair search (a task each)
     tasks: int = 64  # index and fetch tasks, at most
-
-
-def folder_name(folder: str) -> str:
-    """The folder as decisions name it: an absolute local path or the s3:// URI, without a trailing slash."""
-    return folder.rstrip("/") if "://" in folder else os.path.abspath(folder)
 
 
 def list_units(inputs: list[str], evals: list[str]) -> list[Unit]:

@@ -13,18 +13,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from filtering.dedup.decide import DECISIONS_SCHEMA, Node, decide
-from filtering.dedup.exclude import excluded_ids
+from filtering.dedup.decide import Node, decide
 from filtering.dedup.index import DedupSettings
-from filtering.dedup.job import DECISIONS, PAIRS, DedupOptions, folder_name, run_dedup
+from filtering.dedup.job import PAIRS, DedupOptions, run_dedup
 from filtering.dedup.match import EVAL_TEXT, NEAR, PAIRS_SCHEMA, TEXT
 from filtering.dedup.sample import TRANSFORMS, make_dedup_sample
 from tests.jobs import run_module
+from tokenization.dedup_schema import DECISIONS, DECISIONS_SCHEMA, excluded_ids, folder_name
 from tokenization.errors import UserError
 from tokenization.readers.registry import list_units
 from tokenization.units import ReaderOptions
 
-N, N_LONG = 3, 1  # base sentences (each planted as every transform), long texts shared with eval
+N, N_LONG = 2, 1  # base sentences (each planted as every transform), long texts shared with eval
 AGREED = ["utt_id", "folder", "cluster_id", "cluster_size", "keep", "reason", "score", "matched_utt_id", "matched_folder"]
 
 
