@@ -18,7 +18,7 @@ deduplicated (`filtering.dedup.job.run_dedup`, the job's driver sequence, in thi
 - jaccard_copies_min, jaccard_negatives_max: the fingerprint Jaccard margin around `near_jaccard`
 
 Scale: `--scale-n` N and 10·N rows of distinct synthetic clips (token shards of random fingerprints, codes
-and texts; 3 % planted copies that keep 70 % of their original's fingerprint), deduplicated by
+and texts; 3 % planted copies that keep 80 % of their original's fingerprint), deduplicated by
 `pipelines.dedup` as users run it (a subprocess with its own embedded Ray); synthetic because fingerprinting
 a million real clips is the tokenize job's cost, not dedup's.
 
@@ -30,6 +30,7 @@ a million real clips is the tokenize job's cost, not dedup's.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -140,8 +141,8 @@ WORDS = np.array([f"w{i}" for i in range(5000)])
 
 
 def synthetic_folder(folder: Path, n: int, seed: int) -> int:
-    """N distinct synthetic token rows (3 % planted copies of an earlier row: 70 % of its fingerprint kept,
-    another sha1, codes and text); returns the number planted."""
+    """N distinct synthetic token rows (3 % planted copies of an earlier row: 80 % of its fingerprint kept,
+    Jaccard about 0.67 as real copies; another sha1, codes and text); returns the number planted."""
     rng = np.random.default_rng(seed)
     (folder / SHARDS).mkdir(parents=True, exist_ok=True)
     planted = 0
@@ -151,13 +152,14 @@ def synthetic_folder(folder: Path, n: int, seed: int) -> int:
         copy = rng.random(m) < PLANT
         copy[0] = False
         src = (rng.random(m) * np.arange(m)).astype(int)
-        keep = rng.random((m, FP_LEN)) < 0.7
+        keep = rng.random((m, FP_LEN)) < 0.8
         fps[copy] = np.where(keep[copy], fps[src[copy]], fps[copy])
         planted += int(copy.sum())
         codes = rng.integers(0, 2048, (m, FRAMES, 8), dtype=np.uint16)
         words = WORDS[rng.integers(0, len(WORDS), (m, 8))]
+        sha = [hashlib.sha1(rng.bytes(16)).hexdigest() for _ in range(m)]  # distinct decoded audio
         rows = [TokenRow(f"s{seed}_{start + i}", "synthetic", f"spk{i % 97}", "en", " ".join(words[i]), FRAMES / 12.5, FRAMES,
-                         codes[i], f"{rng.integers(1, 2**62):040x}", "bench", "train", None, np.unique(fps[i]))
+                         codes[i], sha[i], "bench", "train", None, np.unique(fps[i]))
                 for i in range(m)]
         (folder / SHARDS / f"shard-{start // FILE_ROWS:05d}.parquet").write_bytes(table_to_parquet_bytes(rows_to_table(rows)))
     (folder / "_manifest.json").write_text("{}")

@@ -15,11 +15,12 @@ import json
 import sys
 import time
 
+from filtering.dedup.index import DedupSettings
+from filtering.dedup.job import DedupOptions, run_dedup
 from pipelines.args import add_ray_args, check_positive
 from pipelines.cli import require_writable_folder, run
 from pipelines.logs import setup_logging
-from filtering.dedup.index import DedupSettings
-from filtering.dedup.job import DedupOptions, run_dedup
+from tokenization.dialogue_schema import detect_kind
 
 _DEFAULTS = DedupSettings()
 
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     check_positive(args, "near_jaccard", "ngram", "parts")
     require_writable_folder("--output", args.output)
+    for folder in args.input + args.against:
+        detect_kind(folder)  # not a tokenize or filter output: one line, before Ray starts
     from pipelines.ray_setup import init_ray
 
     init_ray(args.num_cpus)
