@@ -114,7 +114,7 @@ def run_dedup(inputs: list[str], output: str, evals: list[str], settings: DedupS
     map_fn(index_units, [(g, output, settings) for g in groups], "index")
     progress.reload(todo)
 
-    stored, compared = _stored_pairs(output, units, progress)
+    stored, compared = _stored_pairs(output, units, {u.key for u in todo})
     fresh = {u.key for u in units} - compared
     part_units = [PartUnit(i, index_uri(output, u.key), u.fmt == EVAL, u.key in fresh) for i, u in enumerate(units)]
     found = map_fn(part_pairs, [(part_units, p, opts.parts) for p in range(opts.parts)], "pairs") if fresh else []
@@ -144,17 +144,17 @@ def _groups(items: list, n: int) -> list[list]:
     return [items[i:i + per] for i in range(0, len(items), per)]
 
 
-def _stored_pairs(output: str, units: list[Unit], progress: Progress) -> tuple[pa.Table, set[str]]:
-    """The previous run's pairs between units still listed unchanged (unit keys -> this listing's nodes), and
-    the unit keys they cover."""
+def _stored_pairs(output: str, units: list[Unit], indexed: set[str]) -> tuple[pa.Table, set[str]]:
+    """The stored pairs between units compared before and not indexed again by this run (new or changed: their
+    rows are compared afresh), as this listing's nodes; and the unit keys they cover. Units that are no longer
+    listed drop out."""
     path = storage.join(output, PAIRS)
     if not storage.exists(path):
         return PAIRS_SCHEMA.empty_table(), set()
     with storage.open_input(path) as f:
         t = pq.read_table(f)
     covered = set(json.loads(t.schema.metadata[b"units"]))
-    reported = progress.reports  # changed units were retired: their reports are gone until indexed again
-    live = {u.key: i for i, u in enumerate(units) if u.key in covered and u.key in reported}
+    live = {u.key: i for i, u in enumerate(units) if u.key in covered and u.key not in indexed}
     ok = [x in live and y in live for x, y in zip(t.column("a_unit").to_pylist(), t.column("b_unit").to_pylist())]
     t = t.filter(pa.array(ok, pa.bool_()))
     a = np.array([live[k] for k in t.column("a_unit").to_pylist()], np.int64) << 32 | t.column("a_row").to_numpy().astype(np.int64)

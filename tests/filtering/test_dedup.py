@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -112,16 +113,22 @@ def test_rerun_compares_nothing_new_and_text_dups_drop(planted, deduped, tmp_pat
 
 
 def test_incremental_runs_compare_only_new_units_and_equal_a_fresh_run(planted, tmp_path):
+    copies = str(shutil.copytree(planted["copies"], tmp_path / "copies"))  # this test touches its files
     inc, fresh = str(tmp_path / "inc"), str(tmp_path / "fresh")
-    first = run_dedup([planted["copies"]], inc, [], DedupSettings(), DedupOptions())
+    first = run_dedup([copies], inc, [], DedupSettings(), DedupOptions())
     pairs_before = pq.read_table(Path(inc, PAIRS)).num_rows
-    grown = run_dedup([planted["copies"], planted["base"]], inc, [], DedupSettings(), DedupOptions())
+    grown = run_dedup([copies, planted["base"]], inc, [], DedupSettings(), DedupOptions())
     assert grown["units_unchanged"] == first["units_new"] and grown["units_new"] == grown["units_indexed"] > 0
     pairs = pq.read_table(Path(inc, PAIRS))
     assert pairs_before > 0 and grown["pairs_new"] == pairs.num_rows - pairs_before  # copies x copies pairs came from the store
-    run_dedup([planted["copies"], planted["base"]], fresh, [], DedupSettings(), DedupOptions())
+    run_dedup([copies, planted["base"]], fresh, [], DedupSettings(), DedupOptions())
     assert _decisions(inc) == _decisions(fresh)
-    shrunk = run_dedup([planted["copies"]], inc, [], DedupSettings(), DedupOptions())
+    shard = sorted(Path(copies, "shards").glob("*.parquet"))[0]
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))  # a changed file: indexed and compared again
+    changed = run_dedup([copies, planted["base"]], inc, [], DedupSettings(), DedupOptions())
+    assert (changed["units_changed"], changed["units_indexed"]) == (1, 1) and 0 < changed["pairs_new"] < pairs.num_rows
+    assert _decisions(inc) == _decisions(fresh) and pq.read_table(Path(inc, PAIRS)).num_rows == pairs.num_rows
+    shrunk = run_dedup([copies], inc, [], DedupSettings(), DedupOptions())
     assert shrunk["units_removed"] == grown["units_new"] and shrunk["pairs_new"] == 0
     assert not any(r["folder"] == folder_name(planted["base"]) for r in _decisions(inc).values())
 
