@@ -35,6 +35,7 @@ from tokenization.dialogue_schema import (ASSISTANT, DIALOGUE, TTS, DialogueRow,
                                           flac_to_pcm, pcm_to_flac)
 from tokenization.engine.jobs import Item, JobSpec, Step
 from tokenization.engine.output_folder import shard_unit
+from tokenization.fingerprint import fingerprint
 from tokenization.schema import KEPT, N_CODEBOOKS, REJECTS, rows_to_table, sha1_hex
 from tokenization.splits import SplitConfig, assign_split
 from tokenization.readers.dialogue import read_dialogue_unit
@@ -136,6 +137,8 @@ def load_tts_item(item: Item, max_seconds: float | None = None) -> None:
     item.file = ref.name
     item.audio = read_ref(ref, max_seconds)
     item.row = ScoredTTSRow.from_dict(item.row)
+    if item.row.audio_fp is None:  # token shards before schema 4: the fingerprint dedup reads, from the audio held here
+        item.row.audio_fp = fingerprint(*item.audio)
 
 
 def scored_clips(items: list[Item], rules: Rules) -> list[tuple[Item, object, str, str, np.ndarray]]:

@@ -20,7 +20,7 @@ from pipelines.args import (add_codec_args, add_io_args, add_ray_args, add_reade
 from pipelines.cli import require_writable_folder, run
 from pipelines.logs import setup_logging
 from tokenization.codec_factory import load_codec
-from tokenization.schema import SHARDS, file_metadata
+from tokenization.schema import SCHEMA_VERSION, SHARDS, file_metadata
 from tokenization.tokenize_job import tokenize_job
 
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     codec = load_codec(args.codec, n_codebooks=args.n_codebooks)  # validates the spec before any work
     config = {
         "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
-        "max_duration": args.max_duration, "format": args.format, "reader": opts.to_dict(), "split": split.to_dict(),
+        "max_duration": args.max_duration, "schema_version": SCHEMA_VERSION, "format": args.format, "reader": opts.to_dict(), "split": split.to_dict(),
     }
     from pipelines.sharded_ray import run_sharded_job  # imports Ray: not before the checks above
 

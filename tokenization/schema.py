@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from tokenization.codec import CodecInfo
 
-SCHEMA_VERSION = "3"  # 2: `split` column (tokenization.splits); 3: `meta` column (nullable JSON string)
+SCHEMA_VERSION = "4"  # 2: `split` column (tokenization.splits); 3: `meta` column (nullable JSON string); 4: `audio_fp`
 N_CODEBOOKS = 8
 PARQUET_COMPRESSION = "zstd"
 CODEBOOK_SIZE = 2048  # Mimi's; with FRAME_RATE, what `ShardCodec` assumes for a file whose metadata names none
@@ -78,6 +78,9 @@ class TokenRow:
     # the source sample's other metadata as JSON (`meta_json`, e.g. Emilia `dnsmos`); null if none;
     # shards before schema 3 have no column: read as None
     meta: str | None = column(pa.string(), None)
+    # the audio's landmark fingerprint (`tokenization.fingerprint`: sorted uint32 hashes) for `pipelines.dedup`;
+    # shards before schema 4 have no column: dedup asks for a rerun
+    audio_fp: np.ndarray | None = column(pa.list_(pa.uint32()), None)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -20,6 +20,7 @@ from tokenization.audio import read_ref, resample
 from tokenization.codec import SpeechCodec
 from tokenization.codec_factory import load_codec
 from tokenization.engine.jobs import Item, JobSpec, Step
+from tokenization.fingerprint import fingerprint
 from tokenization.schema import N_CODEBOOKS, SHARDS, codes_to_arrow, meta_json, sha1_hex, token_schema
 from tokenization.splits import SplitConfig, assign_split
 from tokenization.readers.registry import read_unit
@@ -43,7 +44,7 @@ def load_utterance(item: Item, target_rate: int, max_seconds: float | None) -> N
     item.audio = wave
     item.row = {"utt_id": utt.utt_id, "source": utt.source, "speaker": utt.speaker, "language": utt.language,
                 "text": utt.text, "audio_sha1": sha1_hex(np.asarray(samples, np.float32).tobytes()),
-                "meta": meta_json(utt.meta)}
+                "meta": meta_json(utt.meta), "audio_fp": fingerprint(samples, rate)}
 
 
 class EncodeStep:

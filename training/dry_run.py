@@ -24,7 +24,7 @@ import torch
 from tokenization import storage
 from tokenization.dialogue_schema import DIALOGUE, ID_COLUMN, TTS, DialogueTurn, row_kind
 from training.data.row_groups import TRAIN, list_row_groups, parquet_files
-from training.data.selection import Selection, filter_columns, hours_cutoff, keep_mask, source_folders
+from training.data.selection import Selection, filter_columns, hours_cutoff, keep_mask, selection_of, source_folders
 from training.data.sources import check_sources, shard_facts, speech_pair
 from training.model.config import VocalNetConfig
 from training.stage_config import StageConfig, resolve_init_model, resolve_tokenizer
@@ -106,12 +106,17 @@ def _leaf(pf: pq.ParquetFile, top: str, name: str) -> str | None:
 
 def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0, selection: Selection = Selection()) -> dict:
     """Rows, hours and stage examples per split of one shard folder, from small columns only (never `codes` or audio);
-    only the rows `selection` picks (`max_wer`: of the filter output's kept/ and rejects/; `hours`: a train subset)."""
+    only the rows `selection` picks (`max_wer`: of the filter output's kept/ and rejects/; `hours`: a train subset).
+
+    Rows whose id is in `selection.exclude` (a dedup folder's drops) are not counted in the splits; `excluded`
+    counts them."""
+    exclude = selection.exclude
     folders = source_folders(path, selection.max_wer)
     files = [f for folder in folders for f in parquet_files(folder)]
     cutoff = (hours_cutoff([g for folder in folders for g in list_row_groups(folder, TRAIN)], ID_COLUMN[TTS], selection.hours)
               if selection.hours else None)
     splits: dict[str, dict] = defaultdict(lambda: {"rows": 0, "hours": 0.0, "examples": 0, "frames": 0})
+    excluded = {"rows": 0, "hours": 0.0}
     texts: list[str] = []
     for path in files:
         with storage.open_input(path) as f:
@@ -125,11 +130,16 @@ def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0, 
                 cols = {k: k for k in ("duration_s", "n_frames", "text") if k in names}
             has_split = "split" in names
             id_column = ID_COLUMN[DIALOGUE if dialogue else TTS]
-            picked = filter_columns(selection.max_wer, cutoff, id_column, has_split)
+            picked = filter_columns(selection.max_wer, cutoff, id_column, has_split, exclude)
             table = pf.read(columns=list(dict.fromkeys([*cols.values(), *(["split"] if has_split else []), *picked])))
-        keep = keep_mask(table, selection.max_wer, cutoff, id_column)
+        keep = keep_mask(table, selection.max_wer, cutoff, id_column)  # before exclusion: `excluded` counts the rest
         rows = [row for row, k in zip(table.to_pylist(), keep) if k]
         for row in rows:
+            if exclude and row[id_column] in exclude:
+                excluded["rows"] += 1
+                excluded["hours"] += (sum(t.get("duration_s") or 0 for t in row["turns"] or []) if dialogue
+                                      else row.get("duration_s") or 0) / 3600
+                continue
             split = (row.get("split") or "train") if has_split else "train"
             s = splits[split]
             s["rows"] += 1
@@ -157,7 +167,7 @@ def scan_data(path: str, stage: int, max_frames: int, max_audio_s: float = 0.0, 
                     texts.append(row["text"])
     out = {k: {"rows": v["rows"], "hours": round(v["hours"], 6), "examples": v["examples"],
                "mean_frames": round(v["frames"] / v["examples"], 2) if v["examples"] else 0.0} for k, v in sorted(splits.items())}
-    return {"files": len(files), "splits": out, "text_sample": texts}
+    return {"files": len(files), "splits": out, "text_sample": texts, "excluded": {**excluded, "hours": round(excluded["hours"], 6)}}
 
 
 def scan_sources(cfg: StageConfig, per_step: int, warnings: list[str]) -> dict | None:
@@ -174,7 +184,7 @@ def scan_sources(cfg: StageConfig, per_step: int, warnings: list[str]) -> dict |
     for s in mixture:
         label = f"data source {s.name} ({s.path})" if cfg.data.sources else f"data.path {s.path}"
         try:
-            scanned[s.name] = scan_data(s.path, cfg.stage, cfg.data.max_frames, cfg.data.max_audio_s, Selection(s.max_wer, s.hours))
+            scanned[s.name] = scan_data(s.path, cfg.stage, cfg.data.max_frames, cfg.data.max_audio_s, selection_of(s))
             facts[s.name] = shard_facts(source_folders(s.path, s.max_wer)[0])
         except Exception as exc:  # noqa: BLE001 - a path only on the cluster, an unreachable s3://: say what is missing
             missing = "its rows, hours and epochs" if cfg.data.sources else "rows, hours, tokens per step and steps per epoch"
@@ -196,6 +206,10 @@ def scan_sources(cfg: StageConfig, per_step: int, warnings: list[str]) -> dict |
         d = scanned[s.name]
         texts += d["text_sample"][:max(1, TEXT_SAMPLE // len(mixture))]
         entry.update(files=d["files"], splits=d["splits"])
+        if s.excludes():  # rows and hours before and after the dedup folders' drops, every split
+            after = {k: round(sum(v[k] for v in d["splits"].values()), 6) for k in ("rows", "hours")}
+            entry["exclusion"] = {"exclude": s.excludes(), "before": {k: round(after[k] + d["excluded"][k], 6) for k in after},
+                                  "after": after}
         for split, v in d["splits"].items():
             for key in ("rows", "hours", "examples"):
                 splits[split][key] += v[key]
@@ -301,6 +315,10 @@ def format_plan(p: dict) -> str:
             epochs = s.get("epochs_at_max_steps")
             per_split = ", ".join(f"{k} {v['rows']:,} / {v['hours']:.2f} h" for k, v in s.get("splits", {}).items()) or "not readable here"
             lines.append(f"  {s['name']:<16}{s['weight']:>8g}{s['share']:>8.1%}{'-' if epochs is None else f'{epochs:.2f}':>9}  {per_split}")
+            if "exclusion" in s:
+                b, a = s["exclusion"]["before"], s["exclusion"]["after"]
+                lines.append(f"  {'':<16}exclude {', '.join(s['exclusion']['exclude'])}: {b['rows']:,} rows / {b['hours']:.2f} h "
+                             f"-> {a['rows']:,} rows / {a['hours']:.2f} h")
         lines.append(f"  tokens per optimizer step: {p['tokens_per_step']:,}; steps per epoch: {p['steps_per_epoch']:,}")
     lines += [f"  warning: {w}" for w in p["warnings"]]
     return "\n".join(lines)

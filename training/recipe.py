@@ -32,7 +32,7 @@ import torch.distributed as dist
 
 from tokenization import storage
 from training import checkpointing as ckpt
-from training.data.selection import Selection
+from training.data.selection import selection_of
 from training.data.sources import make_source
 from training.data.stream import BatchStream, MixtureStream, Prefetcher, fixed_batches
 from training.metrics import MetricsWriter, StepMeter, all_reduce_sum
@@ -181,7 +181,7 @@ class StageRecipe:
         """The stage's reader over one split of one source, its rows selected by `max_wer` / `hours`."""
         d = self.cfg.data
         return make_source(self.cfg.stage, source.path, max_frames=d.max_frames, max_audio_s=d.max_audio_s, split=split,
-                           selection=Selection(source.max_wer, source.hours))
+                           selection=selection_of(source))
 
     def _train_stream(self) -> MixtureStream:
         """This rank's batches: one `BatchStream` per source, interleaved by weight (one source: just its stream).

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from tokenization import storage
+from tokenization.dedup_schema import has_decisions
 from tokenization.schema import KEPT, SHARDS
 from tokenization.strict_config import ConfigError, config_error, load_dataclass
 from training.model.config import VocalNetConfig
@@ -47,6 +48,10 @@ class SourceConfig:
     name: str = ""  # metric suffix (`rows/<name>`, `val_loss/<name>`); default: from the path (`source_name`)
     max_wer: float | None = None  # read the filter output's kept/ + rejects/ rows with wer <= this (.inf: all; training.data.selection)
     hours: float = 0.0  # stage 1: a nested subset of the train rows by id hash, this many hours (0: all)
+    exclude: str | list[str] = ""  # dedup folder(s) (`pipelines.dedup --output`): their dropped rows are not loaded
+
+    def excludes(self) -> list[str]:
+        return [self.exclude] if isinstance(self.exclude, str) and self.exclude else list(self.exclude or [])
 
 
 def source_name(path: str) -> str:
@@ -240,6 +245,10 @@ class StageConfig:
                 raise config_error(self.source, f"{key}.hours", f"{src.hours!r} must be >= 0 (0: every row)")
             if src.hours and self.stage != 1:
                 raise config_error(self.source, f"{key}.hours", "a subset by hours reads token shards' duration_s: stage 1 only")
+            for folder in src.excludes():
+                if not has_decisions(folder):
+                    raise config_error(self.source, f"{key}.exclude", f"{folder}: no dedup decisions there "
+                                                                      f"(run python -m pipelines.dedup --output {folder} first)")
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "") -> "StageConfig":

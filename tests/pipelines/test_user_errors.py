@@ -46,6 +46,8 @@ def _cases(tmp: Path, tts_sample: Path) -> dict[str, tuple[list[str], list[str]]
                                    ["--quality dnsmos,pesq", "'pesq'"]),
         "train zero_stage": (["pipelines.train", "--stage", "1", "--config", STAGE1, "zero_stage=7"], ["zero_stage", STAGE1]),
         "train unknown key": (["pipelines.train", "--stage", "1", "--config", STAGE1, "optim.lrr=1"], ["optim.lrr", STAGE1]),
+        "dedup missing input": (["pipelines.dedup", "--input", str(missing / "run"), "--output", str(tmp / "dd")],
+                                [str(missing / "run"), "not a tokenize or filter output"]),
         "audit missing folder": (["pipelines.audit", str(missing / "run"), "--report", str(tmp / "r")], [str(missing / "run")]),
         "speak missing checkpoint": (["pipelines.speak", "--checkpoint", str(missing / "ck"), "--text", "hi", "--out", str(tmp / "a.wav")],
                                      ["--checkpoint", str(missing / "ck"), "pipelines.train"]),

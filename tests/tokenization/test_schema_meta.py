@@ -29,12 +29,12 @@ def _write(folder, table) -> None:
 
 def test_meta_column_holds_the_utterance_meta_as_json(tmp_path):
     table = rows_to_table(_rows())
-    assert table.schema == token_schema() and SCHEMA_VERSION == "3"
+    assert table.schema == token_schema() and SCHEMA_VERSION == "4"
     metas = table.column("meta").to_pylist()
     assert metas[0] is None and metas[3] is None and json.loads(metas[1]) == {"dnsmos": 3.1, "wav": "u1.mp3"}
     assert metas[1] == '{"dnsmos":3.1,"wav":"u1.mp3"}'  # stable JSON: same row -> same bytes
     _write(tmp_path / "new", table)
-    assert read_file_metadata(str(tmp_path / "new/shards/shard-00000.parquet"))["schema_version"] == "3"
+    assert read_file_metadata(str(tmp_path / "new/shards/shard-00000.parquet"))["schema_version"] == "4"
 
 
 def test_shards_written_before_the_meta_column_still_open(tmp_path):

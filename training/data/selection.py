@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from tokenization import storage
+from tokenization.dedup_schema import excluded_ids
 from tokenization.errors import UserError
 from tokenization.schema import KEPT, REJECTS
 from training.data.row_groups import TRAIN, RowGroup, read_row_group
@@ -40,6 +41,13 @@ class Selection:
 
     max_wer: float | None = None  # read kept/ + rejects/, keep rows with wer <= max_wer (None: the folder as it is)
     hours: float = 0.0  # nested subset of the train rows by id hash (0: every row)
+    exclude: frozenset[str] = frozenset()  # ids a dedup folder drops (`data.sources[].exclude`): never loaded
+
+
+def selection_of(source) -> Selection:
+    """A `data.sources[]` entry's (`SourceConfig`'s) selection; its dedup folders' dropped ids are read here."""
+    dedups = source.excludes()
+    return Selection(source.max_wer, source.hours, excluded_ids(dedups, source.path) if dedups else frozenset())
 
 
 def source_folders(path: str, max_wer: float | None) -> list[str]:
@@ -89,20 +97,27 @@ def hours_cutoff(groups: list[RowGroup], id_column: str, hours: float) -> int | 
     return None
 
 
-def filter_columns(max_wer: float | None, cutoff: int | None, id_column: str, has_split: bool) -> list[str]:
+def filter_columns(max_wer: float | None, cutoff: int | None, id_column: str, has_split: bool,
+                   exclude: frozenset[str] = frozenset()) -> list[str]:
     """The columns `keep_mask` reads."""
     cols = [WER] if max_wer is not None else []
     if cutoff is not None:
         cols += [id_column, *([SPLIT] if has_split else [])]
+    elif exclude:
+        cols.append(id_column)
     return cols
 
 
-def keep_mask(table: pa.Table, max_wer: float | None, cutoff: int | None, id_column: str) -> list[bool]:
-    """Per row of `table`: is it selected (by `max_wer` on `wer`, by `cutoff` on the id rank of train rows)?"""
+def keep_mask(table: pa.Table, max_wer: float | None, cutoff: int | None, id_column: str,
+              exclude: frozenset[str] = frozenset()) -> list[bool]:
+    """Per row of `table`: is it selected (by `max_wer` on `wer`, by `cutoff` on the id rank of train rows, and
+    not in `exclude`)?"""
     keep = [True] * table.num_rows
+    if exclude:
+        keep = [i not in exclude for i in table.column(id_column).to_pylist()]
     if max_wer is not None:
         every = math.isinf(max_wer)
-        keep = [every or (w is not None and w <= max_wer) for w in table.column(WER).to_pylist()]
+        keep = [k and (every or (w is not None and w <= max_wer)) for k, w in zip(keep, table.column(WER).to_pylist())]
     if cutoff is not None:
         splits = table.column(SPLIT).to_pylist() if SPLIT in table.column_names else [TRAIN] * table.num_rows
         ids = table.column(id_column).to_pylist()

@@ -46,14 +46,15 @@ class Source:
         return [row for _, row in self.read_indexed(group, rows)]
 
     def read_indexed(self, group: RowGroup, rows: list[int] | None) -> list[tuple[int, dict]]:
-        """Like `read`, each row with its index in the row group (how a checkpoint names a row)."""
+        """The rows of one row group (or the given ones) that belong to this source's split and are not excluded,
+        each with its index in the row group (how a checkpoint names a row)."""
         index = list(range(group.num_rows)) if rows is None else list(rows)
         by_split = group.has_split and self.split is not None
         need = [*(["split"] if by_split else []),
-                *filter_columns(self.selection.max_wer, self.cutoff, self.id_column, group.has_split)]
+                *filter_columns(self.selection.max_wer, self.cutoff, self.id_column, group.has_split, self.selection.exclude)]
         columns = None if self.columns is None else [*self.columns, *dict.fromkeys(c for c in need if c not in self.columns)]
         table = read_row_group(group, columns, rows)
-        keep = keep_mask(table, self.selection.max_wer, self.cutoff, self.id_column)
+        keep = keep_mask(table, self.selection.max_wer, self.cutoff, self.id_column, self.selection.exclude)
         if by_split:
             keep = [k and s == self.split for k, s in zip(keep, table.column("split").to_pylist())]
         return [(i, row) for i, row, k in zip(index, table.to_pylist(), keep) if k]
