@@ -28,9 +28,19 @@ def read_bytes(path: str) -> bytes:
     if "://" in path:
         from tokenization.storage import open_input
 
-        with open_input(path) as f:
+        with open_input(path) as f:  # one try: the engine retries a throttled load whole (`storage.retrying`)
             return f.read()
     return Path(path).read_bytes()
+
+
+def _unreadable(path: str, exc: OSError) -> BadAudio:
+    """A read error as a quarantine reason; a transient storage error (throttling, a reset) is raised again
+    instead: the job retries it, since a row quarantined for it would differ from a clean run's."""
+    from tokenization.storage import is_transient
+
+    if is_transient(exc):
+        raise exc
+    return BadAudio(f"{path}: cannot read ({exc})")
 
 
 def _mono(samples: np.ndarray) -> np.ndarray:
@@ -80,7 +90,7 @@ def read_validated(path: str, max_seconds: float | None = None) -> tuple[np.ndar
     except FileNotFoundError:
         raise BadAudio(f"{path}: file not found") from None
     except OSError as exc:
-        raise BadAudio(f"{path}: cannot read ({exc})") from None
+        raise _unreadable(path, exc) from None
     samples, rate = decode_audio(data, path)
     validate(samples, rate, path, max_seconds)
     return samples, rate
@@ -133,7 +143,7 @@ def read_span(ref) -> tuple[np.ndarray, int]:
     except FileNotFoundError:
         raise BadAudio(f"{ref.path}: file not found") from None
     except OSError as exc:
-        raise BadAudio(f"{ref.path}: cannot read ({exc})") from None
+        raise _unreadable(ref.path, exc) from None
 
 
 def read_ref(ref, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
