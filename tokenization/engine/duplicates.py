@@ -33,8 +33,7 @@ def id_table(job: JobSpec, unit: Unit, output: str | None = None) -> pa.Table:
 
     cache = storage.join(output, IDS, f"{unit.key}.{sha1_hex(unit.fingerprint.encode())[:8]}.parquet") if output else None
     if cache and storage.exists(cache):
-        with storage.open_input(cache) as f:
-            t = pq.read_table(f)
+        t = pq.read_table(pa.BufferReader(storage.read_bytes(cache)))  # one GET, retried whole
     else:
         t = storage.retrying(lambda: _read_ids(job, unit), unit.where)  # a throttled read: the unit again
         if cache:
