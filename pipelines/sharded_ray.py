@@ -36,9 +36,9 @@ import pyarrow as pa
 import ray
 from tqdm import tqdm
 
+from tokenization import storage
 from tokenization.engine.duplicates import (SCAN_SCHEMA, as_counts, duplicated_ids, duplicates_current, id_table,
                                              id_part, resolve_duplicates, scan_ids)
-from tokenization import storage
 from tokenization.engine.jobs import BLOCK_BYTES, BLOCK_ROWS, Batch, JobSpec, pack, read_batches_retrying, unpack
 from tokenization.engine.output_folder import Progress, compute_run_id, prepare_output, sync_output
 from tokenization.engine.writer import ShardWriter, write_manifest
@@ -323,10 +323,12 @@ def run_sharded_job(label: str, output: str, units: list[Unit], config: dict, ta
                     start: Callable[[str, Progress], RunStats], manifest_extra: dict, t0: float) -> dict:
     """The driver sequence tokenize and filter share, after their own checks; returns the summary it printed.
 
-    run id -> `_run.json` (another config refused) -> one listing of `_progress/` -> sync (retire changed and
-    removed units) -> `start(run_id, progress)` when anything is pending (it starts Ray, builds the job and
-    calls `run_job`) -> `_manifest.json` -> console line and summary JSON; counts that do not add up exit
-    non-zero (`SystemExit` naming them).
+    killed writers' temporary files swept -> run id -> `_run.json` (another config refused) -> one listing of
+    `_progress/` -> sync (retire changed and removed units) -> `start(run_id, progress)` when anything is
+    pending (it starts Ray, builds the job and calls `run_job`) -> `_manifest.json` -> console line and summary
+    JSON (with `storage_retries`: the driver's, the tasks' and the actors'); counts that do not add up exit
+    non-zero (`SystemExit` naming them). A permanent storage error raises `StorageError` (one line, naming
+    `--output` when the failed write was under it; the trace goes to the log file).
     """
     try:
         return _run_sharded_job(label, output, units, config, tables, overwrite=overwrite, start=start,
