@@ -8,8 +8,9 @@ our INFO lines, Python warnings of our dependencies (`FutureWarning` & co., thro
 `logging.captureWarnings`), Ray's own loggers, and every line Ray workers print (Ray Train's
 per-report dicts, model-loading chatter). A worker line that must reach the terminal (the
 training progress line) is printed with `terminal_line(...)`; the driver strips the mark.
-Warnings and errors of our own packages, and errors of any logger, still reach the terminal;
-a `UserError` is printed as one line by `pipelines.cli.run`.
+Warnings and errors of our own packages, and errors of any logger but Ray Data's (the job raises those
+errors itself), still reach the terminal; a `UserError` is printed as one line by `pipelines.cli.run`.
+A log whose disk fills up moves to the temp folder, once, with one line saying where.
 """
 
 from __future__ import annotations
