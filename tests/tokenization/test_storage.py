@@ -49,3 +49,34 @@ def test_retrying_counts_retries_and_stops_on_a_permanent_error(monkeypatch):
     assert storage.retries() - before == 5  # a permanent error is not retried
     with pytest.raises(ValueError):  # not a storage error: passes through, once
         storage.retrying(lambda: int("x"), "s3://b/k")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the error cffi swallows, as expected
+def test_a_read_error_inside_the_decoder_is_raised_not_decoded_as_the_end_of_the_file():
+    """soundfile reads through cffi callbacks that swallow exceptions: a span decoded from a file whose ranged
+    read is throttled halfway must raise that error (the job retries it), not return fewer samples."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from tokenization.audio import decode_span_of_file
+
+    buf = io.BytesIO()
+    sf.write(buf, np.sin(np.arange(48000) / 7.0).astype(np.float32), 16000, format="WAV")
+    data = buf.getvalue()
+
+    class Throttled(io.BytesIO):
+        reads = 0
+
+        def read(self, n=-1):
+            Throttled.reads += 1
+            if Throttled.reads == 3:
+                raise OSError(SLOW_DOWN_GET)
+            return super().read(n)
+
+    whole, rate = decode_span_of_file(io.BytesIO(data), "clip.wav", 0.5, 2.0)
+    assert rate == 16000 and len(whole) == 32000
+    with pytest.raises(OSError, match="SLOW_DOWN") as info:
+        decode_span_of_file(Throttled(data), "clip.wav", 0.5, 2.0)
+    assert storage.is_transient(info.value)
