@@ -123,7 +123,8 @@ def input_units(uri: str, fmt: str, opts: ReaderOptions, lister=None) -> list[Un
     if not any(c in uri for c in GLOB_CHARS) and not storage.exists(uri):
         raise UserError(f"--input {uri}: no such file or folder")
     try:
-        units = keyed_listing(uri, lister, opts) if lister is not None else list_units(uri, fmt, opts)
+        units = storage.retrying(lambda: keyed_listing(uri, lister, opts) if lister is not None else list_units(uri, fmt, opts),
+                                 uri)  # a throttled listing: again, whole
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise UserError(f"--input {uri}: {exc}") from exc
     if not units:

@@ -8,12 +8,14 @@ our INFO lines, Python warnings of our dependencies (`FutureWarning` & co., thro
 `logging.captureWarnings`), Ray's own loggers, and every line Ray workers print (Ray Train's
 per-report dicts, model-loading chatter). A worker line that must reach the terminal (the
 training progress line) is printed with `terminal_line(...)`; the driver strips the mark.
-Warnings and errors of our own packages, and errors of any logger, still reach the terminal;
-a `UserError` is printed as one line by `pipelines.cli.run`.
+Warnings and errors of our own packages, and errors of any logger but Ray Data's (the job raises those
+errors itself), still reach the terminal; a `UserError` is printed as one line by `pipelines.cli.run`.
+A log whose disk fills up moves to the temp folder, once, with one line saying where.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -44,7 +46,9 @@ class _ConsoleFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:
-            return record.name != "py.warnings"
+            # Ray Data logs a failed task with its trace, then raises it in the job, which reports it (a storage
+            # error as one line): the trace stays in the log file.
+            return record.name != "py.warnings" and not record.name.startswith("ray.data")
         return record.levelno >= logging.WARNING and record.name.split(".")[0] in OWN_PACKAGES
 
 
@@ -66,6 +70,23 @@ class _LazyFileHandler(logging.FileHandler):
             _log_path = Path(self.baseFilename)
             Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
             return super()._open()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A log on a full or failing disk moves to the temp folder once (one line says where), instead of
+        printing logging's own traceback for every record."""
+        global _log_path
+        exc = sys.exc_info()[1]
+        moved = str(log_path_for(self.job, None))
+        if not isinstance(exc, OSError) or self.baseFilename == moved or "://" in moved:
+            return super().handleError(record)
+        if self.stream is not None:
+            with contextlib.suppress(OSError):
+                self.stream.close()  # its unwritten buffer is lost with the disk
+            self.stream = None
+        print(f"[{self.job}] log moved to {moved} ({self.baseFilename}: {exc.strerror or exc})", file=sys.stderr, flush=True)
+        self.baseFilename, _log_path = moved, Path(moved)
+        Path(moved).parent.mkdir(parents=True, exist_ok=True)
+        self.emit(record)
 
 
 def setup_logging(job: str, output: str | os.PathLike | None = None) -> Path:

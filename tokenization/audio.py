@@ -28,9 +28,19 @@ def read_bytes(path: str) -> bytes:
     if "://" in path:
         from tokenization.storage import open_input
 
-        with open_input(path) as f:
+        with open_input(path) as f:  # one try: the engine retries a throttled load whole (`storage.retrying`)
             return f.read()
     return Path(path).read_bytes()
+
+
+def _unreadable(path: str, exc: OSError) -> BadAudio:
+    """A read error as a quarantine reason; a transient storage error (throttling, a reset) is raised again
+    instead: the job retries it, since a row quarantined for it would differ from a clean run's."""
+    from tokenization.storage import is_transient
+
+    if is_transient(exc):
+        raise exc
+    return BadAudio(f"{path}: cannot read ({exc})")
 
 
 def _mono(samples: np.ndarray) -> np.ndarray:
@@ -80,7 +90,7 @@ def read_validated(path: str, max_seconds: float | None = None) -> tuple[np.ndar
     except FileNotFoundError:
         raise BadAudio(f"{path}: file not found") from None
     except OSError as exc:
-        raise BadAudio(f"{path}: cannot read ({exc})") from None
+        raise _unreadable(path, exc) from None
     samples, rate = decode_audio(data, path)
     validate(samples, rate, path, max_seconds)
     return samples, rate
@@ -116,6 +126,45 @@ def _decode_span(f, source: str, start_s: float, duration_s: float | None) -> tu
     return _mono(samples), rate
 
 
+class _ReadErrors:
+    """A file object for soundfile that keeps its first read or seek error: soundfile reads through cffi
+    callbacks, which swallow exceptions, so a throttled ranged GET would decode as the end of the file."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def read(self, n: int = -1) -> bytes:
+        return self._call(self.f.read, n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._call(self.f.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+def decode_span_of_file(f, source: str, start_s: float, duration_s: float | None) -> tuple[np.ndarray, int]:
+    """`_decode_span` of an open file object, raising the first error reading it hit (OSError) instead of what
+    the decoder made of it (a short read, "not readable"): the caller retries a transient one."""
+    checked = _ReadErrors(f)
+    try:
+        out = _decode_span(checked, source, start_s, duration_s)
+    except BadAudio:
+        if checked.error is not None:
+            raise checked.error from None
+        raise
+    if checked.error is not None:
+        raise checked.error
+    return out
+
+
 def read_span(ref) -> tuple[np.ndarray, int]:
     """Decode only `ref`'s span (`start_s`, `duration_s`) of a file or of embedded bytes: a seek, not a
     whole-file decode, so a cut into a 10-hour recording reads seconds. Raises BadAudio."""
@@ -129,11 +178,11 @@ def read_span(ref) -> tuple[np.ndarray, int]:
 
     try:
         with open_input(ref.path) as f:  # pyarrow random-access file: soundfile seeks in it (ranged GETs on S3)
-            return _decode_span(f, ref.path, ref.start_s, ref.duration_s)
+            return decode_span_of_file(f, ref.path, ref.start_s, ref.duration_s)
     except FileNotFoundError:
         raise BadAudio(f"{ref.path}: file not found") from None
     except OSError as exc:
-        raise BadAudio(f"{ref.path}: cannot read ({exc})") from None
+        raise _unreadable(ref.path, exc) from None
 
 
 def read_ref(ref, max_seconds: float | None = None) -> tuple[np.ndarray, int]:

@@ -207,12 +207,14 @@ def test_tokenize_rerun_over_s3_skips_finished_shards(s3, tokenized):
     assert _bytes(client, f"tokens/shards/{name}.parquet") == before
 
 
+FILTER = ["--input", f"s3://{BUCKET}/dialogues/dialogues.jsonl", "--output", f"s3://{BUCKET}/filtered", "--asr", "tiny.en",
+          "--codec", "tiny", "--rows-per-shard", "8", "--num-cpus", "2"]
+
+
 @pytest.fixture(scope="module")
 def filtered(s3):
     client, env = s3
-    summary, _ = run_job(env, "pipelines.filter", "--input", f"s3://{BUCKET}/dialogues/dialogues.jsonl",
-                         "--output", f"s3://{BUCKET}/filtered", "--asr", "tiny.en", "--codec", "tiny",
-                         "--rows-per-shard", "8", "--num-cpus", "2")
+    summary, _ = run_job(env, "pipelines.filter", *FILTER)
     return summary
 
 
@@ -246,6 +248,54 @@ def test_audit_s3_report_to_s3(s3, filtered):
     assert (summary["in"], summary["kept"]) == (s["in"], s["kept"])
     assert _bytes(client, "report/index.html").startswith(b"<!doctype html>")
     assert any(k.startswith("report/plots/") and k.endswith(".png") for k in _keys(client, "report/"))
+
+
+# The S3 client retries a request once only, so that a fifth of requests throttled outlasts it often enough to
+# exercise (and count) the job's own retries; the backoff is short, for time.
+THROTTLED = {"VOCALNET_S3_RETRIES": "1", "VOCALNET_STORAGE_BACKOFF_S": "0.05"}
+
+
+def _objects(client, prefix: str) -> dict[str, bytes]:
+    return {k[len(prefix):]: _bytes(client, k) for k in _keys(client, prefix)}
+
+
+@pytest.mark.slow
+def test_tokenize_and_filter_with_a_fifth_of_requests_throttled_match_the_clean_runs(s3, tokenized, filtered):
+    """20 % of all S3 requests (reads, writes, listings, HEADs) answered 503 SlowDown by a seeded proxy in front of
+    moto: both jobs finish with every object byte-identical to the fault-free runs', and count their retries."""
+    from tests.s3_server import throttling_proxy
+
+    client, env = s3
+    with throttling_proxy(env["AWS_ENDPOINT_URL"], 0.2, seed=27) as proxy:
+        slow = {**env, "AWS_ENDPOINT_URL": proxy["url"], **THROTTLED}
+        tok, _ = run_job(slow, "pipelines.tokenize", *[a.replace("/tokens", "/tokens-throttled") for a in TOKENIZE])
+        filt, _ = run_job(slow, "pipelines.filter", *[a.replace("/filtered", "/filtered-throttled") for a in FILTER])
+    stats = proxy["stats"]
+    assert stats["requests"] > 200 and stats["throttled"] > 0.15 * stats["requests"], stats
+    for summary, clean, prefix in ((tok, tokenized, "tokens"), (filt, filtered, "filtered")):
+        assert summary["storage_retries"] > 0, summary
+        assert summary["run_id"] == clean["run_id"] and summary["rows_in"] == clean["rows_in"] == summary["kept"] + summary[
+            "quarantined"] + summary.get("rejected", 0)
+        want, got = _objects(client, f"{prefix}/"), _objects(client, f"{prefix}-throttled/")
+        assert sorted(got) == sorted(want) and len(want) > 5
+        assert [k for k in want if got[k] != want[k]] == []
+
+
+def test_a_missing_output_bucket_fails_in_one_line_naming_it(s3):
+    """A permanent error (no such bucket) is not retried into a long wait: one line naming the URI and the cause."""
+    import time
+
+    _, env = s3
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pipelines.tokenize", *TOKENIZE[:2], "--output", "s3://no-such-bucket/tokens",
+                           *TOKENIZE[4:]], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, "PYTHONPATH": str(ROOT),
+                               "RAY_ADDRESS": "local", **env})
+    assert proc.returncode == 2 and time.time() - t0 < 60, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if "error" in line.lower()] == [
+        "error: --output s3://no-such-bucket/tokens: no such bucket (writing _run.json); rerun the same command once that "
+        "is fixed: done shards are kept"]
 
 
 TRAIN = ["max_steps=4", "log_every=1", "checkpoint.every_steps=2", "checkpoint.num_to_keep=2", "scaling.num_workers=1",

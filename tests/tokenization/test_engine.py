@@ -130,31 +130,46 @@ def test_a_rerun_shard_leaves_no_file_of_the_killed_attempt(tmp_path):
     assert not (tmp_path / "out" / "rejects" / f"{name}.parquet").exists()
 
 
-def test_a_killed_writers_leftover_is_not_read_as_data(tmp_path, monkeypatch):
-    """Killed between write and rename: the temp file is hidden, so a dataset read of the folder
-    (pyarrow, Ray Data) does not count its rows next to the re-run's shard."""
-    import os
-
+def test_a_killed_writers_leftover_is_not_read_as_data_and_the_next_run_sweeps_it(tmp_path):
+    """Killed between write and rename (SIGKILL: no cleanup runs): the temp file is hidden, so a dataset read of
+    the folder (pyarrow, Ray Data) does not count its rows next to the re-run's shard; a run sweeps it first."""
     import pyarrow.dataset as pads
 
     from tokenization import storage
     from tokenization.schema import table_to_parquet_bytes
 
     data = table_to_parquet_bytes(pa.table({"id": ["a0"]}))
-
-    def killed(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", killed)
-    monkeypatch.setattr(os, "getpid", lambda: 4_000_000)  # the killed job's writer process
-    try:
-        storage.write_bytes_atomic(str(tmp_path / "kept" / "shard-00000-000.parquet"), data)
-    except KeyboardInterrupt:
-        pass
-    monkeypatch.undo()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / ".shard-00000-000.parquet.tmp-4000000").write_bytes(data[:20])  # the killed writer's
     storage.write_bytes_atomic(str(tmp_path / "kept" / "shard-00000-000.parquet"), data)  # the re-run
     assert len(list((tmp_path / "kept").iterdir())) == 2  # the leftover is there...
     assert pads.dataset(str(tmp_path / "kept"), format="parquet").to_table().num_rows == 1  # ...and not read
+    assert storage.sweep_temp_files(str(tmp_path)) == 1
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["shard-00000-000.parquet"]
+
+
+def test_a_failed_write_removes_its_temp_file_and_names_the_cause(tmp_path, monkeypatch):
+    """A write that fails for good (here: the disk is full when the file is renamed into place) raises a
+    `StorageError` naming the file and the cause, after one try, and leaves no temporary file."""
+    import errno
+    import os
+
+    import pytest
+
+    from tokenization import storage
+
+    calls = []
+
+    def full(*args):
+        calls.append(args)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full)
+    target = tmp_path / "kept" / "shard-00000-000.parquet"
+    with pytest.raises(storage.StorageError, match=r"shard-00000-000\.parquet: no space left on device") as info:
+        storage.write_bytes_atomic(str(target), b"data")
+    assert info.value.uri == str(target) and len(calls) == 1  # permanent: not retried
+    assert list((tmp_path / "kept").iterdir()) == []
 
 
 # --- a living output folder: grow / change / remove, each equal to a fresh run --------------------

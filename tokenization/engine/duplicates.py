@@ -33,19 +33,22 @@ def id_table(job: JobSpec, unit: Unit, output: str | None = None) -> pa.Table:
 
     cache = storage.join(output, IDS, f"{unit.key}.{sha1_hex(unit.fingerprint.encode())[:8]}.parquet") if output else None
     if cache and storage.exists(cache):
-        with storage.open_input(cache) as f:
-            t = pq.read_table(f)
+        t = pq.read_table(pa.BufferReader(storage.read_bytes(cache)))  # one GET, retried whole
     else:
-        ids, poss = [], []
-        for pos, rec in enumerate(job.read(unit)):
-            if not isinstance(rec, QuarantineRow):
-                ids.append(job.record_id(rec))
-                poss.append(pos)
-        t = pa.table({"id": pa.array(ids, pa.string()), "pos": pa.array(poss, pa.int64())})
+        t = storage.retrying(lambda: _read_ids(job, unit), unit.where)  # a throttled read: the unit again
         if cache:
             storage.write_bytes_atomic(cache, table_to_parquet_bytes(t))
     loc = pc.add(t.column("pos").cast(pa.int64()), pa.scalar(unit.index << 32, pa.int64()))
     return pa.table({"id": t.column("id"), "loc": loc})
+
+
+def _read_ids(job: JobSpec, unit: Unit) -> pa.Table:
+    ids, poss = [], []
+    for pos, rec in enumerate(job.read(unit)):
+        if not isinstance(rec, QuarantineRow):
+            ids.append(job.record_id(rec))
+            poss.append(pos)
+    return pa.table({"id": pa.array(ids, pa.string()), "pos": pa.array(poss, pa.int64())})
 
 
 def winners_from(duplicates: Iterable[tuple[str, int]], units: list[Unit]) -> dict[str, tuple[str, int, str]]:

@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import pyarrow as pa
 
+from tokenization import storage
 from tokenization.audio import BadAudio
 from tokenization.engine.output_folder import UnitReport, shard_name, write_unit_report
 from tokenization.schema import QuarantineRow
@@ -150,6 +153,32 @@ def read_batches(job: JobSpec, unit: Unit, output: str | None, done: set[str],
     write_unit_report(output, UnitReport(unit.key, unit.where, n, -(-n // rps), unit.fingerprint))
 
 
+def read_batches_retrying(job: JobSpec, unit: Unit, output: str | None, done: set[str],
+                           winners: dict[str, tuple] | None = None) -> Iterator[Batch]:
+    """`read_batches`, read again from the start after a transient storage error that outlasted the per-call
+    retries (a tar stream throttled halfway): `VOCALNET_STORAGE_RETRIES` times, each counted
+    (`storage.retries`). Shards whose last batch already went out are skipped; the others' batches come
+    again, which the writer takes once (it keeps one item per position). A permanent error raises
+    `storage.StorageError` naming the unit."""
+    sent: set[str] = set()
+    limit = storage.retry_limit()
+    for retry in range(limit + 1):
+        try:
+            for b in read_batches(job, unit, output, done | sent, winners):
+                yield b
+                if b.shard_rows:
+                    sent.add(shard_name(b.unit, b.shard))
+            return
+        except OSError as exc:
+            reason = storage.permanent_reason(exc) or ("not found" if isinstance(exc, FileNotFoundError) else None)
+            if reason:
+                raise storage.StorageError(unit.where, f"{reason} ({exc})") from exc
+            if retry == limit or not storage.is_transient(exc):
+                raise
+        storage.count_retry()
+        time.sleep(storage.backoff_s(retry))
+
+
 def _item(job: JobSpec, unit: Unit, shard: int, pos: int, rec, seen: set[str], winners: dict[str, tuple]) -> Item:
     if isinstance(rec, QuarantineRow):
         return Item(unit.key, shard, pos, rec.utt_id, "quarantine", rec.stage, rec.reason, rec.file, rec.line)
@@ -171,7 +200,19 @@ def _loaded(job: JobSpec, items: list[Item], shard_rows: int = 0) -> Batch:
         if item.status != "ok":
             continue
         try:
-            job.load(item)
+            _load(job, item)
         except (BadInput, BadAudio) as exc:
             item.quarantine("load", str(exc))  # the loader set `item.file` to what it read
     return Batch(items[0].unit, items[0].shard, items, shard_rows)
+
+
+def _load(job: JobSpec, item: Item) -> None:
+    """`job.load(item)`, again after a transient storage error (`storage.retrying`): a throttled read is not
+    bad input. Each try starts from the record, since a loader replaces `item.row`."""
+    record, file = copy.copy(item.row), item.file
+
+    def attempt() -> None:
+        item.row, item.file, item.audio = copy.copy(record), file, None
+        job.load(item)
+
+    storage.retrying(attempt, item.file)

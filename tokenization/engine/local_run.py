@@ -9,7 +9,7 @@ from functools import partial
 import pyarrow as pa
 
 from tokenization.engine.duplicates import count_table, resolve_duplicates, scan_ids, winners_from
-from tokenization.engine.jobs import JobSpec, read_batches
+from tokenization.engine.jobs import JobSpec, read_batches_retrying
 from tokenization.engine.output_folder import Progress
 from tokenization.engine.writer import ShardWriter
 from tokenization.units import Unit
@@ -39,7 +39,7 @@ def run_local(job: JobSpec, units: list[Unit], output: str, metadata: dict[bytes
                                     progress)
     todo, done, written = progress.pending(units), set(progress.done), []
     for unit in todo:
-        for batch in read_batches(job, unit, output, done, winners):
+        for batch in read_batches_retrying(job, unit, output, done, winners):
             for step in steps:
                 batch.items = step(batch.items)
             written += writer.add(batch)

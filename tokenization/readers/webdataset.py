@@ -140,6 +140,8 @@ def read_tar(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
         try:
             tf = tarfile.open(fileobj=f, mode="r|*")
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            if storage.is_transient(exc):  # throttled or reset, not a bad tar: the job reads the unit again
+                raise
             yield bad(unit.uri, unit.uri, f"not a readable tar ({exc})")
             return
         at = {"offset": 0, "key": ""}  # the member being read: where a break is reported
@@ -150,6 +152,8 @@ def read_tar(unit: Unit, opts: ReaderOptions) -> Iterator[Record]:
             broke = None if _end_is_clean(tf) else (
                 f"ends without the end-of-archive marker after byte {tf.offset}{gz} (truncated or corrupt header)")
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            if storage.is_transient(exc):
+                raise
             broke = (f"truncated or corrupt at byte {at['offset']}{gz} (member {at['key']!r}: {exc or type(exc).__name__}); "
                      "the samples before it were kept")
         if broke:
