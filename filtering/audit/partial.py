@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from filtering.audit import lint as L
 from filtering.audit.read import FactCollector, RowFact, data_files, quarantine_summary, read_manifest, read_without_audio
-from filtering.audit.sketch import Curve, Moments, Sketch, curve_of, merge_dict, merge_sample, sample_of
+from filtering.audit.sketch import Moments, Sketch, curve_of, merge_dict, merge_sample, sample_of
 from filtering.audit.stats import N_EXAMPLES, _Acc, _dialogue_table, _token_table
 from filtering.audit.quality import quality_meta
 from filtering.audit.quality_scores import META_DNSMOS, N_LOWEST, quality_curves, quality_scores, thresholds as quality_thresholds
