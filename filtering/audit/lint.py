@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
-from filtering.normalize import normalize
+from filtering.normalize import normalize as _normalize
 from tokenization.dialogue_schema import DIALOGUE, TTS, USER, row_kind
 from tokenization.schema import ShardCodec
 
@@ -41,7 +41,10 @@ SCRIPTS = {
     "fa": ("ARABIC",), "he": ("HEBREW",), "hi": ("DEVANAGARI",), "th": ("THAI",), "ko": ("HANGUL",),
     "zh": ("CJK",), "ja": ("CJK", "HIRAGANA", "KATAKANA"),
 }
-NO_SPACES = ("zh", "ja", "th")  # no words between spaces: speaking rate in words/s does not apply
+NO_SPACES = ("zh", "ja", "th")
+# Whisper's English normalizer is most of a scan's CPU; a row's text is normalized for its key and for its
+# speaking rate: cached, it is normalized once (a shard's rows fit the cache).
+normalize = functools.lru_cache(maxsize=1 << 15)(_normalize)  # no words between spaces: speaking rate in words/s does not apply
 
 
 @dataclass

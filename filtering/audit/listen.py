@@ -25,7 +25,7 @@ import soundfile as sf
 
 from filtering.asr import SAMPLE_RATE
 from filtering.audit.read import RowFact, fetch_rows
-from filtering.audit.stats import N_EXAMPLES, diff_ops
+from filtering.audit.stats import diff_ops
 from filtering.normalize import normalize
 from tokenization.audio import read_ref, resample
 from tokenization.dialogue_schema import FILTER_DIALOGUE, TTS, USER, flac_to_pcm

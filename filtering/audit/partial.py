@@ -29,12 +29,11 @@ import pyarrow.compute as pc
 
 from filtering.audit import lint as L
 from filtering.audit.read import FactCollector, RowFact, data_files, quarantine_summary, read_manifest, read_without_audio
-from filtering.audit.sketch import Curve, Moments, Sketch, curve_of, merge_dict, merge_sample, sample_of
+from filtering.audit.sketch import Moments, Sketch, curve_of, merge_dict, merge_sample, sample_of
 from filtering.audit.stats import N_EXAMPLES, _Acc, _dialogue_table, _token_table
 from filtering.audit.quality import quality_meta
 from filtering.audit.quality_scores import META_DNSMOS, N_LOWEST, quality_curves, quality_scores, thresholds as quality_thresholds
 from filtering.audit.threshold import threshold_curve, thresholds as wer_thresholds
-from filtering.normalize import normalize
 from filtering.quality import QUALITY_COLUMNS
 from filtering.rules import QUALITY_RULES, Rules
 from tokenization.dialogue_schema import DIALOGUE, FILTER_DIALOGUE, ID_COLUMN, TOKENIZE, TTS, detect_kind
@@ -195,7 +194,7 @@ def _lint(p: FilePartial, c: L.LintCollector, cfg: L.LintConfig) -> dict[str, li
         p.lint[r.name] = LintPart(r.count, r.checked, r.examples, r)
     speakers = sorted({(r.speaker, r.split) for r in c.rows if r.speaker})
     return {"sha": [(r.audio_sha1, r.id, "") for r in c.rows],
-            "text": [(normalize(r.text, r.language), r.id, r.split) for r in c.rows],
+            "text": [(L.normalize(r.text, r.language), r.id, r.split) for r in c.rows],
             "speaker": [(s, "", split) for s, split in speakers],
             "clip_text": [(t, "", "") for t in sorted({x.text for x in clips if x.text})] if cfg.tokenizer else []}
 

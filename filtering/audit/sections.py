@@ -195,7 +195,7 @@ def dedup_html(part: dict | None, uris: dict[str, str]) -> str:
     d = part["decisions"]
     reasons = "".join(f'<tr><td class="l">{html.escape(r)}</td>{num(n, f"dedup.decisions.by_reason.{r}")}</tr>' for r, n in d["by_reason"].items())
     notes = "".join(_note(n) for n in part["notes"])
-    return (f'<h2 id="duplicates">Duplicates (pipelines.dedup)</h2><p>Dedup output <code>{html.escape(part["folder"])}</code>: '
+    return (f'<h2 id="dedup">Duplicates (pipelines.dedup)</h2><p>Dedup output <code>{html.escape(part["folder"])}</code>: '
             f'<span data-key="dedup.rows">{part["rows"]}</span> rows, <span data-key="dedup.clusters">{part["clusters"]}</span> clusters; '
             f'decisions <span data-key="dedup.decisions.rows">{d["rows"]}</span>, dropped <span data-key="dedup.decisions.dropped">{d["dropped"]}</span>.</p>'
             f'<table id="dedup-reasons"><tr><th class=l>reason</th><th>rows</th></tr>{reasons}</table>'

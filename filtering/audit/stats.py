@@ -19,7 +19,6 @@ import jiwer
 import numpy as np
 import pyarrow as pa
 
-from filtering.audit.sketch import summary  # noqa: F401  (the summary every figure uses, spelled in sketch.py)
 from filtering.normalize import normalize
 from filtering.rules import reason_code
 from tokenization.dialogue_schema import ASSISTANT, USER

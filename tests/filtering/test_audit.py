@@ -496,7 +496,7 @@ def test_report_renders_in_headless_chromium(filter_report, tmp_path):
             duration = driver.execute_async_script(DURATION_JS, p)
             assert duration == pytest.approx(played[p.get_attribute("data-clip")]["seconds"], abs=0.1)
         assert EVAL_ID in driver.find_element(By.ID, "dedup-eval").text
-        assert driver.find_element(By.ID, "duplicates").text.startswith("Duplicates")
+        assert driver.find_element(By.ID, "dedup").text == "Duplicates (pipelines.dedup)"
     finally:
         driver.quit()
 
