@@ -23,7 +23,19 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **JOB_ENV, **(env or {})})
     assert proc.returncode == 0, f"{module} failed:\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return last_json(proc.stdout)
+
+
+def last_json(stdout: str) -> dict:
+    """The summary a job prints last: its last stdout line that is a JSON object (a loaded box can make Ray's
+    own processes print a line to the driver's stdout after it)."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    raise AssertionError(f"no JSON summary line in stdout:\n{stdout[-2000:]}")
 
 
 # What `--asr tiny.en` resolves to on a CPU: the device's default backend, on every machine and run

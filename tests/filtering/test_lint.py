@@ -26,6 +26,7 @@ from tokenization.codec import CodecInfo
 from tokenization.dialogue_schema import ASSISTANT, USER, DialogueRow, DialogueTurn, dialogue_rows_to_table
 from tokenization.schema import TokenRow, file_metadata, rows_to_table, sha1_hex
 from tokenization.splits import SplitConfig
+from tests.jobs import last_json
 
 ROOT = Path(__file__).resolve().parents[2]
 INFO = CodecInfo("mimi", "test", "crafted", 24_000, 12.5, 8, 2048)
@@ -214,7 +215,7 @@ def test_strict_exit_codes(tmp_path, tokenizer_path):
 
     proc = _audit(clean, tmp_path / "clean_report", "--strict", "--tokenizer", tokenizer_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["lint_passed"] is True
+    assert last_json(proc.stdout)["lint_passed"] is True
 
     from pipelines.audit import main  # without --strict a failing check only reports
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from filtering.sample_dialogues import expected_outcomes
+from tests.jobs import last_json
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "vocalnet"
@@ -129,7 +130,7 @@ def run_job(env: dict, module: str, *args: str, timeout: int = 600) -> tuple[dic
     assert proc.returncode == 0, f"{module} failed:\n{proc.stderr[-4000:]}"
     assert SECRET not in output, f"{module} printed the secret key"
     try:
-        return json.loads(proc.stdout.strip().splitlines()[-1]), output
+        return last_json(proc.stdout), output
     except (json.JSONDecodeError, IndexError):
         return None, output
 

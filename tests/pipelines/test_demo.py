@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from filtering.sample_dialogues import expected_outcomes
-from tests.jobs import JOB_ENV, ROOT
+from tests.jobs import JOB_ENV, ROOT, last_json
 
 
 def path_without_espeak() -> str:
@@ -37,7 +37,7 @@ def test_demo_runs_end_to_end_without_the_espeak_program(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pipelines.demo", "--output", str(out), "--steps", "1", "--num-cpus", "2"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = last_json(done.stdout)
     assert list(result["timings_s"]) == ["tokenize", "filter", "audit", "train stage 1", "train stage 2", "train stage 3",
                                          "speak", "evaluate"]
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from tests.jobs import kill_session, visible_files
+from tests.jobs import kill_session, last_json, visible_files
 from tests.pipelines.conftest import BAD_KINDS
 from tokenization.engine.output_folder import shard_name
 from tokenization.schema import SCHEMA_VERSION, codes_to_numpy, read_file_metadata, token_schema
@@ -47,7 +47,7 @@ def kill9_rerun_matches(cmd: list[str], out: Path, ref_out: Path) -> None:
 
     rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    summary = last_json(rerun.stdout)
     assert summary["shards_skipped"] == done_at_kill and summary["shards_written"] == n_shards - done_at_kill
     assert_same_files(out, ref_out)
 
@@ -285,7 +285,7 @@ def test_tars_from_s3_to_s3(wds_reference, wds_corpus, tmp_path):
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400,
                               env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, "RAY_ADDRESS": "local", **env})
         assert proc.returncode == 0, proc.stderr[-3000:]
-        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        summary = last_json(proc.stdout)
         keys = sorted(o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="wds", Prefix="tokens/")
                       for o in page.get("Contents", []))
         s3_rows = [r for k in keys if k.startswith("tokens/shards/")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from training.inference import ChunkDecoder, GenerationConfig, StreamingGenerator
+from tests.jobs import last_json
 
 
 def test_streaming_output_equals_full_decode_of_same_codes(make_model, tiny_codec):
@@ -90,6 +90,6 @@ def test_speak_cli_tiny(tmp_path, make_model, tokenizer_path, layout):
         capture_output=True, text=True, timeout=300,
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    report = json.loads(res.stdout.strip().splitlines()[-1])
+    report = last_json(res.stdout)
     assert report["frames"] == 16 and report["talker_forwards"] == 8 and out.is_file()
     assert {"thinker_first_chunk_s", "talker_s", "codec_decode_s", "first_chunk_latency_s", "rtf"} <= set(report)
