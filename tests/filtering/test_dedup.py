@@ -192,3 +192,14 @@ def test_dedup_job_on_ray_as_users_run_it(planted, deduped, tmp_path):
         {k: local[k] for k in ("rows", "clusters", "dropped_rows_by_source", "units_new")}
     assert _decisions(out) == rows
     assert Path(out, "logs", "dedup.log").exists()
+
+
+def test_dialogue_shards_are_fingerprinted_from_their_turns(filter_out, tmp_path):
+    from filtering.sample_dialogues import DUPLICATE_ID, DUPLICATE_OF
+
+    folder, _ = filter_out
+    summary = run_dedup([str(folder)], str(tmp_path / "dd"), [], DedupSettings(), DedupOptions(keep="best"))
+    rows = _decisions(str(tmp_path / "dd"))
+    pair = {rows[DUPLICATE_ID]["reason"], rows[DUPLICATE_OF]["reason"]}  # the same audio under a new id
+    assert pair == {"", "exact_audio"} and rows[DUPLICATE_ID]["cluster_id"] == rows[DUPLICATE_OF]["cluster_id"]
+    assert summary["dropped_rows_by_source"][folder_name(str(folder))]["exact_audio"] >= 1
