@@ -232,6 +232,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = quality(Path(tmp), args.n, args.n_long)
+        print(json.dumps(out), file=sys.stderr)  # the quality half, before the long scale runs
         if not args.skip_scale:
             out.update(scale(Path(tmp), args.scale_n, args.num_cpus))
     out["goals"] = {"near_dup_recall": ">= 0.99", "false_dup_rate": "<= 0.01", "eval_overlap_recall": ">= 0.99",
