@@ -14,7 +14,8 @@ deduplicated (`filtering.dedup.job.run_dedup`, the job's driver sequence, in thi
   another voice, and each pair of different sentences by the same voice
 - eval_overlap_recall: planted leaks (a base clip with an MP3 copy in eval; a long text read by another voice
   in eval) dropped as `eval_overlap` naming the planted eval row / planted leaks (goal >= 0.99);
-  false_eval_overlap: other rows dropped as `eval_overlap`
+  false_eval_overlap: rows dropped as `eval_overlap` that are no true leak (true: planted, a copy of a leaked
+  clip, or a transcript sharing a 13-word window with an eval transcript, checked by brute force)
 - jaccard_copies_min, jaccard_negatives_max: the fingerprint Jaccard margin around `near_jaccard`
 
 Scale: `--scale-n` N and 10·N rows of distinct synthetic clips (token shards of random fingerprints, codes
@@ -48,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.cpu_info import cpu_info  # noqa: E402
-from filtering.dedup.index import DedupSettings  # noqa: E402
+from filtering.dedup.index import DedupSettings, words  # noqa: E402
 from filtering.dedup.job import DedupOptions, run_dedup  # noqa: E402
 from filtering.dedup.sample import TRANSFORMS, make_dedup_sample  # noqa: E402
 from tokenization.codec_factory import load_codec  # noqa: E402
@@ -108,7 +109,12 @@ def quality(tmp: Path, n: int, n_long: int) -> dict:
     false = sum(1 for a, b in negatives if _same_audio(rows, a, b))
     leaks = [(f"long_{j:03d}", f"evaltext_{j:03d}") for j in range(n_long)] + [(f"orig_{j:03d}", f"evalmp3_{j:03d}") for j in range(n_long)]
     found = sum(1 for u, e in leaks if u in rows and rows[u]["reason"] == "eval_overlap" and rows[u]["matched_utt_id"] == e)
-    planted_leaks = {u for u, _ in leaks} | {f"{t}_{j:03d}" for t in TRANSFORMS for j in range(n_long)}  # copies of a leaked clip leak too
+    # true leaks: the planted ones, copies of a leaked clip, and rows whose transcript shares a 13-word window with an
+    # eval transcript (a base sentence of 13+ words inside a long eval text), found here by brute force on the words
+    planted_leaks = {u for u, _ in leaks} | {f"{t}_{j:03d}" for t in TRANSFORMS for j in range(n_long)}
+    texts = _texts(manifests)
+    eval_windows = {w for u, t in texts.items() if u.startswith("eval") for w in _windows(t, 13)}
+    planted_leaks |= {u for u, t in texts.items() if not u.startswith("eval") and len(t) >= 13 and _windows(t, 13) & eval_windows}
     fps = {**fingerprints(folders["base"]), **fingerprints(folders["copies"])}
     copies_j = [jaccard(fps[f"orig_{i:03d}"], fps[f"{t}_{i:03d}"]) for t in TRANSFORMS for i in range(n)]
     neg_j = [jaccard(fps[a], fps[b]) for a, b in negatives]
@@ -121,6 +127,14 @@ def quality(tmp: Path, n: int, n_long: int) -> dict:
         "jaccard_copies_min": round(min(copies_j), 4), "jaccard_negatives_max": round(max(neg_j), 4),
         "near_jaccard": DedupSettings().near_jaccard, "quality_rows": sum(1 for _ in rows), "quality_dedup_cpu_s": round(dedup_cpu, 2),
     }
+
+
+def _texts(manifests: dict[str, Path]) -> dict[str, list[str]]:
+    return {r["id"]: words(r["text"]) for m in manifests.values() for r in map(json.loads, m.read_text().splitlines())}
+
+
+def _windows(w: list[str], n: int) -> set[tuple]:
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
 
 
 def _same_audio(rows: dict[str, dict], a: str, b: str) -> bool:

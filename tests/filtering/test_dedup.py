@@ -80,12 +80,12 @@ def test_every_reason_on_the_planted_set_across_folders(planted, deduped):
             r = rows[f"{t}_{i:03d}"]
             assert (r["reason"], r["keep"], r["matched_utt_id"], r["matched_folder"], r["folder"], r["cluster_id"]) == (
                 "exact_audio" if t == "exact" else "near_audio", False, orig["utt_id"], base, copies, orig["cluster_id"]), t
-            assert r["score"] == 1.0 if t == "exact" else 0.3 <= r["score"] <= 1.0
+            assert r["score"] == 1.0 if t == "exact" else DedupSettings().near_jaccard <= r["score"] <= 1.0
         voice = rows[f"voice_{i:03d}"]  # the same sentence by another voice: reported, kept
         assert (voice["reason"], voice["keep"], voice["matched_utt_id"]) == ("text_only", True, orig["utt_id"])
     leak = rows["orig_000"]  # an MP3 copy of it is in eval, under another transcript: audio alone matched
     assert (leak["reason"], leak["keep"], leak["matched_utt_id"], leak["matched_folder"]) == ("eval_overlap", False, "evalmp3_000", ev)
-    assert 0.3 <= leak["score"] < 1.0
+    assert DedupSettings().near_jaccard <= leak["score"] < 1.0
     text = rows["long_000"]  # its long transcript is in eval, read by another voice: a shared 13-gram
     assert (text["reason"], text["keep"], text["matched_utt_id"], text["score"]) == ("eval_overlap", False, "evaltext_000", 1.0)
     assert rows["voice_000"]["keep"]  # its cluster's only row not leaking: the keeper
