@@ -107,14 +107,10 @@ def quality(tmp: Path, n: int, n_long: int) -> dict:
     negatives += [(f"orig_{i:03d}", f"orig_{j:03d}") for i in range(n) for j in range(i + 1, n)
                   if speakers[i % len(speakers)] == speakers[j % len(speakers)]]
     false = sum(1 for a, b in negatives if _same_audio(rows, a, b))
+    true_leaks = _true_leaks(manifests, n_long)
     leaks = [(f"long_{j:03d}", f"evaltext_{j:03d}") for j in range(n_long)] + [(f"orig_{j:03d}", f"evalmp3_{j:03d}") for j in range(n_long)]
-    found = sum(1 for u, e in leaks if u in rows and rows[u]["reason"] == "eval_overlap" and rows[u]["matched_utt_id"] == e)
-    # true leaks: the planted ones, copies of a leaked clip, and rows whose transcript shares a 13-word window with an
-    # eval transcript (a base sentence of 13+ words inside a long eval text), found here by brute force on the words
-    planted_leaks = {u for u, _ in leaks} | {f"{t}_{j:03d}" for t in TRANSFORMS for j in range(n_long)}
-    texts = _texts(manifests)
-    eval_windows = {w for u, t in texts.items() if u.startswith("eval") for w in _windows(t, 13)}
-    planted_leaks |= {u for u, t in texts.items() if not u.startswith("eval") and len(t) >= 13 and _windows(t, 13) & eval_windows}
+    found = sum(1 for u, e in leaks if u in rows and rows[u]["reason"] == "eval_overlap" and (rows[u]["matched_utt_id"] == e or u in true_leaks))
+    planted_leaks = true_leaks | {u for u, _ in leaks}
     fps = {**fingerprints(folders["base"]), **fingerprints(folders["copies"])}
     copies_j = [jaccard(fps[f"orig_{i:03d}"], fps[f"{t}_{i:03d}"]) for t in TRANSFORMS for i in range(n)]
     neg_j = [jaccard(fps[a], fps[b]) for a, b in negatives]
@@ -129,8 +125,25 @@ def quality(tmp: Path, n: int, n_long: int) -> dict:
     }
 
 
-def _texts(manifests: dict[str, Path]) -> dict[str, list[str]]:
-    return {r["id"]: words(r["text"]) for m in manifests.values() for r in map(json.loads, m.read_text().splitlines())}
+def _true_leaks(manifests: dict[str, Path], n_long: int) -> set[str]:
+    """Rows that leak by construction, found by brute force on the manifests: copies of a clip planted in eval
+    (as MP3), rows whose transcript shares a 13-word window with an eval transcript (a base sentence of 13+
+    words inside a long eval text), and rows whose sentence an eval row reads inside its long text with the
+    same voice (espeak is deterministic: the eval clip contains the training clip's audio)."""
+    recs = {r["id"]: r for m in manifests.values() for r in map(json.loads, m.read_text().splitlines())}
+    ev = [r for u, r in recs.items() if u.startswith("eval")]
+    ev_windows = {w for r in ev for w in _windows(words(r["text"]), 13)}
+    out = {f"{t}_{j:03d}" for t in TRANSFORMS for j in range(n_long)} | {f"orig_{j:03d}" for j in range(n_long)}
+    for u, r in recs.items():
+        if u.startswith("eval"):
+            continue
+        w = words(r["text"])
+        if len(w) >= 13 and _windows(w, 13) & ev_windows:
+            out.add(u)
+        if any(e["speaker"] == r["speaker"] and f" {' '.join(w)} " in f" {' '.join(words(e['text']))} " for e in ev):
+            out.add(u)
+            out |= {f"{t}_{u[5:]}" for t in TRANSFORMS} if u.startswith("orig_") else set()
+    return out
 
 
 def _windows(w: list[str], n: int) -> set[tuple]:
@@ -165,7 +178,8 @@ def synthetic_folder(folder: Path, n: int, seed: int) -> int:
         fps = rng.integers(0, 2**32, (m, FP_LEN), dtype=np.uint64).astype(np.uint32)
         copy = rng.random(m) < PLANT
         copy[0] = False
-        src = (rng.random(m) * np.arange(m)).astype(int)
+        originals = np.flatnonzero(~copy)  # a copy's source is never a copy (its fingerprint is final)
+        src = originals[(rng.random(m) * np.searchsorted(originals, np.arange(m))).astype(int)]
         keep = rng.random((m, FP_LEN)) < 0.8
         fps[copy] = np.where(keep[copy], fps[src[copy]], fps[copy])
         planted += int(copy.sum())
