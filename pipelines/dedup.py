@@ -1,7 +1,7 @@
 """Near-duplicates across corpora and runs, and eval leakage, as Ray tasks ([docs/dedup.md](../docs/dedup.md)).
 
     python -m pipelines.dedup --input OUT [--input OUT2 ...] --output DEDUP [--against EVAL ...]
-        [--keep first|best] [--text-dups report|drop] [--near-jaccard 0.3] [--ngram 13]
+        [--keep first|best] [--text-dups report|drop] [--near-jaccard 0.2] [--ngram 13]
 
 index each shard file (tasks) -> pairs per hash part (tasks) -> fetch the paired rows (tasks) -> verify,
 cluster, decide (driver) -> DEDUP/decisions/*.parquet, DEDUP/_summary.json. A rerun indexes only new and

@@ -9,7 +9,7 @@ the clip's loudest bin (a gain change moves every bin alike) -> each peak paired
 after it -> a 32-bit hash of (f1, f2, dt). A pair's hash depends only on the two peaks' frequencies and their
 distance in time, never on where the clip starts, so a crop keeps the hashes of what it kept; MP3 coding and
 30 dB SNR noise leave the strong peaks standing. Two recordings of the same speech share a large part of their
-sets (Jaccard ~0.3-0.9), another voice or another text almost none (< 0.05): `docs/dedup.md`,
+sets, another voice or another text almost none: `docs/dedup.md`,
 `benchmarks/dedup_quality.py`.
 """
 

@@ -38,15 +38,16 @@ KEYS = ("sha_key", "codes_key", "text_key")  # exact keys: 0 where a row has non
 class DedupSettings:
     """What decides a match (part of the dedup run id: another setting is another index).
 
-    `near_jaccard`: fingerprint Jaccard at or above which two rows are the same recording (measured: copies
-    0.55-1.0, other voice or text < 0.07; benchmarks/dedup_quality.py). `bands` x `rows_per_band` MinHash values:
-    a pair at Jaccard J becomes a candidate with probability 1 - (1 - J^r)^b (0.999 at 0.5, 0.985 at 0.4).
+    `near_jaccard`: fingerprint Jaccard at or above which two rows are the same recording (the margin between
+    copies and negatives: benchmarks/dedup_quality.py). `bands` x `rows_per_band` MinHash values: a pair at
+    Jaccard J becomes a candidate with probability 1 - (1 - J^r)^b (0.9999 at 0.25, 0.999 at 0.2 with 32 x 1);
+    every candidate is verified by exact Jaccard, so loose bands cost only verification.
     `ngram`: words of a transcript n-gram shared with an eval row (13, as GPT-3's decontamination); a text of
     fewer words matches an eval text only whole."""
 
-    near_jaccard: float = 0.3
-    bands: int = 24
-    rows_per_band: int = 2
+    near_jaccard: float = 0.2
+    bands: int = 32
+    rows_per_band: int = 1
     ngram: int = 13
 
     def to_dict(self) -> dict:

@@ -80,12 +80,12 @@ def test_every_reason_on_the_planted_set_across_folders(planted, deduped):
             r = rows[f"{t}_{i:03d}"]
             assert (r["reason"], r["keep"], r["matched_utt_id"], r["matched_folder"], r["folder"], r["cluster_id"]) == (
                 "exact_audio" if t == "exact" else "near_audio", False, orig["utt_id"], base, copies, orig["cluster_id"]), t
-            assert r["score"] == 1.0 if t == "exact" else 0.3 <= r["score"] <= 1.0
+            assert r["score"] == 1.0 if t == "exact" else DedupSettings().near_jaccard <= r["score"] <= 1.0
         voice = rows[f"voice_{i:03d}"]  # the same sentence by another voice: reported, kept
         assert (voice["reason"], voice["keep"], voice["matched_utt_id"]) == ("text_only", True, orig["utt_id"])
     leak = rows["orig_000"]  # an MP3 copy of it is in eval, under another transcript: audio alone matched
     assert (leak["reason"], leak["keep"], leak["matched_utt_id"], leak["matched_folder"]) == ("eval_overlap", False, "evalmp3_000", ev)
-    assert 0.3 <= leak["score"] < 1.0
+    assert DedupSettings().near_jaccard <= leak["score"] < 1.0
     text = rows["long_000"]  # its long transcript is in eval, read by another voice: a shared 13-gram
     assert (text["reason"], text["keep"], text["matched_utt_id"], text["score"]) == ("eval_overlap", False, "evaltext_000", 1.0)
     assert rows["voice_000"]["keep"]  # its cluster's only row not leaking: the keeper
@@ -193,3 +193,14 @@ def test_dedup_job_on_ray_as_users_run_it(planted, deduped, tmp_path):
         {k: local[k] for k in ("rows", "clusters", "dropped_rows_by_source", "units_new")}
     assert _decisions(out) == rows
     assert Path(out, "logs", "dedup.log").exists()
+
+
+def test_dialogue_shards_are_fingerprinted_from_their_turns(filter_out, tmp_path):
+    from filtering.sample_dialogues import DUPLICATE_ID, DUPLICATE_OF
+
+    folder, _ = filter_out
+    summary = run_dedup([str(folder)], str(tmp_path / "dd"), [], DedupSettings(), DedupOptions(keep="best"))
+    rows = _decisions(str(tmp_path / "dd"))
+    pair = {rows[DUPLICATE_ID]["reason"], rows[DUPLICATE_OF]["reason"]}  # the same audio under a new id
+    assert pair == {"", "exact_audio"} and rows[DUPLICATE_ID]["cluster_id"] == rows[DUPLICATE_OF]["cluster_id"]
+    assert summary["dropped_rows_by_source"][folder_name(str(folder))]["exact_audio"] >= 1
