@@ -174,12 +174,17 @@ def _job_placement_groups(before: set[str]) -> list[str]:
 
 
 def _job_actors(before: set[str]) -> dict[str, dict]:
-    """Actor id -> GCS record of this job's actors alive now that were not alive at the start (GCS actor table)."""
+    """Actor id -> GCS record of this job's unnamed actors alive now that were not alive at the start (GCS actor table).
+
+    Named actors are left out: they are cluster services every job shares by name (e.g. Ray Data/Train's detached
+    `AutoscalingCoordinator`, created once and restarted forever), not a trial's.
+    """
     import ray
     from ray._private.state import actors
 
     job = ray.get_runtime_context().get_job_id()
-    return {a: info for a, info in actors().items() if info["JobID"] == job and a not in before and info["State"] != "DEAD"}
+    return {a: info for a, info in actors().items()
+            if info["JobID"] == job and not info["Name"] and a not in before and info["State"] != "DEAD"}
 
 
 def _end_actor_process(info: dict) -> None:
