@@ -6,9 +6,9 @@ through the encoder and the decoder at once. Clips longer than Whisper's 30 s wi
 back to the backend's own long-form transcription, one clip at a time.
 
 Encoder work follows speech length: Whisper pads every clip to a 30 s window (3000 mel
-frames), so a 3 s turn pays 10x its length in encoder time. Here clips are sorted by length
-and each batch is encoded in the shortest window (a multiple of `BUCKET_FRAMES`) that holds
-its longest clip; the decoder still cross-attends to a full 1500-frame memory whose tail
+frames), so a 3 s turn pays 10x its length in encoder time. Here each clip gets the shortest
+window (a multiple of `BUCKET_FRAMES`) that holds it, and a batch holds clips of one window
+size (so a clip's window, and its transcript, never depend on the clips batched with it); the decoder still cross-attends to a full 1500-frame memory whose tail
 is the encoder output of an all-padding window (computed once per backend). Why not the
 alternatives (measured on the bundled espeak clips, tiny.en int8):
   - naive truncation (decoder sees only the short memory): hallucinated, mean per-clip WER
@@ -104,11 +104,16 @@ class AsrBackend(abc.ABC):
         """
         out = [""] * len(audios)
         short, long = _split_long(audios)
-        short.sort(key=lambda i: len(audios[i]))  # similar lengths share a window: little padding
-        for s in range(0, len(short), self.batch_size):
-            idx = short[s : s + self.batch_size]
-            for i, text in zip(idx, self._batch([audios[i] for i in idx])):
-                out[i] = text
+        # A batch holds clips of one window size only: a clip's window follows its own length, never its
+        # neighbours' (a longer clip in the batch would widen its window and change its encoder output).
+        by_window: dict[int, list[int]] = {}
+        for i in sorted(short, key=lambda i: len(audios[i])):  # similar lengths share a window: little padding
+            by_window.setdefault(window_frames(len(audios[i]), self.padded), []).append(i)
+        for group in by_window.values():
+            for s in range(0, len(group), self.batch_size):
+                idx = group[s : s + self.batch_size]
+                for i, text in zip(idx, self._batch([audios[i] for i in idx])):
+                    out[i] = text
         for i in long:
             out[i] = self._long(audios[i])
         return out

@@ -13,7 +13,13 @@ DNSMOS is computed exactly as the reference (`speechmos.dnsmos`, Microsoft's DNS
 window, 9.01 s windows every 1 s, the P.808 model on the window's log-mel (all but the last
 160 samples), the non-personalized P.835 polynomial mapping, the mean over windows. We only
 run it cheaper: one ONNX session per scorer with a fixed thread count (no idle spinning),
-every window of a batch of clips in one call. The ONNX files are the ones `speechmos` ships.
+the windows of a clip in calls of up to `WINDOWS_PER_CALL`. The ONNX files are the ones `speechmos` ships.
+
+A clip's scores never depend on the clips beside it: each clip goes through its own calls, whose
+shapes follow its own length, and the mel projection is numpy's own loop (no BLAS, whose result
+bits follow the thread count and the matrix shape). Windows of several clips in one call gave the
+same clip other bits in another batch (`dnsmos_p808` 3.3657017 vs 3.3657014, issue 27); one clip per
+call costs about the same (the models' time is per window).
 
 VAD is Silero VAD's ONNX model through its own package (`silero_vad.get_speech_timestamps`,
 default thresholds): `speech_ratio` = speech seconds / clip seconds; `lead_silence_s` and
@@ -45,7 +51,7 @@ P808_CUT = 160  # samples: the P.808 features leave out the window's last hop
 # Non-personalized P.835 mapping of the raw (sig, bak, ovrl) outputs, from the reference.
 POLY = {"dnsmos_sig": (-0.08397278, 1.22083953, 0.0052439), "dnsmos_bak": (-0.13166888, 1.60915514, -0.39604546),
         "dnsmos_ovrl": (-0.06766283, 1.11546468, 0.04602535)}
-WINDOWS_PER_CALL = 16  # windows per ONNX call: batching gains, bounded memory (16 x 9 s x 4 B = 9 MB)
+WINDOWS_PER_CALL = 16  # windows of one clip per ONNX call: bounded memory (16 x 9 s x 4 B = 9 MB)
 
 
 def parse_quality(spec: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -130,30 +136,27 @@ class Dnsmos:
         import librosa
 
         stft = librosa.stft(windows[:, :-P808_CUT], n_fft=321, hop_length=160)  # [N, 161, 900], batched
-        mel = np.einsum("...ft,mf->...mt", np.abs(stft) ** 2, self._mel_basis, optimize=True)
+        # optimize=False: numpy's own loop, the same bits whatever the BLAS threads (no tensordot)
+        mel = np.einsum("...ft,mf->...mt", np.abs(stft) ** 2, self._mel_basis, optimize=False)
         feats = [(librosa.power_to_db(m, ref=np.max) + 40) / 40 for m in mel]  # ref = each window's own max
         return np.stack(feats).transpose(0, 2, 1).astype(np.float32)
 
     def score(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
-        """16 kHz float32 clips in [-1, 1] -> one dict of DNSMOS_COLUMNS per clip."""
-        owner, windows = [], []
-        for i, clip in enumerate(clips):
-            w = dnsmos_windows(np.clip(clip, -1.0, 1.0))
-            owner += [i] * len(w)
-            windows += w
+        """16 kHz float32 clips in [-1, 1] -> one dict of DNSMOS_COLUMNS per clip, each scored on its own."""
+        return [self._score_clip(clip) for clip in clips]
+
+    def _score_clip(self, clip: np.ndarray) -> dict[str, float]:
+        """One clip's scores: its windows in calls of up to WINDOWS_PER_CALL (shapes follow the clip alone)."""
+        windows = dnsmos_windows(np.clip(clip, -1.0, 1.0))
         raw, p808 = [], []
         for s in range(0, len(windows), WINDOWS_PER_CALL):
             batch = np.stack(windows[s: s + WINDOWS_PER_CALL]).astype(np.float32)
             raw.append(self.p835.run(None, {"input_1": batch})[0])  # [n, 3]: sig, bak, ovrl
             p808.append(self.p808.run(None, {"input_1": self._p808_features(batch)})[0][:, 0])  # [n]
-        raw_a, p808_a, owner_a = np.concatenate(raw), np.concatenate(p808), np.asarray(owner)
-        mapped = {c: np.polyval(POLY[c], raw_a[:, k]) for k, c in enumerate(("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"))}
-        out = []
-        for i in range(len(clips)):
-            sel = owner_a == i
-            d = {c: float(np.mean(mapped[c][sel])) for c in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")}
-            d["dnsmos_p808"] = float(np.mean(p808_a[sel]))
-            out.append(d)
+        raw_a, p808_a = np.concatenate(raw), np.concatenate(p808)
+        out = {c: float(np.mean(np.polyval(POLY[c], raw_a[:, k])))
+               for k, c in enumerate(("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"))}
+        out["dnsmos_p808"] = float(np.mean(p808_a))
         return out
 
 

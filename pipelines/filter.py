@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.asr = resolve_spec(args.asr, args.device, backend=args.asr_backend)
     kind = TTS if tts else DIALOGUE
     config = {"job": "filter", "kind": kind, "asr": args.asr, "quality": list(quality), "rules": rules.to_dict(),
-              "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
+              "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard,
               "max_duration": args.max_duration, "schema_version": DIALOGUE_SCHEMA_VERSION, "reader": opts.to_dict(),
               "split": split.to_dict()}
     from pipelines.sharded_ray import run_sharded_job  # imports Ray: not before the checks above

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     units = input_units(args.input, args.format, opts)
     codec = load_codec(args.codec, n_codebooks=args.n_codebooks)  # validates the spec before any work
     config = {
-        "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
+        "codec": codec.info.__dict__, "rows_per_shard": args.rows_per_shard,
         "max_duration": args.max_duration, "schema_version": SCHEMA_VERSION, "format": args.format, "reader": opts.to_dict(), "split": split.to_dict(),
     }
     from pipelines.sharded_ray import run_sharded_job  # imports Ray: not before the checks above

@@ -19,10 +19,6 @@ from transformers import MimiConfig, MimiModel
 
 from tokenization.codec import CodecInfo, SpeechCodec
 
-# Padded samples per forward: bounds activation memory whatever the batch's lengths.
-MAX_BATCH_SAMPLES = 24_000 * 240
-
-
 def tiny_mimi_config(n_codebooks: int = 8) -> MimiConfig:
     """Real Mimi geometry (24 kHz, 12.5 Hz, 2048-entry codebooks), tiny widths."""
     return MimiConfig(
@@ -112,32 +108,18 @@ class MimiCodec(SpeechCodec):
 
     @torch.no_grad()
     def encode(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
-        out: list[np.ndarray | None] = [None] * len(waveforms)
-        order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))  # group by length
-        start = 0
-        while start < len(order):
-            longest = len(waveforms[order[start]])
-            end = start + 1
-            while end < len(order) and len(waveforms[order[end]]) * (end - start + 1) <= max(MAX_BATCH_SAMPLES, longest):
-                end += 1
-            group = order[start:end]
-            lengths = [len(waveforms[i]) for i in group]
-            # Zero-pad every clip to whole frames: its last frame then sees the same samples
-            # alone or next to longer clips, so codes do not depend on batch composition.
-            padded = [self.n_frames(n) * self.samples_per_frame for n in lengths]
-            batch = torch.zeros(len(group), 1, max(padded))
-            mask = torch.zeros(len(group), 1, max(padded), dtype=torch.bool)
-            for row, i in enumerate(group):
-                batch[row, 0, : lengths[row]] = torch.from_numpy(np.array(waveforms[i], dtype=np.float32))
-                mask[row, 0, : padded[row]] = True
-            codes = self.model.encode(
-                batch.to(self.device), padding_mask=mask.to(self.device), num_quantizers=self.n_codebooks
-            ).audio_codes  # [B, K, T]
-            codes = codes.transpose(1, 2).cpu().numpy().astype(np.uint16)  # [B, T, K]
-            for row, i in enumerate(group):
-                out[i] = np.ascontiguousarray(codes[row, : self.n_frames(lengths[row])])
-            start = end
-        return out  # type: ignore[return-value]
+        """Each clip in its own forward, zero-padded to whole frames: its codes never depend on the clips
+        beside it. In a padded batch the same clip met other matrix shapes (batch size, the longest
+        clip's length), whose float results may differ in the last bits and flip a near-tie code (issue
+        27); on CPU one clip per call costs no more than a padded batch (no padding computed)."""
+        out = []
+        for wave in waveforms:
+            n = len(wave)
+            batch = torch.zeros(1, 1, self.n_frames(n) * self.samples_per_frame)  # [1, 1, S]
+            batch[0, 0, :n] = torch.from_numpy(np.array(wave, dtype=np.float32))
+            codes = self.model.encode(batch.to(self.device), num_quantizers=self.n_codebooks).audio_codes  # [1, K, T]
+            out.append(np.ascontiguousarray(codes[0].T.cpu().numpy().astype(np.uint16)[: self.n_frames(n)]))  # [T, K]
+        return out
 
     @torch.no_grad()
     def decode(self, codes: list[np.ndarray]) -> list[np.ndarray]:

@@ -99,6 +99,48 @@ def test_resume_after_kill_finishes_with_the_same_shards_as_the_library(filter_o
             assert (out / sub / name).read_bytes() == (ref / sub / name).read_bytes(), f"{sub}/{name} differs"
 
 
+def test_every_column_is_the_same_whatever_the_batching(loaded_records, dialogue_sample, faster_asr, tiny_codec):
+    """The sample's dialogues through the filter's steps (DNSMOS + VAD, tiny.en, tiny codec) in one batch, one row
+    per batch, and batches of 3 in reverse order with other thread counts: every column of every row (scores,
+    hypotheses, WER/CER, VAD fields, durations, codes) is the same to the bit. A step's actors, a Ray block and a
+    resumed run only cut batches another way, so this is what lets a killed-and-resumed run write the same bytes."""
+    import copy
+
+    import torch
+
+    from filtering.filter_job import EncodeKept, QualityBatch, ScoreBatch
+    from filtering.quality import QualityScorer
+    from tokenization.dialogue_schema import dialogue_rows_to_table
+
+    rules = Rules.load(dialogue_sample.parent / RULES_FILE)
+    encode = EncodeKept(tiny_codec)
+
+    def table(batches, quality):
+        steps = (QualityBatch(quality, rules), ScoreBatch(faster_asr, rules), encode)
+        for batch in batches:
+            for step in steps:
+                step(batch)
+        items = sorted((i for b in batches for i in b), key=lambda i: (i.unit, i.pos))
+        return dialogue_rows_to_table([i.row for i in items if i.status == "ok"])
+
+    one = copy.deepcopy(loaded_records)
+    reference = table([one], QualityScorer(("dnsmos", "vad")))
+    assert reference.num_rows == sum(i.status == "ok" for i in loaded_records) >= 10
+    assert any(r["keep"] for r in reference.to_pylist()) and any(not r["keep"] for r in reference.to_pylist())
+    singles = copy.deepcopy(loaded_records)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the codec and VAD on one thread here, on all of the process's in the other runs
+        by_one = table([[i] for i in singles], QualityScorer(("dnsmos", "vad")))
+    finally:
+        torch.set_num_threads(threads)
+    rev = copy.deepcopy(loaded_records)[::-1]
+    by_three = table([rev[s:s + 3] for s in range(0, len(rev), 3)], QualityScorer(("dnsmos", "vad"), threads=2))
+    for name, other in (("one row per batch", by_one), ("reversed batches of 3, 2 DNSMOS threads", by_three)):
+        differ = [c for c in reference.column_names if not reference[c].equals(other[c])]
+        assert not differ, f"{name}: columns {differ} differ from the single batch's"
+
+
 def test_filter_tts_token_shards(tmp_path, tokenize_out, cache_dir):
     folder, manifest = tokenize_out
     out = tmp_path / "tts_filtered"

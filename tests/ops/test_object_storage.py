@@ -79,6 +79,18 @@ def _upload_tree(client, folder: Path, prefix: str) -> None:
             client.upload_file(str(f), BUCKET, f"{prefix}/{f.relative_to(folder).as_posix()}")
 
 
+REQUEST_HOOKS: list = []  # callables (method, path) run before the server answers a request (fault injection)
+
+
+def _with_request_hooks(app):
+    def hooked(environ, start_response):
+        for hook in list(REQUEST_HOOKS):
+            hook(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+        return app(environ, start_response)
+
+    return hooked
+
+
 @pytest.fixture(scope="module")
 def s3(tts_sample, tmp_path_factory):
     """A moto S3 server holding the TTS sample (+ a missing and a non-audio file) and the dialogue sample.
@@ -92,6 +104,7 @@ def s3(tts_sample, tmp_path_factory):
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server.start()
+    server._server.app = _with_request_hooks(server._server.app)  # werkzeug serves `server.app` per request
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "moto-access-key",
            "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}
     try:
@@ -333,6 +346,64 @@ def test_train_stage1_reads_s3_checkpoints_to_s3_and_resumes(s3, tokenized, tmp_
     assert _json(client, f"ckpt/stage1/{ckpts[-1]}/trainer_state_rank0.json")["step"] == 6
     rows = [json.loads(line) for line in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+
+    # The worker SIGKILLed while the step-4 checkpoint is being uploaded (at the first object of its folder): Ray
+    # Train's retry skips that partial folder for the last checkpoint it registered and reaches the same loss.
+    killed = _kill_worker_at_second_checkpoint(env, "ckpt/stage1_killed/")
+    REQUEST_HOOKS.append(killed)
+    try:
+        run_job(env, "pipelines.train", "--stage", "1", "--config", "training/configs/stage1_tiny.yaml",
+                *[o for o in TRAIN if not o.startswith("checkpoint.run_name")], "checkpoint.run_name=stage1_killed",
+                f"tensorboard_dir={tmp_path / 'tb_killed'}")
+    finally:
+        REQUEST_HOOKS.remove(killed)
+    assert killed.pids, "no worker was killed mid-upload"
+    partial = killed.folders[1]
+    keys = _keys(client, "ckpt/stage1_killed/")
+    partial_files = {k.split("/", 3)[3] for k in keys if k.split("/")[2] == partial}
+    complete = {k.split("/", 3)[3] for k in keys if k.split("/")[2] == killed.folders[-1]}
+    assert len(partial_files) < len(complete), partial_files  # the upload was cut short
+    rows_killed = [json.loads(line) for line in (tmp_path / "tb_killed" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows_killed]
+    # Never from the partial step 4: from step 2's checkpoint, or from scratch when Ray had not registered that one
+    # yet (a report waits in the worker for the controller's next poll; the kill loses it: seen on a loaded box).
+    assert steps[:4] == [1, 2, 3, 4] and steps[4:] in ([3, 4], [1, 2, 3, 4]), steps
+    import torch
+
+    # the uninterrupted run's step 4 (the tolerance of test_worker_failure_resumes_to_the_same_loss)
+    torch.testing.assert_close(rows_killed[-1]["loss"], rows[3]["loss"], rtol=1e-4, atol=1e-5)
+    assert len(killed.folders) >= 3 and "trainer_state_rank0.json" in complete  # step 2, the cut step 4, the step 4 of the retry
+
+
+def _kill_worker_at_second_checkpoint(env: dict, prefix: str):
+    """A request hook: at the first object written into the run's second checkpoint folder, SIGKILL the Ray Train
+    worker that uploads it (this job's: found by its RayTrainWorker title and our endpoint in its environment)."""
+    import signal
+
+    import psutil
+
+    def hook(method: str, path: str) -> None:
+        marker = f"/{BUCKET}/{prefix}checkpoint_"
+        if method not in ("PUT", "POST") or not path.startswith(marker):
+            return
+        folder, slash, _ = path[len(f"/{BUCKET}/{prefix}"):].partition("/")
+        if not slash:  # a file beside the folders (Ray's checkpoint_manager_snapshot.json), not in one
+            return
+        if folder not in hook.folders:
+            hook.folders.append(folder)
+        if len(hook.folders) < 2 or hook.pids:
+            return
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and \
+                        p.environ().get("AWS_ENDPOINT_URL") == env["AWS_ENDPOINT_URL"]:
+                    os.kill(p.pid, signal.SIGKILL)
+                    hook.pids.append(p.pid)
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                pass
+
+    hook.folders, hook.pids = [], []
+    return hook
 
 
 def test_listings_page_past_a_thousand_objects(s3, monkeypatch):

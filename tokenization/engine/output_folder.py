@@ -45,7 +45,9 @@ def file_unit(path: str) -> str | None:
 
 def compute_run_id(config: dict) -> str:
     """Hash of the job config alone (codec, reader options, split, rows per shard, rules): the dataset's
-    identity. The input listing is not in it: a grown or shrunk input is the same dataset, updated."""
+    identity. The input listing is not in it: a grown or shrunk input is the same dataset, updated. Nor is a
+    setting that cannot change a value written (batch size, block rows, actors, CPUs, threads: every step
+    computes a row on its own, whatever rows it was batched with)."""
     return sha1_hex(stable_json({"config": config}).encode())[:16]
 
 
