@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,28 +53,16 @@ from filtering.dedup.job import DedupOptions, run_dedup  # noqa: E402
 from filtering.dedup.sample import TRANSFORMS, make_dedup_sample  # noqa: E402
 from tokenization.codec_factory import load_codec  # noqa: E402
 from tokenization.dedup_schema import DECISIONS  # noqa: E402
-from tokenization.engine.local_run import run_local  # noqa: E402
-from tokenization.engine.output_folder import compute_run_id, prepare_output, sync_output  # noqa: E402
-from tokenization.engine.writer import write_manifest  # noqa: E402
 from tokenization.fingerprint import jaccard  # noqa: E402
-from tokenization.readers.registry import list_units  # noqa: E402
-from tokenization.schema import SHARDS, TokenRow, file_metadata, rows_to_table, table_to_parquet_bytes  # noqa: E402
+from tokenization.schema import SHARDS, TokenRow, rows_to_table, table_to_parquet_bytes  # noqa: E402
 from tokenization.sample_corpus import VOICES  # noqa: E402
-from tokenization.tokenize_job import tokenize_job  # noqa: E402
-from tokenization.units import ReaderOptions  # noqa: E402
+from tokenization.tokenize_job import tokenize_local  # noqa: E402
 
 AUDIO = ("exact_audio", "near_audio")
 
 
 def tokenize(manifest: Path, out: Path, codec) -> str:
-    opts, config = ReaderOptions(), {"codec": codec.info.__dict__}
-    units, run_id = list_units(str(manifest), "auto", opts), compute_run_id(config)
-    prepare_output(str(out), run_id, config)
-    sync_output(str(out), units)
-    job = tokenize_job(opts, codec, run_id, target_rate=codec.sample_rate, max_seconds=60.0, rows_per_shard=64, batch_size=8)
-    run_local(job, units, str(out), file_metadata(codec.info, {"run_id": run_id}))
-    write_manifest(str(out), run_id, units, (SHARDS,))
-    return str(out)
+    return tokenize_local(str(manifest), str(out), codec, rows_per_shard=64, batch_size=8)
 
 
 def decisions(out: str) -> dict[str, dict]:

@@ -126,3 +126,27 @@ def tokenize_job(opts: ReaderOptions, codec: str | SpeechCodec, run_id: str, *, 
     return JobSpec("tokenize", partial(read_unit, opts=opts), utterance_id,
                    partial(load_utterance, target_rate=target_rate, max_seconds=max_seconds),
                    TokenSink(n_codebooks), [encode], rows_per_shard, batch_size)
+
+
+def tokenize_local(source: str, out: str, codec: SpeechCodec, *, fmt: str = "auto", rows_per_shard: int = 64,
+                   batch_size: int = 8, max_seconds: float | None = 60.0) -> str:
+    """The tokenize job's steps in this process, no Ray, in the order `pipelines.tokenize` runs them (plan the
+    folder, run the units, write `_manifest.json`): token folders for tests and benchmarks. Returns `out`.
+
+    Its run config names only the codec, so its run id is not a `pipelines.tokenize` run's.
+    """
+    from tokenization.engine.local_run import run_local
+    from tokenization.engine.output_folder import compute_run_id, prepare_output, sync_output
+    from tokenization.engine.writer import write_manifest
+    from tokenization.readers.registry import list_units
+    from tokenization.schema import file_metadata
+
+    opts, config = ReaderOptions(), {"codec": codec.info.__dict__}
+    units, run_id = list_units(source, fmt, opts), compute_run_id(config)
+    prepare_output(out, run_id, config)
+    sync_output(out, units)
+    job = tokenize_job(opts, codec, run_id, target_rate=codec.sample_rate, max_seconds=max_seconds,
+                       rows_per_shard=rows_per_shard, batch_size=batch_size)
+    run_local(job, units, out, file_metadata(codec.info, {"run_id": run_id}))
+    write_manifest(out, run_id, units, (SHARDS,))
+    return out

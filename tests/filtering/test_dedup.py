@@ -22,8 +22,6 @@ from filtering.dedup.sample import TRANSFORMS, make_dedup_sample
 from tests.jobs import run_module
 from tokenization.dedup_schema import DECISIONS, DECISIONS_SCHEMA, excluded_ids, folder_name
 from tokenization.errors import UserError
-from tokenization.readers.registry import list_units
-from tokenization.units import ReaderOptions
 
 N, N_LONG = 2, 1  # base sentences (each planted as every transform), long texts shared with eval
 AGREED = ["utt_id", "folder", "cluster_id", "cluster_size", "keep", "reason", "score", "matched_utt_id", "matched_folder"]
@@ -31,20 +29,9 @@ AGREED = ["utt_id", "folder", "cluster_id", "cluster_size", "keep", "reason", "s
 
 def _tokenize(manifest: Path, out: Path, codec) -> str:
     """The tokenize job's steps in this process, as `pipelines.tokenize` orders them."""
-    from tokenization.engine.local_run import run_local
-    from tokenization.engine.output_folder import compute_run_id, prepare_output, sync_output
-    from tokenization.engine.writer import write_manifest
-    from tokenization.schema import SHARDS, file_metadata
-    from tokenization.tokenize_job import tokenize_job
+    from tokenization.tokenize_job import tokenize_local
 
-    opts, config = ReaderOptions(), {"codec": codec.info.__dict__}
-    units, run_id = list_units(str(manifest), "auto", opts), compute_run_id(config)
-    prepare_output(str(out), run_id, config)
-    sync_output(str(out), units)
-    job = tokenize_job(opts, codec, run_id, target_rate=codec.sample_rate, max_seconds=60.0, rows_per_shard=4, batch_size=4)
-    run_local(job, units, str(out), file_metadata(codec.info, {"run_id": run_id}))
-    write_manifest(str(out), run_id, units, (SHARDS,))
-    return str(out)
+    return tokenize_local(str(manifest), str(out), codec, rows_per_shard=4, batch_size=4)
 
 
 @pytest.fixture(scope="module")

@@ -56,19 +56,9 @@ def test_a_shard_reads_only_the_unit_it_was_tokenized_from(tmp_path, monkeypatch
 
 def _tokenize(corpus, out, codec):
     """The tokenize job's steps over a folder of manifests (no Ray), as `pipelines.tokenize` orders them."""
-    from tokenization.engine.local_run import run_local
-    from tokenization.engine.output_folder import compute_run_id, prepare_output, sync_output
-    from tokenization.engine.writer import write_manifest
-    from tokenization.schema import SHARDS, file_metadata
-    from tokenization.tokenize_job import tokenize_job
+    from tokenization.tokenize_job import tokenize_local
 
-    opts, config = ReaderOptions(), {"codec": codec.info.__dict__}
-    units, run_id = list_units(str(corpus), "auto", opts), compute_run_id(config)
-    prepare_output(str(out), run_id, config)
-    sync_output(str(out), units)
-    job = tokenize_job(opts, codec, run_id, target_rate=codec.sample_rate, max_seconds=60.0, rows_per_shard=2, batch_size=2)
-    run_local(job, units, str(out), file_metadata(codec.info, {"run_id": run_id}))
-    write_manifest(str(out), run_id, units, (SHARDS,))
+    tokenize_local(str(corpus), str(out), codec, rows_per_shard=2, batch_size=2)
 
 
 def _filter(tokens, corpus, out, codec, asr):
