@@ -32,6 +32,23 @@ class ConfigError(UserError, ValueError):
     """A config value the user must fix; the message names the file and the dotted key."""
 
 
+def read_yaml_mapping(path: str, what: str = "config keys") -> dict:
+    """A YAML file's top-level mapping; ConfigError in one line when it cannot be read, is not YAML or is not a
+    mapping (an empty file is an empty mapping)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            d = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what}")
+    return d
+
+
 def config_error(where: str, key: str, problem: str) -> ConfigError:
     """`<where>: <key>: <problem>` (either part left out when empty)."""
     return ConfigError(": ".join(p for p in (where, key, problem) if p))

@@ -27,10 +27,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from tokenization import storage
-from tokenization.strict_config import ConfigError, config_error, load_dataclass
+from tokenization.strict_config import ConfigError, config_error, load_dataclass, read_yaml_mapping
 from training import checkpointing as ckpt
 from training.metrics import read_jsonl
 from training.stage_config import StageConfig, load_config
@@ -126,13 +124,7 @@ def local_abs(path: str) -> str:
 
 def load_experiment(path: str) -> ExperimentConfig:
     """Load an experiment YAML strictly (unknown keys name key and file); ConfigError on any mistake."""
-    try:
-        with open(path) as f:
-            d = yaml.safe_load(f) or {}
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    d = read_yaml_mapping(path, "experiment keys")
     exp = load_dataclass(ExperimentConfig, d, where=path)
     exp.source = path
     exp.name = exp.name or os.path.splitext(os.path.basename(path))[0]

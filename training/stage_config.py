@@ -33,7 +33,7 @@ import yaml
 from tokenization import storage
 from tokenization.dedup_schema import has_decisions
 from tokenization.schema import KEPT, SHARDS
-from tokenization.strict_config import ConfigError, config_error, load_dataclass
+from tokenization.strict_config import ConfigError, config_error, load_dataclass, read_yaml_mapping
 from training.model.config import VocalNetConfig
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -341,15 +341,7 @@ def _command_line_data_wins(d: dict, overrides: list[str]) -> None:
 
 def load_config(path: str, overrides: list[str] | None = None, stage: int | None = None) -> StageConfig:
     """Load and check a stage YAML (+ overrides); `stage`, if given, must match the YAML's."""
-    try:
-        with open(path) as f:
-            d = yaml.safe_load(f) or {}
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: expected a mapping of stage config keys")
+    d = read_yaml_mapping(path, "stage config keys")
     apply_overrides(d, overrides or [], path)
     _command_line_data_wins(d, overrides or [])
     d.setdefault("config_dir", os.path.dirname(os.path.abspath(path)))
