@@ -140,6 +140,8 @@ def load_experiment(path: str) -> ExperimentConfig:
             raise config_error(path, f"trials[{i}]", "must be a mapping of key: value")
     if exp.max_concurrent_trials < 0:
         raise config_error(path, "max_concurrent_trials", f"{exp.max_concurrent_trials} must be >= 0 (0: from the cluster)")
+    if exp.evaluate and exp.evaluate.data:  # here, on the driver: a trial runs in Tune's own working folder
+        exp.evaluate.data = local_abs(exp.evaluate.data)
     return exp
 
 

@@ -29,6 +29,8 @@ def test_the_paper_experiments_ship_and_every_trial_config_loads(tmp_path):
         cfgs = [trial_config(exp, t, str(tmp_path)) for t in trials]  # strict: a bad key in any trial fails here
         assert len({c.checkpoint.run_name for c in cfgs}) == len(trials), path  # a folder (config hash) per trial
         assert Path(path).read_text().startswith("#") and "python -m pipelines.experiment --config" in Path(path).read_text()
+        # a trial runs in Ray Tune's own working folder: what it evaluates on is resolved where the command runs
+        assert exp.evaluate is None or not exp.evaluate.data or os.path.isabs(exp.evaluate.data), path
     depth = [trial_config(load_experiment(p), t, str(tmp_path)).model.talker.n_mtp
              for p in EXPERIMENTS if p.endswith("mtp_depth.yaml") for t in expand(load_experiment(p))]
     assert depth == [0, 1, 2, 3, 4, 5]
